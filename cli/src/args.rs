@@ -1,0 +1,96 @@
+//! Command-line syntax (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ferry_engine::Mode;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 1 some blobs failed (ferry replay retries them), 2 bad input,
+3 state dir in use by another ferry, 4 state dir corrupt or unreadable, 5 unknown job,
+6 job failed, 7 job in the wrong state for this action, 8 verify-log found a difference,
+130 interrupted (ferry replay continues).";
+
+/// Back up and copy blob storage, with every step recorded in an event log.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// State dir holding the event log (default: $FERRY_HOME, else the per-user data dir).
+    #[arg(long, global = true, value_name = "DIR", env = "FERRY_HOME")]
+    pub state: Option<PathBuf>,
+
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy SRC to DST now (submit + run in the foreground).
+    Copy(JobArgs),
+    /// Enqueue a copy job and print its id; `ferry run` works the queue.
+    Submit(JobArgs),
+    /// Run queued jobs until the queue is empty.
+    Run(RunArgs),
+    /// Resume a job: copy only what is not durably done.
+    Replay {
+        /// Job id (or a unique prefix of it).
+        job: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// List jobs.
+    Jobs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job: spec, attempts, counts and failed blobs.
+    Show {
+        job: String,
+        #[arg(long)]
+        json: bool,
+        /// Failed blobs to list (0 = all).
+        #[arg(long, default_value_t = 50)]
+        failures: usize,
+    },
+    /// Print the event log (all jobs, or one).
+    Events {
+        job: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the log and check every cached projection against it.
+    VerifyLog { job: Option<String> },
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Source folder.
+    pub src: String,
+    /// Destination folder (created if missing).
+    pub dst: String,
+    /// What to do with blobs that exist at the destination.
+    #[arg(long, default_value = "incremental", value_parser = parse_mode)]
+    pub mode: Mode,
+    /// Shorthand for --mode incremental.
+    #[arg(long, conflicts_with = "mode")]
+    pub incremental: bool,
+    /// Parallel copies (default: 8 x cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub parallel: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Parallel copies for this run (default: the job's setting, else 8 x cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub parallel: Option<u32>,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+}

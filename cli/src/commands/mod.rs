@@ -1,0 +1,45 @@
+//! One module per group of subcommands; `dispatch` picks one.
+
+mod query;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use ferry_engine::Engine;
+
+use crate::args::{Cli, Command};
+
+/// Runs the command; returns the exit code (errors map to codes in main).
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    let state = state_dir(cli.state)?;
+    let out = Output { quiet: cli.quiet };
+    match cli.command {
+        Command::Copy(job) => run::copy(&state, job, out),
+        Command::Submit(job) => run::submit(&state, job, out),
+        Command::Run(args) => run::run_queue(&state, args, out),
+        Command::Replay { job, run } => run::replay(&state, &job, run, out),
+        Command::Jobs { json } => query::jobs(&open(&state)?, json),
+        Command::Show { job, json, failures } => query::show(&open(&state)?, &job, json, failures),
+        Command::Events { job, json } => query::events(&open(&state)?, job.as_deref(), json),
+        Command::VerifyLog { job } => query::verify(&open(&state)?, job.as_deref(), out),
+    }
+}
+
+/// How much to print.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub quiet: bool,
+}
+
+fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    let base = dirs::data_dir().context("no per-user data dir on this system; set FERRY_HOME or pass --state DIR")?;
+    Ok(base.join("ferry"))
+}
+
+fn open(state: &std::path::Path) -> Result<Engine> {
+    Ok(Engine::open(state)?)
+}

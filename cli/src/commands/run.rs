@@ -1,0 +1,142 @@
+//! copy, submit, run and replay: the commands that change the log.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use ferry_engine::event::Outcome;
+use ferry_engine::{Address, Engine, JobId, JobSpec, Mode, Progress, RunOptions, RunReport};
+use indicatif::HumanBytes;
+use tokio_util::sync::CancellationToken;
+
+use super::{open, Output};
+use crate::args::{JobArgs, RunArgs};
+use crate::exit;
+use crate::progress::ProgressView;
+
+fn spec_of(args: &JobArgs) -> Result<JobSpec> {
+    Ok(JobSpec {
+        src: Address::parse(&args.src)?,
+        dst: Address::parse(&args.dst)?,
+        mode: if args.incremental { Mode::Incremental } else { args.mode },
+        parallel: args.parallel,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub fn submit(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
+    let spec = spec_of(&args)?;
+    let engine = open(state)?;
+    let id = runtime()?.block_on(engine.submit(spec))?;
+    if !out.quiet {
+        println!("{id}");
+    }
+    Ok(exit::OK)
+}
+
+pub fn copy(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
+    let spec = spec_of(&args)?;
+    let engine = open(state)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        crate::signals::install(cancel.clone(), out.quiet);
+        let id = engine.submit(spec).await?;
+        let report = attempt(&engine, id, None, cancel, out, false).await?;
+        Ok(code_of(&report))
+    })
+}
+
+pub fn run_queue(state: &Path, args: RunArgs, out: Output) -> Result<u8> {
+    let engine = open(state)?;
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        crate::signals::install(cancel.clone(), out.quiet);
+        let mut worst = exit::OK;
+        let mut ran = 0;
+        while let Some(id) = engine.next_queued()? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let report = attempt(&engine, id, args.parallel, cancel.clone(), out, false).await?;
+            ran += 1;
+            worst = worst.max(code_of(&report));
+        }
+        if ran == 0 && !out.quiet {
+            println!("no queued jobs");
+        }
+        Ok(worst)
+    })
+}
+
+pub fn replay(state: &Path, job: &str, args: RunArgs, out: Output) -> Result<u8> {
+    let engine = open(state)?;
+    let id = engine.resolve(job)?;
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        crate::signals::install(cancel.clone(), out.quiet);
+        let report = attempt(&engine, id, args.parallel, cancel, out, true).await?;
+        Ok(code_of(&report))
+    })
+}
+
+async fn attempt(
+    engine: &Engine,
+    id: JobId,
+    parallel: Option<u32>,
+    cancel: CancellationToken,
+    out: Output,
+    replay: bool,
+) -> Result<RunReport> {
+    let progress = Arc::new(Progress::default());
+    let view = (!out.quiet).then(|| ProgressView::start(progress.clone()));
+    let opts = RunOptions {
+        parallel: parallel.map(|p| p as usize),
+        cancel,
+        progress,
+        retry: None,
+    };
+    let report = if replay { engine.replay(id, opts).await } else { engine.run(id, opts).await };
+    if let Some(view) = view {
+        view.finish();
+    }
+    let report = report?;
+    if !out.quiet {
+        println!("{}", summary_line(&report));
+    }
+    Ok(report)
+}
+
+fn summary_line(r: &RunReport) -> String {
+    let t = &r.totals;
+    let status = match &r.outcome {
+        None => "interrupted (ferry replay continues it)".to_string(),
+        Some(o) => o.to_string(),
+    };
+    let resumed = if t.resumed > 0 { format!(", {} already done", t.resumed) } else { String::new() };
+    format!(
+        "job {} attempt {}: {status}: copied {} files ({}), skipped {}, failed {}{resumed} in {:.2}s",
+        r.job,
+        r.attempt,
+        t.copied,
+        HumanBytes(t.copied_bytes),
+        t.skipped,
+        t.failed,
+        r.elapsed.as_secs_f64()
+    )
+}
+
+fn code_of(r: &RunReport) -> u8 {
+    match &r.outcome {
+        None => exit::INTERRUPTED,
+        Some(Outcome::Succeeded) => exit::OK,
+        Some(Outcome::CompletedWithFailures) => exit::BLOBS_FAILED,
+        Some(Outcome::Failed { message }) => {
+            eprintln!("ferry: error: job {} failed: {message}", r.job);
+            exit::JOB_FAILED
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Ctrl-C / SIGTERM: the first asks the running job to stop at blob
+//! boundaries (it is recorded as interrupted and can be replayed); the second
+//! exits at once (the log is consistent at any point, so nothing is lost
+//! that a replay cannot redo).
+
+use tokio_util::sync::CancellationToken;
+
+pub fn install(cancel: CancellationToken, quiet: bool) {
+    tokio::spawn(async move {
+        if wait().await.is_err() {
+            return;
+        }
+        if !quiet {
+            eprintln!("ferry: stopping after in-flight copies (press Ctrl-C again to quit now)");
+        }
+        cancel.cancel();
+        if wait().await.is_ok() {
+            eprintln!("ferry: quitting now; `ferry replay` continues the job");
+            std::process::exit(crate::exit::INTERRUPTED as i32);
+        }
+    });
+}
+
+async fn wait() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}

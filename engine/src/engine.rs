@@ -1,0 +1,311 @@
+//! The engine facade: opens a state dir, submits and runs jobs, and answers
+//! questions from the log.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EngineError;
+use crate::event::{Event, EventRecord};
+use crate::job::{JobId, JobSpec};
+use crate::log::EventLog;
+use crate::projection::{BlobState, BlobStatus, Checkpoint, JobState, JobSummary};
+use crate::retry::RetryPolicy;
+use crate::store;
+use crate::transfer::{self, Attempt, AttemptEnd, Progress, RunReport};
+
+/// How to run an attempt.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Parallel copies; overrides the job's own setting.
+    pub parallel: Option<usize>,
+    /// Cancelled on Ctrl-C/SIGTERM: in-flight copies finish, no new ones
+    /// start, and the attempt is recorded as interrupted.
+    pub cancel: CancellationToken,
+    /// Live counters for a progress display.
+    pub progress: Arc<Progress>,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// An open state dir. Holds its lock for as long as it lives.
+pub struct Engine {
+    dir: PathBuf,
+    log: EventLog,
+    /// Held (flock) for the engine's lifetime: one process per state dir.
+    _lock: File,
+}
+
+/// The default parallelism: 8 copies per core, as the seed measured.
+pub fn default_parallelism() -> usize {
+    8 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+impl Engine {
+    /// Opens (creating if needed) the state dir, taking its lock.
+    pub fn open(dir: &Path) -> Result<Engine, EngineError> {
+        let io = |source| EngineError::StateIo { path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        if !dir.is_dir() {
+            return Err(EngineError::StateIo {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("not a folder"),
+            });
+        }
+        let lock = take_lock(dir)?;
+        let log = EventLog::open(&dir.join("db"))?;
+        Ok(Engine { dir: dir.to_path_buf(), log, _lock: lock })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Checks and enqueues a job; returns once `JobSubmitted` is durable.
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobId, EngineError> {
+        spec.validate()?;
+        let id = JobId::new();
+        self.log.append_durable(id, Event::JobSubmitted { spec }).await?;
+        Ok(id)
+    }
+
+    /// Finds a job by its full id or a unique prefix of it.
+    pub fn resolve(&self, text: &str) -> Result<JobId, EngineError> {
+        let wanted = text.trim().to_ascii_lowercase().replace('-', "");
+        if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(EngineError::UnknownJob(text.to_string()));
+        }
+        let mut found = None;
+        for id in self.log.job_ids()? {
+            if id.0.simple().to_string().starts_with(&wanted) {
+                if found.is_some() {
+                    return Err(EngineError::AmbiguousJob(text.to_string()));
+                }
+                found = Some(id);
+            }
+        }
+        found.ok_or_else(|| EngineError::UnknownJob(text.to_string()))
+    }
+
+    pub fn summary(&self, job: JobId) -> Result<JobSummary, EngineError> {
+        self.log.summary(job)?.ok_or_else(|| EngineError::UnknownJob(job.to_string()))
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Result<Vec<JobSummary>, EngineError> {
+        self.log.job_ids()?.into_iter().map(|id| self.summary(id)).collect()
+    }
+
+    /// The oldest job still waiting to run.
+    pub fn next_queued(&self) -> Result<Option<JobId>, EngineError> {
+        for id in self.log.job_ids()? {
+            if self.summary(id)?.state == JobState::Queued {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs a queued job's first attempt.
+    pub async fn run(&self, job: JobId, opts: RunOptions) -> Result<RunReport, EngineError> {
+        let summary = self.summary(job)?;
+        if summary.state != JobState::Queued {
+            return Err(EngineError::WrongState {
+                job: job.to_string(),
+                why: format!("is {}, not queued; use `ferry replay {job}` to resume it", summary.effective_state()),
+            });
+        }
+        self.attempt(summary, opts).await
+    }
+
+    /// Resumes a job: a new attempt that copies only what is not durably done.
+    pub async fn replay(&self, job: JobId, opts: RunOptions) -> Result<RunReport, EngineError> {
+        let summary = self.summary(job)?;
+        if summary.state == JobState::Succeeded {
+            return Err(EngineError::WrongState {
+                job: job.to_string(),
+                why: "already succeeded; nothing to replay (submit a new job to copy again)".into(),
+            });
+        }
+        self.attempt(summary, opts).await
+    }
+
+    async fn attempt(&self, summary: JobSummary, opts: RunOptions) -> Result<RunReport, EngineError> {
+        let job = summary.id;
+        let spec = summary
+            .spec
+            .clone()
+            .ok_or_else(|| EngineError::corrupt(&self.dir, format!("job {job} has no JobSubmitted event")))?;
+        let attempt = summary.attempts.len() as u32 + 1;
+        let parallel = opts
+            .parallel
+            .or(spec.parallel.map(|p| p as usize))
+            .unwrap_or_else(default_parallelism);
+        let src = store::open(&spec.src, &job.tag())?;
+        let dst = store::open(&spec.dst, &job.tag())?;
+        let started = Instant::now();
+        let worker = format!("{}:{}", hostname(), std::process::id());
+        let parallelism = parallel as u32;
+        self.log
+            .append_durable(job, Event::JobStarted { attempt, worker, parallelism })
+            .await?;
+        let ctx = Arc::new(Attempt {
+            log: self.log.clone(),
+            job,
+            attempt,
+            spec,
+            src,
+            dst,
+            progress: opts.progress.clone(),
+            cancel: opts.cancel.clone(),
+            retry: opts.retry.unwrap_or_default(),
+            resuming: attempt > 1,
+        });
+        let end = transfer::run(ctx, parallel).await?;
+        let totals = opts.progress.totals();
+        let outcome = match end {
+            AttemptEnd::Interrupted => {
+                let reason = "stopped on request (signal)".to_string();
+                self.log.append_durable(job, Event::JobInterrupted { attempt, reason }).await?;
+                None
+            }
+            AttemptEnd::Finished(outcome) => {
+                let event = Event::JobFinished { attempt, outcome: outcome.clone(), totals: totals.clone() };
+                self.log.append_durable(job, event).await?;
+                Some(outcome)
+            }
+        };
+        Ok(RunReport { job, attempt, outcome, totals, elapsed: started.elapsed() })
+    }
+
+    /// Events of one job, or of every job (oldest job first).
+    pub fn events(
+        &self,
+        job: Option<JobId>,
+    ) -> Result<Box<dyn Iterator<Item = Result<EventRecord, EngineError>> + '_>, EngineError> {
+        Ok(match job {
+            Some(job) => {
+                self.summary(job)?;
+                Box::new(self.log.events(job))
+            }
+            None => {
+                let ids = self.log.job_ids()?;
+                Box::new(ids.into_iter().flat_map(move |id| self.log.events(id)))
+            }
+        })
+    }
+
+    /// Blobs whose latest state in the job is failed, with their errors.
+    pub fn failures(&self, job: JobId) -> Result<Vec<(String, BlobState)>, EngineError> {
+        self.log
+            .blob_states(job)
+            .filter(|r| r.as_ref().map_or(true, |(_, s)| s.status == BlobStatus::Failed))
+            .collect()
+    }
+
+    /// Replays the log of each job (or one) and compares every cached
+    /// projection with the fold. Returns the differences found.
+    pub fn verify(&self, job: Option<JobId>) -> Result<Verification, EngineError> {
+        let ids = match job {
+            Some(j) => {
+                self.summary(j)?;
+                vec![j]
+            }
+            None => self.log.job_ids()?,
+        };
+        let mut v = Verification::default();
+        for id in ids {
+            v.jobs += 1;
+            let mut summary = JobSummary::new(id);
+            let mut checkpoint = Checkpoint::default();
+            for (i, rec) in self.log.events(id).enumerate() {
+                let rec = rec?;
+                v.events += 1;
+                if rec.seq != i as u64 {
+                    v.problems.push(format!("job {id}: event #{i} has seq {} (gap in the log)", rec.seq));
+                    break;
+                }
+                summary.apply(&rec);
+                checkpoint.apply(&rec);
+            }
+            match self.log.summary(id)? {
+                Some(cached) if cached == summary => {}
+                Some(cached) => v.problems.push(format!(
+                    "job {id}: cached summary differs from the replay (cached state {}, {} copied; replay state {}, {} copied)",
+                    cached.state, cached.copied, summary.state, summary.copied
+                )),
+                None => v.problems.push(format!("job {id}: no cached summary")),
+            }
+            let mut cached = Checkpoint::default();
+            for entry in self.log.blob_states(id) {
+                let (name, state) = entry?;
+                cached.blobs.insert(name, state);
+            }
+            if cached != checkpoint {
+                let first = checkpoint
+                    .blobs
+                    .iter()
+                    .find(|(n, s)| cached.blobs.get(*n) != Some(s))
+                    .map(|(n, _)| n.clone())
+                    .or_else(|| cached.blobs.keys().find(|n| !checkpoint.blobs.contains_key(*n)).cloned())
+                    .unwrap_or_default();
+                v.problems.push(format!("job {id}: checkpoint entry for {first:?} differs from the replay"));
+            }
+            v.blobs += checkpoint.blobs.len() as u64;
+        }
+        Ok(v)
+    }
+}
+
+/// What `verify` checked and found.
+#[derive(Debug, Default, Clone)]
+pub struct Verification {
+    pub jobs: u64,
+    pub events: u64,
+    pub blobs: u64,
+    pub problems: Vec<String>,
+}
+
+fn take_lock(dir: &Path) -> Result<File, EngineError> {
+    let path = dir.join("lock");
+    let io = |source| EngineError::StateIo { path: path.clone(), source };
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the error a second process will print.
+            let owner = format!("pid {}, since {}", std::process::id(), chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"));
+            f.set_len(0).map_err(io)?;
+            f.rewind().map_err(io)?;
+            f.write_all(owner.as_bytes()).map_err(io)?;
+            Ok(f)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut owner = String::new();
+            let _ = f.read_to_string(&mut owner);
+            let owner = if owner.trim().is_empty() { "pid unknown".into() } else { owner.trim().to_string() };
+            Err(EngineError::StateLocked { path: dir.to_path_buf(), owner })
+        }
+        Err(TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,229 @@
+//! The event model. Names are past tense and pinned with `serde(rename)` so a
+//! refactor cannot silently change what is on disk; every record carries a
+//! schema version so old logs keep replaying.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, JobSpec};
+
+/// Schema version written into every new record.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// One entry of the log: an event of one job at a gap-free sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Schema version of `event` as written.
+    pub v: u16,
+    pub job: JobId,
+    /// Position in the job's own log, starting at 0 with no gaps.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub event: Event,
+}
+
+/// Why a blob was copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyReason {
+    /// The destination did not have it.
+    New,
+    /// The source is newer than the destination (incremental).
+    Newer,
+    /// Size or content differ (if-different).
+    Different,
+    /// Full mode overwrites whatever is there.
+    Overwrite,
+}
+
+/// Why a blob was not copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// Incremental: the destination is as new as the source or newer.
+    NotNewer,
+    /// Never mode: the destination exists.
+    Exists,
+    /// If-different: same size and content.
+    Identical,
+    /// Symlinked directories, sockets, devices: not regular files.
+    NotRegularFile,
+}
+
+/// How the bytes moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyMethod {
+    /// Kernel-side file copy between two local folders (copy_file_range).
+    LocalFile,
+    /// Read from the source and written to the destination through ferry.
+    Stream,
+}
+
+/// What kind of failure a blob hit; decides whether a replay may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    NotFound,
+    PermissionDenied,
+    InvalidName,
+    SourceChanged,
+    DestinationConflict,
+    Io,
+}
+
+/// How a job attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every blob was copied or skipped.
+    Succeeded,
+    /// Some blobs failed; `ferry replay` retries only those.
+    CompletedWithFailures,
+    /// The job as a whole could not run (e.g. the source vanished).
+    Failed { message: String },
+}
+
+/// Counts of one attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub listed: u64,
+    pub listed_bytes: u64,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Blobs already durably done by an earlier attempt.
+    pub resumed: u64,
+}
+
+/// Everything that happens to a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    #[serde(rename = "JobSubmitted")]
+    JobSubmitted { spec: JobSpec },
+    #[serde(rename = "JobStarted")]
+    JobStarted {
+        attempt: u32,
+        /// host:pid of the process that ran the attempt.
+        worker: String,
+        parallelism: u32,
+    },
+    #[serde(rename = "ListingCompleted")]
+    ListingCompleted { attempt: u32, blobs: u64, bytes: u64 },
+    #[serde(rename = "BlobCopied")]
+    BlobCopied {
+        name: String,
+        bytes: u64,
+        src_etag: String,
+        reason: CopyReason,
+        method: CopyMethod,
+        /// Wall time of the copy including retries.
+        ms: u64,
+        /// Tries it took (1 = first try).
+        tries: u32,
+    },
+    #[serde(rename = "BlobSkipped")]
+    BlobSkipped {
+        name: String,
+        reason: SkipReason,
+        src_etag: Option<String>,
+    },
+    #[serde(rename = "BlobFailed")]
+    BlobFailed {
+        name: String,
+        error_kind: ErrorKind,
+        message: String,
+        attempts: u32,
+    },
+    #[serde(rename = "JobInterrupted")]
+    JobInterrupted { attempt: u32, reason: String },
+    #[serde(rename = "JobFinished")]
+    JobFinished {
+        attempt: u32,
+        outcome: Outcome,
+        totals: Totals,
+    },
+}
+
+impl Event {
+    /// The event's type name as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::JobSubmitted { .. } => "JobSubmitted",
+            Event::JobStarted { .. } => "JobStarted",
+            Event::ListingCompleted { .. } => "ListingCompleted",
+            Event::BlobCopied { .. } => "BlobCopied",
+            Event::BlobSkipped { .. } => "BlobSkipped",
+            Event::BlobFailed { .. } => "BlobFailed",
+            Event::JobInterrupted { .. } => "JobInterrupted",
+            Event::JobFinished { .. } => "JobFinished",
+        }
+    }
+
+    /// Job-level transitions are acknowledged only once durable; blob events are not.
+    pub fn is_transition(&self) -> bool {
+        matches!(
+            self,
+            Event::JobSubmitted { .. }
+                | Event::JobStarted { .. }
+                | Event::JobInterrupted { .. }
+                | Event::JobFinished { .. }
+        )
+    }
+}
+
+macro_rules! kebab_display {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // serde already knows the stable kebab-case name.
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(s)) => f.write_str(&s),
+                    _ => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+kebab_display!(CopyReason, SkipReason, CopyMethod, ErrorKind);
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Succeeded => f.write_str("succeeded"),
+            Outcome::CompletedWithFailures => f.write_str("completed with failures"),
+            Outcome::Failed { message } => write!(f, "failed: {message}"),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::JobSubmitted { spec } => write!(f, "{} -> {} mode={}", spec.src, spec.dst, spec.mode),
+            Event::JobStarted { attempt, worker, parallelism } => {
+                write!(f, "attempt={attempt} worker={worker} parallel={parallelism}")
+            }
+            Event::ListingCompleted { attempt, blobs, bytes } => {
+                write!(f, "attempt={attempt} blobs={blobs} bytes={bytes}")
+            }
+            Event::BlobCopied { name, bytes, reason, method, ms, tries, .. } => {
+                write!(f, "{name:?} bytes={bytes} reason={reason} method={method} ms={ms} tries={tries}")
+            }
+            Event::BlobSkipped { name, reason, .. } => write!(f, "{name:?} reason={reason}"),
+            Event::BlobFailed { name, error_kind, message, attempts } => {
+                write!(f, "{name:?} kind={error_kind} attempts={attempts}: {message}")
+            }
+            Event::JobInterrupted { attempt, reason } => write!(f, "attempt={attempt}: {reason}"),
+            Event::JobFinished { attempt, outcome, totals } => write!(
+                f,
+                "attempt={attempt} {outcome}: copied={} skipped={} failed={} resumed={}",
+                totals.copied, totals.skipped, totals.failed, totals.resumed
+            ),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! ferry's engine: an event-sourced job engine for copying blob storage.
+//!
+//! The event log (in sled) is the only source of truth. Job status, checkpoints
+//! and reports are projections folded from it; a killed job is resumed by
+//! replaying the log and copying only what is not durably done.
+//!
+//! The engine never prints; callers (the `ferry` CLI) decide what to show.
+
+mod engine;
+pub mod error;
+pub mod event;
+pub mod job;
+pub mod log;
+pub mod policy;
+pub mod projection;
+pub mod retry;
+pub mod store;
+pub mod transfer;
+
+pub use engine::{default_parallelism, Engine, RunOptions, Verification};
+pub use error::EngineError;
+pub use event::{Event, EventRecord};
+pub use job::{Address, JobId, JobSpec, Mode};
+pub use projection::{JobState, JobSummary};
+pub use transfer::{Progress, RunReport};

@@ -1,0 +1,180 @@
+//! The event log: one sled tree, one writer thread (see `writer`), and the
+//! read side (scans of events, checkpoint entries and summaries).
+
+pub mod keys;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::EngineError;
+use crate::event::{Event, EventRecord};
+use crate::job::JobId;
+use crate::projection::{BlobState, JobSummary};
+
+pub use writer::WriterStats;
+use writer::{Cmd, Writer};
+
+/// Handle to the log. Cloning is cheap; all clones share one writer thread.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    writer: Writer,
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in `path`. The caller must hold the state
+    /// dir's lock: sled allows one process per database.
+    pub fn open(path: &Path) -> Result<Self, EngineError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        let writer = Writer::start(db.clone(), path.to_path_buf())?;
+        Ok(EventLog {
+            inner: Arc::new(Inner { path: path.to_path_buf(), db, writer }),
+        })
+    }
+
+    /// Appends an event without waiting for it to be durable. Blob events use
+    /// this: a blob whose event is lost in a crash is copied again on replay.
+    /// Waits only when the writer's queue is full (backpressure).
+    pub async fn append(&self, job: JobId, event: Event) -> Result<(), EngineError> {
+        self.inner.writer.send(Cmd::Append { job, event, ack: None }).await
+    }
+
+    /// Appends an event and returns once it is flushed, with its sequence number.
+    pub async fn append_durable(&self, job: JobId, event: Event) -> Result<u64, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .writer
+            .send(Cmd::Append { job, event, ack: Some(tx) })
+            .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Blocking form of [`EventLog::append_durable`] for callers outside a runtime.
+    pub fn append_durable_blocking(&self, job: JobId, event: Event) -> Result<u64, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .writer
+            .send_blocking(Cmd::Append { job, event, ack: Some(tx) })?;
+        rx.blocking_recv().map_err(|_| writer_gone())?
+    }
+
+    /// Waits until everything sent so far is durable.
+    pub async fn sync(&self) -> Result<(), EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.writer.send(Cmd::Sync(tx)).await?;
+        rx.await.map_err(|_| writer_gone())?.map(|_| ())
+    }
+
+    pub fn writer_stats(&self) -> &WriterStats {
+        self.inner.writer.stats()
+    }
+
+    fn tree(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    fn corrupt(&self, detail: impl std::fmt::Display) -> EngineError {
+        EngineError::corrupt(&self.inner.path, detail)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T, EngineError> {
+        rmp_serde::from_slice(bytes).map_err(|e| self.corrupt(format!("undecodable {what}: {e}")))
+    }
+
+    /// Events of one job in sequence order.
+    pub fn events(
+        &self,
+        job: JobId,
+    ) -> impl Iterator<Item = Result<EventRecord, EngineError>> + '_ {
+        self.tree().scan_prefix(keys::event_prefix(job)).map(move |kv| {
+            let (_, v) = kv.map_err(|e| self.corrupt(e))?;
+            self.decode("event", &v)
+        })
+    }
+
+    /// All job ids, oldest first. Jumps from job to job instead of scanning
+    /// every key, so it costs one seek per job.
+    pub fn job_ids(&self) -> Result<Vec<JobId>, EngineError> {
+        let mut out = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let Some(kv) = self.tree().range(from.as_slice()..).next() else {
+                break;
+            };
+            let (k, _) = kv.map_err(|e| self.corrupt(e))?;
+            let job = k
+                .get(..16)
+                .and_then(JobId::from_slice)
+                .ok_or_else(|| self.corrupt("a key shorter than a job id"))?;
+            out.push(job);
+            from = keys::after_job(job).to_vec();
+        }
+        Ok(out)
+    }
+
+    /// The cached summary of a job, `None` if the job does not exist.
+    pub fn summary(&self, job: JobId) -> Result<Option<JobSummary>, EngineError> {
+        match self.tree().get(keys::summary(job)).map_err(|e| self.corrupt(e))? {
+            Some(v) => Ok(Some(self.decode("summary", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One blob's checkpoint entry in one job.
+    pub fn blob_state(&self, job: JobId, name: &str) -> Result<Option<BlobState>, EngineError> {
+        match self.tree().get(keys::blob(job, name)).map_err(|e| self.corrupt(e))? {
+            Some(v) => Ok(Some(self.decode("checkpoint entry", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All checkpoint entries of a job, in name order.
+    pub fn blob_states(
+        &self,
+        job: JobId,
+    ) -> impl Iterator<Item = Result<(String, BlobState), EngineError>> + '_ {
+        self.tree().scan_prefix(keys::blob_prefix(job)).map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+            let name = String::from_utf8(k[17..].to_vec())
+                .map_err(|_| self.corrupt("a checkpoint key that is not UTF-8"))?;
+            Ok((name, self.decode("checkpoint entry", &v)?))
+        })
+    }
+
+    /// Overwrites a raw key. Only for tests that corrupt a projection on purpose.
+    #[doc(hidden)]
+    pub fn put_raw_for_tests(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        self.tree().insert(key, value).map_err(|e| self.corrupt(e))?;
+        self.tree().flush().map_err(|e| self.corrupt(e))?;
+        Ok(())
+    }
+
+    /// Stops the writer after it has drained its queue.
+    pub fn close(&self) {
+        self.inner.writer.shutdown();
+    }
+}
+
+fn writer_gone() -> EngineError {
+    EngineError::LogWrite("the log writer thread stopped".into())
+}
+
+fn open_error(path: &Path, e: sled::Error) -> EngineError {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            EngineError::StateIo { path: path.to_path_buf(), source: io }
+        }
+        other => EngineError::corrupt(path, other),
+    }
+}

@@ -1,0 +1,82 @@
+//! Built-in overwrite policies: what to do with a blob given the destination's
+//! copy of it (if any). Pure functions of listing metadata.
+
+use crate::event::{CopyReason, SkipReason};
+use crate::job::Mode;
+use crate::store::BlobMeta;
+
+/// What the planner does with one listed blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Copy(CopyReason),
+    Skip(SkipReason),
+    /// Same size and no MD5 on both sides: a worker must compare content.
+    CompareContent,
+}
+
+/// Decides from listings alone; asked for every source blob.
+pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>) -> Decision {
+    let Some(dst) = dst else {
+        return Decision::Copy(CopyReason::New);
+    };
+    match mode {
+        Mode::Full => Decision::Copy(CopyReason::Overwrite),
+        Mode::Never => Decision::Skip(SkipReason::Exists),
+        Mode::Incremental => {
+            if src.modified > dst.modified {
+                Decision::Copy(CopyReason::Newer)
+            } else {
+                Decision::Skip(SkipReason::NotNewer)
+            }
+        }
+        Mode::IfDifferent => {
+            if src.size != dst.size {
+                Decision::Copy(CopyReason::Different)
+            } else {
+                match (src.md5, dst.md5) {
+                    (Some(a), Some(b)) if a == b => Decision::Skip(SkipReason::Identical),
+                    (Some(_), Some(_)) => Decision::Copy(CopyReason::Different),
+                    _ => Decision::CompareContent,
+                }
+            }
+        }
+    }
+}
+
+/// Whether `mode` needs the destination listing at all.
+pub fn needs_destination(mode: Mode) -> bool {
+    mode != Mode::Full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    fn meta(size: u64, age_s: i64, md5: Option<[u8; 16]>) -> BlobMeta {
+        BlobMeta {
+            name: "a".into(),
+            size,
+            modified: Utc::now() - Duration::seconds(age_s),
+            etag: "e".into(),
+            md5,
+        }
+    }
+
+    #[test]
+    fn each_mode_decides_from_listing_metadata() {
+        let old = meta(1, 100, None);
+        let new = meta(1, 0, None);
+        assert_eq!(decide(Mode::Incremental, &new, None), Decision::Copy(CopyReason::New));
+        assert_eq!(decide(Mode::Incremental, &new, Some(&old)), Decision::Copy(CopyReason::Newer));
+        assert_eq!(decide(Mode::Incremental, &old, Some(&new)), Decision::Skip(SkipReason::NotNewer));
+        assert_eq!(decide(Mode::Full, &old, Some(&new)), Decision::Copy(CopyReason::Overwrite));
+        assert_eq!(decide(Mode::Never, &new, Some(&old)), Decision::Skip(SkipReason::Exists));
+        assert_eq!(decide(Mode::IfDifferent, &meta(2, 0, None), Some(&old)), Decision::Copy(CopyReason::Different));
+        assert_eq!(decide(Mode::IfDifferent, &new, Some(&old)), Decision::CompareContent);
+        let (a, b) = (meta(1, 0, Some([1; 16])), meta(1, 0, Some([1; 16])));
+        assert_eq!(decide(Mode::IfDifferent, &a, Some(&b)), Decision::Skip(SkipReason::Identical));
+        let c = meta(1, 0, Some([2; 16]));
+        assert_eq!(decide(Mode::IfDifferent, &a, Some(&c)), Decision::Copy(CopyReason::Different));
+    }
+}

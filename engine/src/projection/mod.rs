@@ -1,0 +1,9 @@
+//! Projections: pure folds over event records (no I/O). The log writer keeps
+//! cached copies of them in sled, updated in the same batch as their events;
+//! `verify` checks the cache against a fresh fold.
+
+mod checkpoint;
+mod summary;
+
+pub use checkpoint::{BlobState, BlobStatus, Checkpoint};
+pub use summary::{AttemptSummary, JobState, JobSummary};

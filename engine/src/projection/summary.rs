@@ -1,0 +1,248 @@
+//! Job status and counts, folded from the job's events.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventRecord, Outcome, Totals};
+use crate::job::{JobId, JobSpec};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Interrupted,
+    Succeeded,
+    CompletedWithFailures,
+    Failed,
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Interrupted => "interrupted",
+            JobState::Succeeded => "succeeded",
+            JobState::CompletedWithFailures => "completed-with-failures",
+            JobState::Failed => "failed",
+        })
+    }
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptSummary {
+    pub attempt: u32,
+    pub worker: String,
+    pub parallelism: u32,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Counts of this attempt; `listed` is final once the listing completed.
+    pub totals: Totals,
+    pub listing_completed: bool,
+    /// How it ended; `None` while running (or if the process died).
+    pub outcome: Option<String>,
+}
+
+/// The job as `ferry jobs` / `ferry show` see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub spec: Option<JobSpec>,
+    pub state: JobState,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub attempts: Vec<AttemptSummary>,
+    /// Blobs copied over all attempts (each durable copy counts once).
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub skipped: u64,
+    /// Failures of the latest attempt: a replay retries every earlier
+    /// failure, so these are the ones still outstanding.
+    pub failed: u64,
+    /// Message of a job-level failure.
+    pub error: Option<String>,
+    /// Sequence number of the last event folded in.
+    pub last_seq: u64,
+}
+
+impl JobSummary {
+    pub fn new(id: JobId) -> Self {
+        JobSummary {
+            id,
+            spec: None,
+            state: JobState::Queued,
+            submitted_at: None,
+            attempts: Vec::new(),
+            copied: 0,
+            copied_bytes: 0,
+            skipped: 0,
+            failed: 0,
+            error: None,
+            last_seq: 0,
+        }
+    }
+
+    /// Folds one event in. Pure: no I/O, no clock.
+    pub fn apply(&mut self, rec: &EventRecord) {
+        self.last_seq = rec.seq;
+        match &rec.event {
+            Event::JobSubmitted { spec } => {
+                self.spec = Some(spec.clone());
+                self.submitted_at = Some(rec.at);
+                self.state = JobState::Queued;
+            }
+            Event::JobStarted { attempt, worker, parallelism } => {
+                self.state = JobState::Running;
+                self.failed = 0;
+                self.error = None;
+                self.attempts.push(AttemptSummary {
+                    attempt: *attempt,
+                    worker: worker.clone(),
+                    parallelism: *parallelism,
+                    started_at: rec.at,
+                    ended_at: None,
+                    totals: Totals::default(),
+                    listing_completed: false,
+                    outcome: None,
+                });
+            }
+            Event::ListingCompleted { blobs, bytes, .. } => {
+                if let Some(a) = self.attempts.last_mut() {
+                    a.totals.listed = *blobs;
+                    a.totals.listed_bytes = *bytes;
+                    a.listing_completed = true;
+                }
+            }
+            Event::BlobCopied { bytes, .. } => {
+                self.copied += 1;
+                self.copied_bytes += bytes;
+                if let Some(a) = self.attempts.last_mut() {
+                    a.totals.copied += 1;
+                    a.totals.copied_bytes += bytes;
+                }
+            }
+            Event::BlobSkipped { .. } => {
+                self.skipped += 1;
+                if let Some(a) = self.attempts.last_mut() {
+                    a.totals.skipped += 1;
+                }
+            }
+            Event::BlobFailed { .. } => {
+                self.failed += 1;
+                if let Some(a) = self.attempts.last_mut() {
+                    a.totals.failed += 1;
+                }
+            }
+            Event::JobInterrupted { reason, .. } => {
+                self.state = JobState::Interrupted;
+                if let Some(a) = self.attempts.last_mut() {
+                    a.ended_at = Some(rec.at);
+                    a.outcome = Some(format!("interrupted: {reason}"));
+                }
+            }
+            Event::JobFinished { outcome, totals, .. } => {
+                self.state = match outcome {
+                    Outcome::Succeeded => JobState::Succeeded,
+                    Outcome::CompletedWithFailures => JobState::CompletedWithFailures,
+                    Outcome::Failed { .. } => JobState::Failed,
+                };
+                if let Outcome::Failed { message } = outcome {
+                    self.error = Some(message.clone());
+                }
+                if let Some(a) = self.attempts.last_mut() {
+                    a.ended_at = Some(rec.at);
+                    a.outcome = Some(outcome.to_string());
+                    a.totals.resumed = totals.resumed;
+                    if !a.listing_completed {
+                        a.totals.listed = totals.listed;
+                        a.totals.listed_bytes = totals.listed_bytes;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state as seen by a process that holds the state dir's lock: a job
+    /// still marked running was left by a process that died, so it is
+    /// effectively interrupted.
+    pub fn effective_state(&self) -> JobState {
+        match self.state {
+            JobState::Running => JobState::Interrupted,
+            s => s,
+        }
+    }
+
+    /// Wall time from the first start to the last end (or the last start).
+    pub fn elapsed(&self) -> Option<chrono::Duration> {
+        let first = self.attempts.first()?;
+        let last = self.attempts.last()?;
+        Some(last.ended_at.unwrap_or(last.started_at) - first.started_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ErrorKind;
+    use crate::job::{Address, Mode};
+
+    fn rec(job: JobId, seq: u64, event: Event) -> EventRecord {
+        EventRecord { v: 1, job, seq, at: Utc::now(), event }
+    }
+
+    fn started(attempt: u32) -> Event {
+        Event::JobStarted { attempt, worker: "h:1".into(), parallelism: 4 }
+    }
+
+    #[test]
+    fn given_a_failed_attempt_when_replayed_then_failures_reset_and_copies_accumulate() {
+        let job = JobId::new();
+        let spec = JobSpec {
+            src: Address::Memory { name: "a".into() },
+            dst: Address::Memory { name: "b".into() },
+            mode: Mode::Full,
+            parallel: None,
+        };
+        let mut s = JobSummary::new(job);
+        let events = [
+            Event::JobSubmitted { spec },
+            started(1),
+            Event::BlobCopied {
+                name: "x".into(),
+                bytes: 10,
+                src_etag: "e".into(),
+                reason: crate::event::CopyReason::New,
+                method: crate::event::CopyMethod::Stream,
+                ms: 1,
+                tries: 1,
+            },
+            Event::BlobFailed {
+                name: "y".into(),
+                error_kind: ErrorKind::Io,
+                message: "m".into(),
+                attempts: 1,
+            },
+            Event::JobFinished {
+                attempt: 1,
+                outcome: Outcome::CompletedWithFailures,
+                totals: Totals::default(),
+            },
+        ];
+        for (i, e) in events.into_iter().enumerate() {
+            s.apply(&rec(job, i as u64, e));
+        }
+        assert_eq!(s.state, JobState::CompletedWithFailures);
+        assert_eq!((s.copied, s.failed), (1, 1));
+
+        s.apply(&rec(job, 5, started(2)));
+        assert_eq!(s.effective_state(), JobState::Interrupted);
+        assert_eq!(s.failed, 0);
+        assert_eq!(s.attempts.len(), 2);
+        assert_eq!(s.copied_bytes, 10);
+        assert_eq!(s.last_seq, 5);
+    }
+}

@@ -1,0 +1,107 @@
+//! Copy workers: take planned blobs, copy them (retrying transient faults),
+//! and record each outcome.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use tokio_util::sync::CancellationToken;
+
+use super::{Attempt, Progress, Work};
+use crate::error::EngineError;
+use crate::event::{CopyMethod, Event, SkipReason};
+use crate::store::{BlobMeta, BlobStore, StoreError};
+
+enum Done {
+    Copied { method: CopyMethod, bytes: u64 },
+    Identical,
+}
+
+pub(crate) async fn worker(
+    ctx: Arc<Attempt>,
+    rx: async_channel::Receiver<Work>,
+    stop: CancellationToken,
+) -> Result<(), EngineError> {
+    let p = &ctx.progress;
+    loop {
+        // biased: once stopped, take no new blob even if some are queued.
+        let work = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            w = rx.recv() => match w { Ok(w) => w, Err(_) => return Ok(()) },
+        };
+        let started = Instant::now();
+        let (res, tries) = ctx.retry.run(StoreError::is_transient, || copy_one(&ctx, &work)).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let Work { meta, reason, .. } = work;
+        let event = match res {
+            Ok(Done::Copied { method, bytes }) => {
+                Progress::add(&p.copied, 1);
+                Progress::add(&p.copied_bytes, bytes);
+                Event::BlobCopied { name: meta.name, bytes, src_etag: meta.etag, reason, method, ms, tries }
+            }
+            Ok(Done::Identical) => {
+                Progress::add(&p.skipped, 1);
+                Event::BlobSkipped { name: meta.name, reason: SkipReason::Identical, src_etag: Some(meta.etag) }
+            }
+            Err(e) => {
+                Progress::add(&p.failed, 1);
+                tracing::debug!(blob = %meta.name, error = %e, tries, "blob failed");
+                Event::BlobFailed { name: meta.name, error_kind: e.kind(), message: e.to_string(), attempts: tries }
+            }
+        };
+        ctx.log.append(ctx.job, event).await?;
+    }
+}
+
+async fn copy_one(ctx: &Attempt, work: &Work) -> Result<Done, StoreError> {
+    if work.compare && same_content(ctx, &work.meta).await? {
+        return Ok(Done::Identical);
+    }
+    if let (Some(src), Some(dst)) = (ctx.src.as_local(), ctx.dst.as_local()) {
+        let (src, dst, meta) = (src.clone(), dst.clone(), work.meta.clone());
+        let bytes = tokio::task::spawn_blocking(move || dst.copy_file_from(&src, &meta))
+            .await
+            .map_err(|e| StoreError::io(work.meta.name.clone(), std::io::Error::other(e)))??;
+        return Ok(Done::Copied { method: CopyMethod::LocalFile, bytes });
+    }
+    let data = ctx.src.read(&work.meta.name).await?;
+    // Count what arrives: a blob that shrank or grew since it was listed
+    // fails before the destination's rename instead of landing short.
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let (expected, name) = (work.meta.size, work.meta.name.clone());
+    let data = data
+        .inspect(move |c| {
+            if let Ok(b) = c {
+                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+        })
+        .chain(futures::stream::once(async move {
+            if seen.load(Ordering::Relaxed) == expected {
+                Ok(Bytes::new())
+            } else {
+                Err(StoreError::SourceChanged { name })
+            }
+        }))
+        .boxed();
+    ctx.dst.write(&work.meta, data).await?;
+    Ok(Done::Copied { method: CopyMethod::Stream, bytes: work.meta.size })
+}
+
+async fn same_content(ctx: &Attempt, meta: &BlobMeta) -> Result<bool, StoreError> {
+    let (a, b) = tokio::try_join!(md5_of(ctx.src.as_ref(), &meta.name), md5_of(ctx.dst.as_ref(), &meta.name))?;
+    Ok(a == b)
+}
+
+async fn md5_of(store: &dyn BlobStore, name: &str) -> Result<[u8; 16], StoreError> {
+    let mut data = store.read(name).await?;
+    let mut h = Md5::new();
+    while let Some(chunk) = data.next().await {
+        h.update(&chunk?);
+    }
+    Ok(h.finalize().into())
+}

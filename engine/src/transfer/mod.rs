@@ -1,0 +1,148 @@
+//! The copy pipeline of one attempt: a planner streams the source listing
+//! (merge-joined with the destination's), decides each blob and feeds a
+//! bounded queue; a pool of workers copies and records outcomes.
+
+mod copy;
+mod merge;
+mod plan;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EngineError;
+use crate::event::{CopyReason, Outcome, Totals};
+use crate::job::{JobId, JobSpec};
+use crate::log::EventLog;
+use crate::retry::RetryPolicy;
+use crate::store::{BlobMeta, BlobStore, StoreError};
+
+/// Blobs planned but not yet taken by a worker. Bounds memory: the planner
+/// waits when workers fall behind.
+const WORK_QUEUE: usize = 1024;
+
+/// Live counters of the running attempt, read by progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub listed: AtomicU64,
+    pub listed_bytes: AtomicU64,
+    pub listing_done: AtomicBool,
+    pub copied: AtomicU64,
+    pub copied_bytes: AtomicU64,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+    pub resumed: AtomicU64,
+    pub resumed_bytes: AtomicU64,
+}
+
+impl Progress {
+    pub fn totals(&self) -> Totals {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Totals {
+            listed: g(&self.listed),
+            listed_bytes: g(&self.listed_bytes),
+            copied: g(&self.copied),
+            copied_bytes: g(&self.copied_bytes),
+            skipped: g(&self.skipped),
+            failed: g(&self.failed),
+            resumed: g(&self.resumed),
+        }
+    }
+
+    fn add(a: &AtomicU64, n: u64) {
+        a.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What one `run`/`replay` did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub job: JobId,
+    pub attempt: u32,
+    /// `None` when the attempt was interrupted.
+    pub outcome: Option<Outcome>,
+    pub totals: Totals,
+    pub elapsed: Duration,
+}
+
+/// One blob for a worker.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub meta: BlobMeta,
+    pub reason: CopyReason,
+    /// Same size, unknown hashes: compare content before deciding.
+    pub compare: bool,
+}
+
+/// Everything the planner and workers of one attempt share.
+pub(crate) struct Attempt {
+    pub log: EventLog,
+    pub job: JobId,
+    pub attempt: u32,
+    pub spec: JobSpec,
+    pub src: Arc<dyn BlobStore>,
+    pub dst: Arc<dyn BlobStore>,
+    pub progress: Arc<Progress>,
+    /// Requested by the user (signal): stop taking new blobs.
+    pub cancel: CancellationToken,
+    pub retry: RetryPolicy,
+    /// Earlier attempts exist, so look blobs up in the checkpoint.
+    pub resuming: bool,
+}
+
+/// How an attempt ended.
+pub(crate) enum AttemptEnd {
+    Finished(Outcome),
+    Interrupted,
+}
+
+/// Runs the pipeline to its end. Errors are only those that make recording
+/// impossible (the log failed); everything else is an outcome.
+pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd, EngineError> {
+    // Stops workers on cancel and on fatal planner errors alike.
+    let stop = ctx.cancel.child_token();
+    let (tx, rx) = async_channel::bounded(WORK_QUEUE);
+    let mut workers = JoinSet::new();
+    for _ in 0..parallel.max(1) {
+        workers.spawn(copy::worker(ctx.clone(), rx.clone(), stop.clone()));
+    }
+    drop(rx);
+    let planned = plan::plan(&ctx, tx, &stop).await;
+    if planned.is_err() {
+        stop.cancel();
+    }
+    let mut log_error = None;
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                stop.cancel();
+                log_error.get_or_insert(e);
+            }
+            Err(e) => {
+                stop.cancel();
+                log_error.get_or_insert(EngineError::LogWrite(format!("a copy worker died: {e}")));
+            }
+        }
+    }
+    if let Some(e) = log_error {
+        return Err(e);
+    }
+    match planned {
+        Err(plan::PlanError::Log(e)) => Err(e),
+        Err(plan::PlanError::Fatal(e)) => Ok(AttemptEnd::Finished(Outcome::Failed { message: fatal_message(&ctx, &e) })),
+        Ok(()) if ctx.cancel.is_cancelled() => Ok(AttemptEnd::Interrupted),
+        Ok(()) => Ok(AttemptEnd::Finished(if ctx.progress.failed.load(Ordering::Relaxed) > 0 {
+            Outcome::CompletedWithFailures
+        } else {
+            Outcome::Succeeded
+        })),
+    }
+}
+
+fn fatal_message(ctx: &Attempt, e: &StoreError) -> String {
+    format!("listing {} failed: {e}", ctx.src.describe())
+}

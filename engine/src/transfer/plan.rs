@@ -1,0 +1,108 @@
+//! The planner: walks the source listing once, skips what a previous attempt
+//! finished, asks the policy, and queues copies for the workers.
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::merge::Merge;
+use super::{Attempt, Progress, Work};
+use crate::error::EngineError;
+use crate::event::{CopyReason, Event};
+use crate::policy::{self, Decision};
+use crate::projection::BlobStatus;
+use crate::store::{Listed, StoreError};
+
+pub(crate) enum PlanError {
+    /// The listing could not go on: the job fails.
+    Fatal(StoreError),
+    /// The log refused an event: nothing more can be recorded.
+    Log(EngineError),
+}
+
+impl From<EngineError> for PlanError {
+    fn from(e: EngineError) -> Self {
+        PlanError::Log(e)
+    }
+}
+
+pub(crate) async fn plan(
+    ctx: &Attempt,
+    tx: async_channel::Sender<Work>,
+    stop: &CancellationToken,
+) -> Result<(), PlanError> {
+    let p = &ctx.progress;
+    let mut src = ctx.src.list();
+    let mut dst = policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list()));
+    let (mut blobs, mut bytes) = (0u64, 0u64);
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            item = src.next() => item,
+        };
+        let meta = match item {
+            None => break,
+            Some(Err(e)) => return Err(PlanError::Fatal(e)),
+            Some(Ok(Listed::Failed { name, error })) => {
+                Progress::add(&p.failed, 1);
+                let event = Event::BlobFailed {
+                    name,
+                    error_kind: error.kind(),
+                    message: error.to_string(),
+                    attempts: 1,
+                };
+                ctx.log.append(ctx.job, event).await?;
+                continue;
+            }
+            Some(Ok(Listed::Skipped { name, reason })) => {
+                if ctx.resuming && ctx.log.blob_state(ctx.job, &name)?.is_some_and(|s| s.status == BlobStatus::Skipped) {
+                    continue;
+                }
+                Progress::add(&p.skipped, 1);
+                ctx.log.append(ctx.job, Event::BlobSkipped { name, reason, src_etag: None }).await?;
+                continue;
+            }
+            Some(Ok(Listed::Blob(meta))) => meta,
+        };
+        blobs += 1;
+        bytes += meta.size;
+        Progress::add(&p.listed, 1);
+        Progress::add(&p.listed_bytes, meta.size);
+        if ctx.resuming {
+            if let Some(state) = ctx.log.blob_state(ctx.job, &meta.name)? {
+                if state.is_done_for(&meta.etag) {
+                    Progress::add(&p.resumed, 1);
+                    Progress::add(&p.resumed_bytes, meta.size);
+                    continue;
+                }
+            }
+        }
+        let existing = match dst.as_mut() {
+            Some(m) => m.find(&meta.name).await.map_err(PlanError::Fatal)?,
+            None => None,
+        };
+        let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref()) {
+            Decision::Skip(reason) => {
+                Progress::add(&p.skipped, 1);
+                let event = Event::BlobSkipped { name: meta.name, reason, src_etag: Some(meta.etag) };
+                ctx.log.append(ctx.job, event).await?;
+                continue;
+            }
+            Decision::Copy(reason) => Work { meta, reason, compare: false },
+            Decision::CompareContent => Work { meta, reason: CopyReason::Different, compare: true },
+        };
+        let sent = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            sent = tx.send(work) => sent,
+        };
+        if sent.is_err() {
+            // Every worker has gone (they stop only on cancel or log failure).
+            return Ok(());
+        }
+    }
+    p.listing_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let event = Event::ListingCompleted { attempt: ctx.attempt, blobs, bytes };
+    ctx.log.append(ctx.job, event).await?;
+    Ok(())
+}
