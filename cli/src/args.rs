@@ -82,6 +82,9 @@ pub struct JobArgs {
     /// Parallel copies (default: 8 x cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub parallel: Option<u32>,
+    /// Print event-log writer statistics (events, batches, busy time) to stderr.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +92,9 @@ pub struct RunArgs {
     /// Parallel copies for this run (default: the job's setting, else 8 x cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub parallel: Option<u32>,
+    /// Print event-log writer statistics (events, batches, busy time) to stderr.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

@@ -45,11 +45,16 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
+    // sled logs its own recovery chatter (through `log`) before ferry reports
+    // the same failure as one `ferry: error:` line; keep it out by default
+    // (RUST_LOG=sled=warn shows it).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

@@ -309,3 +309,7 @@ fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

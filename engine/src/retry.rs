@@ -52,6 +52,19 @@ impl RetryPolicy {
             }
         }
     }
+
+    /// [`RetryPolicy::run`] for blocking copy threads.
+    pub fn run_blocking<T, E>(&self, is_transient: impl Fn(&E) -> bool, mut op: impl FnMut() -> Result<T, E>) -> (Result<T, E>, u32) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match op() {
+                Ok(v) => return (Ok(v), tries),
+                Err(e) if tries < self.max_tries && is_transient(&e) => std::thread::sleep(self.delay(tries)),
+                Err(e) => return (Err(e), tries),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub fn copy(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
         crate::signals::install(cancel.clone(), out.quiet);
         let id = engine.submit(spec).await?;
         let report = attempt(&engine, id, None, cancel, out, false).await?;
+        print_stats(&engine, args.stats, report.elapsed);
         Ok(code_of(&report))
     })
 }
@@ -62,6 +63,7 @@ pub fn run_queue(state: &Path, args: RunArgs, out: Output) -> Result<u8> {
                 break;
             }
             let report = attempt(&engine, id, args.parallel, cancel.clone(), out, false).await?;
+            print_stats(&engine, args.stats, report.elapsed);
             ran += 1;
             worst = worst.max(code_of(&report));
         }
@@ -79,6 +81,7 @@ pub fn replay(state: &Path, job: &str, args: RunArgs, out: Output) -> Result<u8>
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
         let report = attempt(&engine, id, args.parallel, cancel, out, true).await?;
+        print_stats(&engine, args.stats, report.elapsed);
         Ok(code_of(&report))
     })
 }
@@ -108,6 +111,26 @@ async fn attempt(
         println!("{}", summary_line(&report));
     }
     Ok(report)
+}
+
+/// Writer statistics for benchmarks: how busy the single log writer was.
+fn print_stats(engine: &Engine, enabled: bool, elapsed: std::time::Duration) {
+    if !enabled {
+        return;
+    }
+    let s = engine.log().writer_stats();
+    let events = s.events.load(std::sync::atomic::Ordering::Relaxed);
+    let batches = s.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let busy = s.busy_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
+    let flush = s.flush_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
+    let cpu = s.cpu_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
+    let wall = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "log writer: {events} events in {batches} batches, busy {busy:.3}s (flush {flush:.3}s, cpu {cpu:.3}s) of {wall:.3}s ({:.1}% busy, {:.1}% cpu), {:.0} events/s while busy",
+        100.0 * busy / wall,
+        100.0 * cpu / wall,
+        events as f64 / busy.max(1e-9)
+    );
 }
 
 fn summary_line(r: &RunReport) -> String {

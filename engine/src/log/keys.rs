@@ -1,5 +1,6 @@
 //! Key layout of the one sled tree (see docs/EVENTS.md):
-//! `job(16) ++ 0x00 ++ seq(u64 BE)` -> event record,
+//! `job(16) ++ 0x00 ++ seq(u64 BE)` -> event chunk: the records of one writer
+//!                                     batch, starting at that seq,
 //! `job(16) ++ 0x01 ++ blob name`   -> checkpoint entry,
 //! `job(16) ++ 0x02`                -> cached job summary.
 //! Everything of a job shares its 16-byte prefix, and UUIDv7 ids make jobs
@@ -66,7 +67,7 @@ mod tests {
     fn event_keys_sort_by_sequence_number() {
         let j = JobId::new();
         assert!(event(j, 255) < event(j, 256));
-        assert!(event(j, u64::MAX) < blob(j, "").as_slice());
+        assert!(event(j, u64::MAX).as_slice() < blob(j, "").as_slice());
         assert!(blob(j, "zzz").as_slice() < summary(j).as_slice());
         assert!(summary(j).as_slice() < after_job(j).as_slice());
         assert_eq!(seq_of(&event(j, 77)), Some(77));

@@ -50,6 +50,11 @@ impl EventLog {
         self.inner.writer.send(Cmd::Append { job, event, ack: None }).await
     }
 
+    /// Blocking form of [`EventLog::append`] for copy threads outside the runtime.
+    pub fn append_blocking(&self, job: JobId, event: Event) -> Result<(), EngineError> {
+        self.inner.writer.send_blocking(Cmd::Append { job, event, ack: None })
+    }
+
     /// Appends an event and returns once it is flushed, with its sequence number.
     pub async fn append_durable(&self, job: JobId, event: Event) -> Result<u64, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -92,15 +97,23 @@ impl EventLog {
         rmp_serde::from_slice(bytes).map_err(|e| self.corrupt(format!("undecodable {what}: {e}")))
     }
 
-    /// Events of one job in sequence order.
+    /// Events of one job in sequence order. Chunks are decoded one at a
+    /// time, so memory stays at one writer batch.
     pub fn events(
         &self,
         job: JobId,
     ) -> impl Iterator<Item = Result<EventRecord, EngineError>> + '_ {
-        self.tree().scan_prefix(keys::event_prefix(job)).map(move |kv| {
-            let (_, v) = kv.map_err(|e| self.corrupt(e))?;
-            self.decode("event", &v)
-        })
+        self.tree()
+            .scan_prefix(keys::event_prefix(job))
+            .flat_map(move |kv| {
+                let chunk: Result<Vec<EventRecord>, EngineError> = kv
+                    .map_err(|e| self.corrupt(e))
+                    .and_then(|(_, v)| self.decode("event chunk", &v));
+                match chunk {
+                    Ok(recs) => recs.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                }
+            })
     }
 
     /// All job ids, oldest first. Jumps from job to job instead of scanning

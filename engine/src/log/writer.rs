@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,6 +25,16 @@ use crate::projection::{BlobState, JobSummary};
 const MAX_BATCH: usize = 1024;
 /// Commands waiting for the writer; a full queue slows producers down.
 const QUEUE: usize = 8192;
+/// A batch smaller than this with nobody waiting for it lingers for
+/// `COALESCE_WAIT` to gather more: every sled batch costs a log write of its
+/// own, so one-event batches (one slow producer) cost ~3x more CPU per event.
+const COALESCE_BELOW: usize = 256;
+const COALESCE_WAIT: Duration = Duration::from_millis(2);
+/// Longest a batch without acknowledgements waits to be flushed. Blob events
+/// need no durability promise (a lost `BlobCopied` only means a re-copy on
+/// replay), and a flush per batch made the writer the bottleneck on local
+/// small files (flush is I/O that competes with the copies themselves).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(super) enum Cmd {
     Append {
@@ -43,6 +53,23 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     /// Time spent encoding, applying and flushing (not waiting for work).
     pub busy_ns: AtomicU64,
+    /// Part of `busy_ns` spent in sled's `flush()`.
+    pub flush_ns: AtomicU64,
+    /// CPU time of the writer thread: `busy_ns` also counts time it waited
+    /// for a core while copy threads ran.
+    pub cpu_ns: AtomicU64,
+}
+
+/// CPU time consumed by the calling thread so far.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    } else {
+        0
+    }
 }
 
 pub(super) struct Writer {
@@ -64,6 +91,7 @@ impl Writer {
             path,
             seqs: HashMap::new(),
             summaries: HashMap::new(),
+            last_flush: Instant::now(),
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -129,20 +157,36 @@ struct WriterState {
     summaries: HashMap<JobId, JobSummary>,
     failed: Arc<Mutex<Option<String>>>,
     stats: Arc<WriterStats>,
+    last_flush: Instant,
 }
 
 type Ack = oneshot::Sender<Result<u64, EngineError>>;
+
+impl Cmd {
+    /// Someone waits for this command to be written.
+    fn is_awaited(&self) -> bool {
+        !matches!(self, Cmd::Append { ack: None, .. })
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Cmd>, cmds: &mut Vec<Cmd>) {
+    while cmds.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(c) => cmds.push(c),
+            Err(_) => break,
+        }
+    }
+}
 
 impl WriterState {
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut cmds = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             cmds.push(first);
-            while cmds.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(c) => cmds.push(c),
-                    Err(_) => break,
-                }
+            drain(&mut rx, &mut cmds);
+            if cmds.len() < COALESCE_BELOW && !cmds.iter().any(Cmd::is_awaited) {
+                std::thread::sleep(COALESCE_WAIT);
+                drain(&mut rx, &mut cmds);
             }
             let stop = self.write(&mut cmds);
             if stop {
@@ -158,7 +202,9 @@ impl WriterState {
         let started = Instant::now();
         let mut batch = sled::Batch::default();
         let mut acks: Vec<(Ack, u64)> = Vec::new();
-        let mut touched: Vec<JobId> = Vec::new();
+        // Per job, this batch's events: stored as one chunk record, since a
+        // sled key costs far more than its bytes (see docs/EVENTS.md).
+        let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
         let mut events = 0u64;
         let mut stop = false;
         let mut error: Option<String> = None;
@@ -173,12 +219,9 @@ impl WriterState {
                         }
                         continue;
                     }
-                    match self.stage(&mut batch, job, event) {
+                    match self.stage(&mut batch, &mut chunks, job, event) {
                         Ok(seq) => {
                             events += 1;
-                            if !touched.contains(&job) {
-                                touched.push(job);
-                            }
                             if let Some(ack) = ack {
                                 acks.push((ack, seq));
                             }
@@ -189,19 +232,41 @@ impl WriterState {
             }
         }
         if error.is_none() {
-            for job in &touched {
-                match self.summaries.get(job).map(rmp_serde::to_vec_named) {
-                    Some(Ok(bytes)) => batch.insert(keys::summary(*job).as_slice(), bytes),
-                    Some(Err(e)) => error = Some(format!("cannot encode a summary: {e}")),
-                    None => {}
+            for (job, recs) in &chunks {
+                let (Some(first), Some(summary)) = (recs.first(), self.summaries.get(job)) else {
+                    continue;
+                };
+                match (rmp_serde::to_vec_named(recs), rmp_serde::to_vec_named(summary)) {
+                    (Ok(chunk), Ok(summary)) => {
+                        batch.insert(keys::event(*job, first.seq).as_slice(), chunk);
+                        batch.insert(keys::summary(*job).as_slice(), summary);
+                    }
+                    (Err(e), _) | (_, Err(e)) => error = Some(format!("cannot encode events: {e}")),
                 }
             }
         }
         if error.is_none() {
-            if let Err(e) = self.db.apply_batch(batch).and_then(|_| self.db.flush().map(|_| ())) {
+            // Flush before any acknowledgement (job transitions, syncs) and
+            // at least every FLUSH_INTERVAL; sled's own thread flushes an idle
+            // tail within 500 ms.
+            let must_flush = !acks.is_empty() || stop || self.last_flush.elapsed() >= FLUSH_INTERVAL;
+            let mut result = self.db.apply_batch(batch);
+            if result.is_ok() && must_flush {
+                let flushing = Instant::now();
+                result = self.db.flush().map(|_| ());
+                self.last_flush = Instant::now();
+                self.stats.flush_ns.fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
+            if let Err(e) = result {
                 error = Some(format!("{} ({})", e, self.path.display()));
             }
         }
+        self.stats.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+        self.stats.events.fetch_add(events, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match &error {
             None => {
                 for (ack, seq) in acks {
@@ -221,26 +286,31 @@ impl WriterState {
                 }
             }
         }
-        self.stats.events.fetch_add(events, Ordering::Relaxed);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .busy_ns
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stop
     }
 
-    /// Adds one event (and the projections it changes) to the batch.
-    fn stage(&mut self, batch: &mut sled::Batch, job: JobId, event: Event) -> Result<u64, String> {
+    /// Assigns the event its sequence number, adds its checkpoint entry to the
+    /// batch and folds it into the job's summary. The event itself joins the
+    /// job's chunk for this batch, written in `write`.
+    fn stage(
+        &mut self,
+        batch: &mut sled::Batch,
+        chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
+        job: JobId,
+        event: Event,
+    ) -> Result<u64, String> {
         let seq = self.next_seq(job)?;
         let rec = EventRecord { v: SCHEMA_VERSION, job, seq, at: chrono::Utc::now(), event };
-        let bytes = rmp_serde::to_vec_named(&rec).map_err(|e| format!("cannot encode an event: {e}"))?;
-        batch.insert(keys::event(job, seq).as_slice(), bytes);
         if let Some((name, state)) = BlobState::from_event(&rec) {
             let v = rmp_serde::to_vec_named(&state).map_err(|e| format!("cannot encode a checkpoint: {e}"))?;
             batch.insert(keys::blob(job, name), v);
         }
         self.summary(job)?.apply(&rec);
         self.seqs.insert(job, seq + 1);
+        match chunks.iter_mut().find(|(j, _)| *j == job) {
+            Some((_, recs)) => recs.push(rec),
+            None => chunks.push((job, vec![rec])),
+        }
         Ok(seq)
     }
 
@@ -255,7 +325,11 @@ impl WriterState {
             .transpose()
             .map_err(|e| e.to_string())?;
         let next = match last {
-            Some((k, _)) => keys::seq_of(&k).ok_or("a malformed event key")? + 1,
+            Some((_, v)) => {
+                let chunk: Vec<EventRecord> =
+                    rmp_serde::from_slice(&v).map_err(|e| format!("undecodable event chunk: {e}"))?;
+                chunk.last().map(|r| r.seq + 1).ok_or("an empty event chunk")?
+            }
             None => 0,
         };
         self.seqs.insert(job, next);

@@ -1,1 +1,244 @@
-pub(crate) fn placeholder() {}
+//! The conformance suite every backend passes: the same calls, the same
+//! expectations, one `#[tokio::test]` per backend and check.
+
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use futures::StreamExt;
+
+use super::{BlobMeta, BlobStore, Listed, StoreError};
+
+fn meta(name: &str, data: &[u8]) -> BlobMeta {
+    BlobMeta {
+        name: name.into(),
+        size: data.len() as u64,
+        modified: Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap(),
+        etag: String::new(),
+        md5: None,
+    }
+}
+
+async fn put(store: &dyn BlobStore, name: &str, data: &'static [u8]) {
+    let body = futures::stream::once(async move { Ok(Bytes::from_static(data)) }).boxed();
+    store.write(&meta(name, data), body).await.unwrap();
+}
+
+async fn get(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, StoreError> {
+    let mut s = store.read(name).await?;
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c?);
+    }
+    Ok(out)
+}
+
+async fn names(store: &dyn BlobStore) -> Vec<String> {
+    let mut l = store.list();
+    let mut out = Vec::new();
+    while let Some(item) = l.next().await {
+        if let Listed::Blob(m) = item.unwrap() {
+            out.push(m.name);
+        }
+    }
+    out
+}
+
+/// Names chosen to break naive implementations: separators that sort around
+/// '/', URL-special characters, unicode, a 1,024-character name.
+fn tricky_names() -> Vec<String> {
+    let long = format!("{}/{}/{}/{}/end-of-a-long-name", "a".repeat(255), "b".repeat(255), "c".repeat(255), "d".repeat(255));
+    assert!(long.len() >= 1024);
+    vec![
+        "a-b".into(),
+        "a/b".into(),
+        "a.b".into(),
+        "a0".into(),
+        "with space/file name.txt".into(),
+        "percent%20and#hash?q".into(),
+        "ünïcødé/日本語.txt".into(),
+        long,
+    ]
+}
+
+pub async fn round_trip(store: &dyn BlobStore) {
+    put(store, "dir/one.txt", b"hello").await;
+    assert_eq!(get(store, "dir/one.txt").await.unwrap(), b"hello");
+    let head = store.head("dir/one.txt").await.unwrap().expect("head finds the blob");
+    assert_eq!(head.size, 5);
+    assert_eq!(head.modified, meta("", b"").modified, "modification time is kept");
+    assert!(!head.etag.is_empty());
+}
+
+pub async fn zero_bytes_and_overwrite(store: &dyn BlobStore) {
+    put(store, "empty", b"").await;
+    assert_eq!(get(store, "empty").await.unwrap(), b"");
+    assert_eq!(store.head("empty").await.unwrap().unwrap().size, 0);
+    put(store, "x", b"first").await;
+    let before = store.head("x").await.unwrap().unwrap().etag;
+    put(store, "x", b"second!").await;
+    assert_eq!(get(store, "x").await.unwrap(), b"second!");
+    let after = store.head("x").await.unwrap().unwrap();
+    assert_eq!(after.size, 7);
+    assert_ne!(before, after.etag, "etag changes with content");
+}
+
+pub async fn missing_blobs(store: &dyn BlobStore) {
+    assert!(store.head("nope").await.unwrap().is_none());
+    assert!(matches!(get(store, "nope").await, Err(StoreError::NotFound { .. })));
+}
+
+pub async fn lists_in_byte_order(store: &dyn BlobStore) {
+    let mut expected = tricky_names();
+    for n in &expected {
+        let data: &'static [u8] = b"data";
+        put(store, n, data).await;
+    }
+    expected.sort();
+    assert_eq!(names(store).await, expected);
+}
+
+pub async fn refuses_escaping_names(store: &dyn BlobStore) {
+    for bad in ["../escape", "/abs", "a/../../b", "a//b"] {
+        let body = futures::stream::empty().boxed();
+        let err = store.write(&meta(bad, b""), body).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidName { .. }), "{bad}: {err}");
+        assert!(matches!(store.head(bad).await, Err(StoreError::InvalidName { .. })));
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test]
+            async fn round_trip() {
+                let (_guard, store) = $make;
+                super::round_trip(&store).await;
+            }
+            #[tokio::test]
+            async fn zero_bytes_and_overwrite() {
+                let (_guard, store) = $make;
+                super::zero_bytes_and_overwrite(&store).await;
+            }
+            #[tokio::test]
+            async fn missing_blobs() {
+                let (_guard, store) = $make;
+                super::missing_blobs(&store).await;
+            }
+            #[tokio::test]
+            async fn lists_in_byte_order() {
+                let (_guard, store) = $make;
+                super::lists_in_byte_order(&store).await;
+            }
+            #[tokio::test]
+            async fn refuses_escaping_names() {
+                let (_guard, store) = $make;
+                super::refuses_escaping_names(&store).await;
+            }
+        }
+    };
+}
+
+suite!(memory, ((), super::super::MemoryStore::named(&uuid::Uuid::now_v7().to_string())));
+suite!(local, {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::super::LocalStore::new(dir.path().join("root"));
+    (dir, store)
+});
+
+#[tokio::test]
+async fn local_listing_skips_temp_files_and_reports_special_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("real"), b"x").unwrap();
+    std::fs::write(root.join(".real.abc.ferry-tmp"), b"partial").unwrap();
+    std::os::unix::fs::symlink(root, root.join("loop")).unwrap();
+    std::os::unix::fs::symlink(root.join("gone"), root.join("dangling")).unwrap();
+    let store = super::LocalStore::new(root);
+    let mut l = store.list();
+    let mut seen = Vec::new();
+    while let Some(item) = l.next().await {
+        seen.push(match item.unwrap() {
+            Listed::Blob(m) => format!("blob {}", m.name),
+            Listed::Skipped { name, reason } => format!("skipped {name} {reason}"),
+            Listed::Failed { name, error } => format!("failed {name} {}", error.kind()),
+        });
+    }
+    assert_eq!(seen, ["failed dangling not-found", "skipped loop not-regular-file", "blob real"]);
+}
+
+/// Local-to-local copies: the kernel fast path, its atomic publication and
+/// its checks.
+mod local_copy {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::super::{BlobStore, LocalStore, StoreError};
+
+    async fn listed(store: &LocalStore, name: &str) -> super::BlobMeta {
+        store.head(name).await.unwrap().expect("listed")
+    }
+
+    fn entries(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn copies_new_and_existing_files_atomically_keeping_mtime_and_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, dst) = (LocalStore::new(d.path().join("s")), LocalStore::with_temp_tag(d.path().join("d"), "t"));
+        std::fs::create_dir_all(d.path().join("s/sub")).unwrap();
+        let file = d.path().join("s/sub/f.sh");
+        std::fs::write(&file, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let meta = listed(&src, "sub/f.sh").await;
+
+        assert_eq!(dst.copy_file_from(&src, &meta).unwrap(), 10);
+        let copied = listed(&dst, "sub/f.sh").await;
+        assert_eq!((copied.size, copied.modified), (meta.size, meta.modified));
+        let mode = std::fs::metadata(d.path().join("d/sub/f.sh")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o700, 0o700, "owner bits kept");
+
+        // Overwrite (the name exists): replaced whole, no temp file left.
+        std::fs::write(&file, b"#!/bin/sh\necho two\n").unwrap();
+        let meta = listed(&src, "sub/f.sh").await;
+        dst.copy_file_from(&src, &meta).unwrap();
+        assert_eq!(std::fs::read(d.path().join("d/sub/f.sh")).unwrap(), b"#!/bin/sh\necho two\n");
+        assert_eq!(entries(&d.path().join("d/sub")), ["f.sh"]);
+        assert_eq!(super::names(&dst).await, ["sub/f.sh"]);
+    }
+
+    #[tokio::test]
+    async fn a_source_that_changed_since_listing_or_a_directory_in_the_way_fails_cleanly() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, dst) = (LocalStore::new(d.path().join("s")), LocalStore::new(d.path().join("d")));
+        std::fs::create_dir_all(d.path().join("s")).unwrap();
+        std::fs::write(d.path().join("s/a"), b"one").unwrap();
+        let mut meta = listed(&src, "a").await;
+        meta.size += 1;
+        let err = dst.copy_file_from(&src, &meta).unwrap_err();
+        assert!(matches!(err, StoreError::SourceChanged { .. }), "{err}");
+        assert!(!d.path().join("d/a").exists(), "nothing published under the real name");
+
+        std::fs::create_dir_all(d.path().join("d/a/inner")).unwrap();
+        let meta = listed(&src, "a").await;
+        let err = dst.copy_file_from(&src, &meta).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        assert_eq!(entries(&d.path().join("d")), ["a"], "no temp file left behind");
+        assert!(d.path().join("d/a/inner").is_dir());
+    }
+
+    #[tokio::test]
+    async fn same_content_compares_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (LocalStore::new(d.path().join("a")), LocalStore::new(d.path().join("b")));
+        for (dir, body) in [("a", &b"same size 1"[..]), ("b", &b"same size 2"[..])] {
+            std::fs::create_dir_all(d.path().join(dir)).unwrap();
+            std::fs::write(d.path().join(dir).join("x"), body).unwrap();
+            std::fs::write(d.path().join(dir).join("y"), b"identical").unwrap();
+        }
+        assert!(!a.same_content(&b, "x").unwrap());
+        assert!(a.same_content(&b, "y").unwrap());
+    }
+}

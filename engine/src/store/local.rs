@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,41 +63,110 @@ impl LocalStore {
     }
 
     /// Copies one file from another local store with the kernel's
-    /// copy_file_range (via `std::io::copy`), through a temp file and a rename
-    /// so a crash never leaves a half-written file under the real name.
-    /// Blocking: call it from a blocking thread.
+    /// copy_file_range, through a temp file and a rename so a crash never
+    /// leaves a half-written file under the real name. The source is checked
+    /// against its listing before and after, so a file that changes meanwhile
+    /// fails (and is retried) instead of landing torn. Blocking.
     pub fn copy_file_from(&self, src: &LocalStore, meta: &BlobMeta) -> Result<u64, StoreError> {
         let from = src.path_for(&meta.name)?;
         let to = self.path_for(&meta.name)?;
         let src_err = |e| StoreError::io(format!("source {}", from.display()), e);
-        let mut input = File::open(&from).map_err(src_err)?;
+        let input = File::open(&from).map_err(src_err)?;
+        let unchanged = |m: &fs::Metadata| m.len() == meta.size && modified(m) == meta.modified;
+        let before = input.metadata().map_err(src_err)?;
+        if !unchanged(&before) {
+            return Err(StoreError::SourceChanged { name: meta.name.clone() });
+        }
         let tmp = self.temp_path(&to);
-        let mut out = self.create_temp(&tmp)?;
+        let anonymous = self.create_anonymous(&to, before.mode())?;
+        let out = match &anonymous {
+            Some(f) => f.try_clone().map_err(|e| StoreError::io(format!("destination {}", to.display()), e))?,
+            None => self.create_temp(&tmp, before.mode())?,
+        };
         let done = (|| {
-            let n = io::copy(&mut input, &mut out).map_err(|e| StoreError::io(from.display().to_string(), e))?;
+            let n = copy_data(&input, &out, meta.size).map_err(|e| StoreError::io(format!("copying {}", from.display()), e))?;
+            let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
+            filetime::set_file_handle_times(&out, None, Some(to_filetime(meta.modified))).map_err(dst_err)?;
             let after = input.metadata().map_err(src_err)?;
-            if n != meta.size || after.len() != meta.size || modified(&after) != meta.modified {
+            if n != meta.size || !unchanged(&after) {
                 return Err(StoreError::SourceChanged { name: meta.name.clone() });
             }
-            let dst_err = |e| StoreError::io(format!("destination {}", tmp.display()), e);
-            out.set_permissions(after.permissions()).map_err(dst_err)?;
-            filetime::set_file_handle_times(&out, None, Some(to_filetime(meta.modified))).map_err(dst_err)?;
             Ok(n)
         })();
         drop(out);
-        self.finish(done, &tmp, &to)
+        match anonymous {
+            Some(file) => done.and_then(|n| publish(&file, &tmp, &to).map(|_| n)),
+            None => self.finish(done, &tmp, &to),
+        }
     }
 
-    fn create_temp(&self, tmp: &Path) -> Result<File, StoreError> {
+    /// An unnamed file (O_TMPFILE) in the blob's folder, creating folders as
+    /// needed; `None` where the filesystem has no O_TMPFILE. Until it is
+    /// linked in, a crash leaves nothing behind, and linking it costs one
+    /// directory update instead of a create plus a rename.
+    fn create_anonymous(&self, to: &Path, mode: u32) -> Result<Option<File>, StoreError> {
+        let Some(dir) = to.parent() else { return Ok(None) };
+        let err = |e| StoreError::io(format!("destination {}", to.display()), e);
+        let open = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(mode & 0o7777)
+                .open(dir)
+        };
+        let res = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(err)?;
+                open()
+            }
+            other => other,
+        };
+        match res {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Whether this store's blob `name` has the same bytes as `other`'s. Blocking.
+    pub fn same_content(&self, other: &LocalStore, name: &str) -> Result<bool, StoreError> {
+        let open = |s: &LocalStore| -> Result<File, StoreError> {
+            let p = s.path_for(name)?;
+            File::open(&p).map_err(|e| StoreError::io(p.display().to_string(), e))
+        };
+        let (mut a, mut b) = (open(self)?, open(other)?);
+        let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+        let err = |e| StoreError::io(name.to_string(), e);
+        loop {
+            let na = read_full(&mut a, &mut ba).map_err(err)?;
+            let nb = read_full(&mut b, &mut bb).map_err(err)?;
+            if ba[..na] != bb[..nb] {
+                return Ok(false);
+            }
+            if na == 0 {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn create_temp(&self, tmp: &Path, mode: u32) -> Result<File, StoreError> {
         let err = |e| StoreError::io(format!("destination {}", tmp.display()), e);
-        match File::create(tmp) {
+        let create = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode & 0o7777)
+                .open(tmp)
+        };
+        match create() {
             Ok(f) => Ok(f),
             // Create parents lazily: most files land in folders that exist.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = tmp.parent() {
                     fs::create_dir_all(parent).map_err(err)?;
                 }
-                File::create(tmp).map_err(err)
+                create().map_err(err)
             }
             Err(e) => Err(err(e)),
         }
@@ -114,6 +184,85 @@ impl LocalStore {
         }
         renamed
     }
+}
+
+/// Gives a finished O_TMPFILE file its name: linked straight in when the name
+/// is free, else linked under the temp name and renamed over the old file
+/// (atomic replace).
+fn publish(file: &File, tmp: &Path, to: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let link = |target: &Path| -> io::Result<()> {
+        let proc = cstr(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+        let target = cstr(target)?;
+        // SAFETY: both strings are valid NUL-terminated paths for the call.
+        let rc = unsafe { libc::linkat(libc::AT_FDCWD, proc.as_ptr(), libc::AT_FDCWD, target.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    };
+    let err = |e| StoreError::io(format!("destination {}", to.display()), e);
+    match link(to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // A temp file left by a killed attempt of this job: replace it.
+            let _ = fs::remove_file(tmp);
+            link(tmp).map_err(err)?;
+            fs::rename(tmp, to).map_err(|e| {
+                let _ = fs::remove_file(tmp);
+                err(e)
+            })
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Copies `size` bytes in the kernel (copy_file_range), falling back to a
+/// read/write copy where the filesystems do not support it. Returns the bytes
+/// copied, fewer than `size` if the source shrank.
+fn copy_data(input: &File, out: &File, size: u64) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut copied = 0u64;
+    while copied < size {
+        let want = (size - copied).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the duration of the call and
+        // null offsets make the kernel use (and advance) the file positions.
+        let n = unsafe {
+            libc::copy_file_range(input.as_raw_fd(), std::ptr::null_mut(), out.as_raw_fd(), std::ptr::null_mut(), want, 0)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            let unsupported = matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM)
+            );
+            if copied == 0 && unsupported {
+                return io::copy(&mut io::Read::take(input, size), &mut &*out);
+            }
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+    }
+    Ok(copied)
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    use io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -195,7 +344,7 @@ impl BlobStore for LocalStore {
         let file = {
             let this = self.clone();
             let tmp = tmp.clone();
-            tokio::task::spawn_blocking(move || this.create_temp(&tmp))
+            tokio::task::spawn_blocking(move || this.create_temp(&tmp, 0o666))
                 .await
                 .map_err(|e| dst_err(io::Error::other(e)))??
         };

@@ -106,8 +106,13 @@ pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd
     let stop = ctx.cancel.child_token();
     let (tx, rx) = async_channel::bounded(WORK_QUEUE);
     let mut workers = JoinSet::new();
+    let local = ctx.src.as_local().cloned().zip(ctx.dst.as_local().cloned());
     for _ in 0..parallel.max(1) {
-        workers.spawn(copy::worker(ctx.clone(), rx.clone(), stop.clone()));
+        let (ctx, rx, stop) = (ctx.clone(), rx.clone(), stop.clone());
+        match local.clone() {
+            Some((src, dst)) => workers.spawn_blocking(move || copy::local_worker(ctx, rx, stop, src, dst)),
+            None => workers.spawn(copy::worker(ctx, rx, stop)),
+        };
     }
     drop(rx);
     let planned = plan::plan(&ctx, tx, &stop).await;

@@ -1,0 +1,151 @@
+//! Engine-level given/when/then tests on the memory backend.
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::*;
+use crate::event::{Outcome, SkipReason};
+use crate::job::{Address, Mode};
+use crate::log::keys;
+use crate::projection::BlobState;
+use crate::store::{BlobMeta, MemoryStore};
+
+fn fill(store: &MemoryStore, n: usize) {
+    for i in 0..n {
+        let data = Bytes::from(format!("blob {i}"));
+        let meta = BlobMeta {
+            name: format!("d{}/b{i:05}", i % 7),
+            size: data.len() as u64,
+            modified: Utc::now(),
+            etag: format!("etag-{i}"),
+            md5: None,
+        };
+        store.insert(meta, data);
+    }
+}
+
+fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
+    JobSpec {
+        src: Address::Memory { name: src.into() },
+        dst: Address::Memory { name: dst.into() },
+        mode,
+        parallel: Some(4),
+    }
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", JobId::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_copied_job_then_cached_projections_equal_a_fresh_replay_and_corruption_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (src, dst) = (unique("src"), unique("dst"));
+    fill(&MemoryStore::named(&src), 500);
+
+    let job = engine.submit(spec(&src, &dst, Mode::Incremental)).await.unwrap();
+    let report = engine.run(job, RunOptions::default()).await.unwrap();
+    assert_eq!(report.outcome, Some(Outcome::Succeeded));
+    assert_eq!(report.totals.copied, 500);
+    assert_eq!(MemoryStore::named(&dst).len(), 500);
+
+    let v = engine.verify(None).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!((v.jobs, v.blobs), (1, 500));
+    // Submitted, started, 500 copies, listing completed, finished.
+    assert_eq!(v.events, 504);
+
+    // When a checkpoint entry is tampered with, verification names it.
+    let forged = BlobState {
+        status: crate::projection::BlobStatus::Failed,
+        etag: None,
+        seq: 3,
+        error_kind: None,
+        message: None,
+    };
+    let key = keys::blob(job, "d0/b00000");
+    engine.log().put_raw_for_tests(&key, &rmp_serde::to_vec_named(&forged).unwrap()).unwrap();
+    let v = engine.verify(Some(job)).unwrap();
+    assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
+    assert!(v.problems[0].contains("d0/b00000"), "{}", v.problems[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_unchanged_source_when_run_incrementally_then_every_blob_is_skipped_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (src, dst) = (unique("src"), unique("dst"));
+    fill(&MemoryStore::named(&src), 50);
+    let first = engine.submit(spec(&src, &dst, Mode::Incremental)).await.unwrap();
+    engine.run(first, RunOptions::default()).await.unwrap();
+
+    let second = engine.submit(spec(&src, &dst, Mode::Incremental)).await.unwrap();
+    let report = engine.run(second, RunOptions::default()).await.unwrap();
+    assert_eq!((report.totals.copied, report.totals.skipped), (0, 50));
+    let reasons: Vec<_> = engine
+        .events(Some(second))
+        .unwrap()
+        .filter_map(|r| match r.unwrap().event {
+            Event::BlobSkipped { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 50);
+    assert!(reasons.iter().all(|r| *r == SkipReason::NotNewer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_interrupted_attempt_when_replayed_then_only_the_rest_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (src, dst) = (unique("src"), unique("dst"));
+    fill(&MemoryStore::named(&src), 3000);
+    let job = engine.submit(spec(&src, &dst, Mode::Full)).await.unwrap();
+
+    let opts = RunOptions { parallel: Some(1), ..Default::default() };
+    let cancel = opts.cancel.clone();
+    let progress = opts.progress.clone();
+    let run = engine.run(job, opts);
+    let stopper = async {
+        while progress.copied.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+            tokio::task::yield_now().await;
+        }
+        cancel.cancel();
+    };
+    let (report, ()) = tokio::join!(run, stopper);
+    let first = report.unwrap();
+    assert_eq!(first.outcome, None, "the attempt is recorded as interrupted");
+    assert!(first.totals.copied >= 100 && first.totals.copied < 3000);
+    assert_eq!(engine.summary(job).unwrap().state, JobState::Interrupted);
+
+    let second = engine.replay(job, RunOptions::default()).await.unwrap();
+    assert_eq!(second.outcome, Some(Outcome::Succeeded));
+    assert_eq!(second.totals.resumed, first.totals.copied, "durable copies are not redone");
+    assert_eq!(second.totals.copied + first.totals.copied, 3000);
+    assert!(engine.verify(Some(job)).unwrap().problems.is_empty());
+
+    let again = engine.replay(job, RunOptions::default()).await.unwrap_err();
+    assert!(matches!(again, EngineError::WrongState { .. }), "{again}");
+}
+
+#[test]
+fn a_second_engine_on_the_same_state_dir_is_refused_with_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Engine::open(dir.path()).unwrap();
+    match Engine::open(dir.path()) {
+        Err(EngineError::StateLocked { owner, .. }) => {
+            assert!(owner.contains(&format!("pid {}", std::process::id())), "{owner}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a second engine opened a locked state dir"),
+    }
+}
+
+#[test]
+fn unknown_and_ambiguous_job_ids_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    assert!(matches!(engine.resolve("0123abcd"), Err(EngineError::UnknownJob(_))));
+    assert!(matches!(engine.resolve("not-hex!"), Err(EngineError::UnknownJob(_))));
+}
