@@ -24,7 +24,11 @@ fn main() -> ExitCode {
     let args = match args::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }

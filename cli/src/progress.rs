@@ -16,7 +16,10 @@ pub struct ProgressView {
 impl ProgressView {
     pub fn start(progress: Arc<Progress>) -> Self {
         if !std::io::stderr().is_terminal() {
-            return ProgressView { bar: None, task: None };
+            return ProgressView {
+                bar: None,
+                task: None,
+            };
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
@@ -35,7 +38,11 @@ impl ProgressView {
                 b.set_length(t.listed.max(done));
                 b.set_position(done);
                 let rate = t.copied_bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
-                let listing = if progress.listing_done.load(Ordering::Relaxed) { "" } else { " (listing...)" };
+                let listing = if progress.listing_done.load(Ordering::Relaxed) {
+                    ""
+                } else {
+                    " (listing...)"
+                };
                 b.set_message(format!(
                     "{} copied, {} skipped, {} failed, {} at {}/s{listing}",
                     t.copied,
@@ -46,7 +53,10 @@ impl ProgressView {
                 ));
             }
         });
-        ProgressView { bar: Some(bar), task: Some(task) }
+        ProgressView {
+            bar: Some(bar),
+            task: Some(task),
+        }
     }
 
     pub fn finish(self) {

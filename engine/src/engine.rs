@@ -41,13 +41,18 @@ pub struct Engine {
 
 /// The default parallelism: 8 copies per core, as the seed measured.
 pub fn default_parallelism() -> usize {
-    8 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    8 * std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 impl Engine {
     /// Opens (creating if needed) the state dir, taking its lock.
     pub fn open(dir: &Path) -> Result<Engine, EngineError> {
-        let io = |source| EngineError::StateIo { path: dir.to_path_buf(), source };
+        let io = |source| EngineError::StateIo {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         if !dir.is_dir() {
             return Err(EngineError::StateIo {
@@ -57,7 +62,11 @@ impl Engine {
         }
         let lock = take_lock(dir)?;
         let log = EventLog::open(&dir.join("db"))?;
-        Ok(Engine { dir: dir.to_path_buf(), log, _lock: lock })
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            log,
+            _lock: lock,
+        })
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -72,7 +81,9 @@ impl Engine {
     pub async fn submit(&self, spec: JobSpec) -> Result<JobId, EngineError> {
         spec.validate()?;
         let id = JobId::new();
-        self.log.append_durable(id, Event::JobSubmitted { spec }).await?;
+        self.log
+            .append_durable(id, Event::JobSubmitted { spec })
+            .await?;
         Ok(id)
     }
 
@@ -95,12 +106,18 @@ impl Engine {
     }
 
     pub fn summary(&self, job: JobId) -> Result<JobSummary, EngineError> {
-        self.log.summary(job)?.ok_or_else(|| EngineError::UnknownJob(job.to_string()))
+        self.log
+            .summary(job)?
+            .ok_or_else(|| EngineError::UnknownJob(job.to_string()))
     }
 
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobSummary>, EngineError> {
-        self.log.job_ids()?.into_iter().map(|id| self.summary(id)).collect()
+        self.log
+            .job_ids()?
+            .into_iter()
+            .map(|id| self.summary(id))
+            .collect()
     }
 
     /// The oldest job still waiting to run.
@@ -119,7 +136,10 @@ impl Engine {
         if summary.state != JobState::Queued {
             return Err(EngineError::WrongState {
                 job: job.to_string(),
-                why: format!("is {}, not queued; use `ferry replay {job}` to resume it", summary.effective_state()),
+                why: format!(
+                    "is {}, not queued; use `ferry replay {job}` to resume it",
+                    summary.effective_state()
+                ),
             });
         }
         self.attempt(summary, opts).await
@@ -137,12 +157,15 @@ impl Engine {
         self.attempt(summary, opts).await
     }
 
-    async fn attempt(&self, summary: JobSummary, opts: RunOptions) -> Result<RunReport, EngineError> {
+    async fn attempt(
+        &self,
+        summary: JobSummary,
+        opts: RunOptions,
+    ) -> Result<RunReport, EngineError> {
         let job = summary.id;
-        let spec = summary
-            .spec
-            .clone()
-            .ok_or_else(|| EngineError::corrupt(&self.dir, format!("job {job} has no JobSubmitted event")))?;
+        let spec = summary.spec.clone().ok_or_else(|| {
+            EngineError::corrupt(&self.dir, format!("job {job} has no JobSubmitted event"))
+        })?;
         let attempt = summary.attempts.len() as u32 + 1;
         let parallel = opts
             .parallel
@@ -154,7 +177,14 @@ impl Engine {
         let worker = format!("{}:{}", hostname(), std::process::id());
         let parallelism = parallel as u32;
         self.log
-            .append_durable(job, Event::JobStarted { attempt, worker, parallelism })
+            .append_durable(
+                job,
+                Event::JobStarted {
+                    attempt,
+                    worker,
+                    parallelism,
+                },
+            )
             .await?;
         let ctx = Arc::new(Attempt {
             log: self.log.clone(),
@@ -173,16 +203,28 @@ impl Engine {
         let outcome = match end {
             AttemptEnd::Interrupted => {
                 let reason = "stopped on request (signal)".to_string();
-                self.log.append_durable(job, Event::JobInterrupted { attempt, reason }).await?;
+                self.log
+                    .append_durable(job, Event::JobInterrupted { attempt, reason })
+                    .await?;
                 None
             }
             AttemptEnd::Finished(outcome) => {
-                let event = Event::JobFinished { attempt, outcome: outcome.clone(), totals: totals.clone() };
+                let event = Event::JobFinished {
+                    attempt,
+                    outcome: outcome.clone(),
+                    totals: totals.clone(),
+                };
                 self.log.append_durable(job, event).await?;
                 Some(outcome)
             }
         };
-        Ok(RunReport { job, attempt, outcome, totals, elapsed: started.elapsed() })
+        Ok(RunReport {
+            job,
+            attempt,
+            outcome,
+            totals,
+            elapsed: started.elapsed(),
+        })
     }
 
     /// Events of one job, or of every job (oldest job first).
@@ -206,7 +248,10 @@ impl Engine {
     pub fn failures(&self, job: JobId) -> Result<Vec<(String, BlobState)>, EngineError> {
         self.log
             .blob_states(job)
-            .filter(|r| r.as_ref().map_or(true, |(_, s)| s.status == BlobStatus::Failed))
+            .filter(|r| {
+                r.as_ref()
+                    .map_or(true, |(_, s)| s.status == BlobStatus::Failed)
+            })
             .collect()
     }
 
@@ -229,7 +274,10 @@ impl Engine {
                 let rec = rec?;
                 v.events += 1;
                 if rec.seq != i as u64 {
-                    v.problems.push(format!("job {id}: event #{i} has seq {} (gap in the log)", rec.seq));
+                    v.problems.push(format!(
+                        "job {id}: event #{i} has seq {} (gap in the log)",
+                        rec.seq
+                    ));
                     break;
                 }
                 summary.apply(&rec);
@@ -254,9 +302,17 @@ impl Engine {
                     .iter()
                     .find(|(n, s)| cached.blobs.get(*n) != Some(s))
                     .map(|(n, _)| n.clone())
-                    .or_else(|| cached.blobs.keys().find(|n| !checkpoint.blobs.contains_key(*n)).cloned())
+                    .or_else(|| {
+                        cached
+                            .blobs
+                            .keys()
+                            .find(|n| !checkpoint.blobs.contains_key(*n))
+                            .cloned()
+                    })
                     .unwrap_or_default();
-                v.problems.push(format!("job {id}: checkpoint entry for {first:?} differs from the replay"));
+                v.problems.push(format!(
+                    "job {id}: checkpoint entry for {first:?} differs from the replay"
+                ));
             }
             v.blobs += checkpoint.blobs.len() as u64;
         }
@@ -275,7 +331,10 @@ pub struct Verification {
 
 fn take_lock(dir: &Path) -> Result<File, EngineError> {
     let path = dir.join("lock");
-    let io = |source| EngineError::StateIo { path: path.clone(), source };
+    let io = |source| EngineError::StateIo {
+        path: path.clone(),
+        source,
+    };
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -286,7 +345,11 @@ fn take_lock(dir: &Path) -> Result<File, EngineError> {
     match f.try_lock() {
         Ok(()) => {
             // Who holds it, for the error a second process will print.
-            let owner = format!("pid {}, since {}", std::process::id(), chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"));
+            let owner = format!(
+                "pid {}, since {}",
+                std::process::id(),
+                chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+            );
             f.set_len(0).map_err(io)?;
             f.rewind().map_err(io)?;
             f.write_all(owner.as_bytes()).map_err(io)?;
@@ -295,8 +358,15 @@ fn take_lock(dir: &Path) -> Result<File, EngineError> {
         Err(TryLockError::WouldBlock) => {
             let mut owner = String::new();
             let _ = f.read_to_string(&mut owner);
-            let owner = if owner.trim().is_empty() { "pid unknown".into() } else { owner.trim().to_string() };
-            Err(EngineError::StateLocked { path: dir.to_path_buf(), owner })
+            let owner = if owner.trim().is_empty() {
+                "pid unknown".into()
+            } else {
+                owner.trim().to_string()
+            };
+            Err(EngineError::StateLocked {
+                path: dir.to_path_buf(),
+                owner,
+            })
         }
         Err(TryLockError::Error(e)) => Err(io(e)),
     }

@@ -38,13 +38,17 @@ fn unique(tag: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_a_copied_job_then_cached_projections_equal_a_fresh_replay_and_corruption_is_caught() {
+async fn given_a_copied_job_then_cached_projections_equal_a_fresh_replay_and_corruption_is_caught()
+{
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     let (src, dst) = (unique("src"), unique("dst"));
     fill(&MemoryStore::named(&src), 500);
 
-    let job = engine.submit(spec(&src, &dst, Mode::Incremental)).await.unwrap();
+    let job = engine
+        .submit(spec(&src, &dst, Mode::Incremental))
+        .await
+        .unwrap();
     let report = engine.run(job, RunOptions::default()).await.unwrap();
     assert_eq!(report.outcome, Some(Outcome::Succeeded));
     assert_eq!(report.totals.copied, 500);
@@ -65,22 +69,32 @@ async fn given_a_copied_job_then_cached_projections_equal_a_fresh_replay_and_cor
         message: None,
     };
     let key = keys::blob(job, "d0/b00000");
-    engine.log().put_raw_for_tests(&key, &rmp_serde::to_vec_named(&forged).unwrap()).unwrap();
+    engine
+        .log()
+        .put_raw_for_tests(&key, &rmp_serde::to_vec_named(&forged).unwrap())
+        .unwrap();
     let v = engine.verify(Some(job)).unwrap();
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
     assert!(v.problems[0].contains("d0/b00000"), "{}", v.problems[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_an_unchanged_source_when_run_incrementally_then_every_blob_is_skipped_with_a_reason() {
+async fn given_an_unchanged_source_when_run_incrementally_then_every_blob_is_skipped_with_a_reason()
+{
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     let (src, dst) = (unique("src"), unique("dst"));
     fill(&MemoryStore::named(&src), 50);
-    let first = engine.submit(spec(&src, &dst, Mode::Incremental)).await.unwrap();
+    let first = engine
+        .submit(spec(&src, &dst, Mode::Incremental))
+        .await
+        .unwrap();
     engine.run(first, RunOptions::default()).await.unwrap();
 
-    let second = engine.submit(spec(&src, &dst, Mode::Incremental)).await.unwrap();
+    let second = engine
+        .submit(spec(&src, &dst, Mode::Incremental))
+        .await
+        .unwrap();
     let report = engine.run(second, RunOptions::default()).await.unwrap();
     assert_eq!((report.totals.copied, report.totals.skipped), (0, 50));
     let reasons: Vec<_> = engine
@@ -103,7 +117,10 @@ async fn given_an_interrupted_attempt_when_replayed_then_only_the_rest_is_copied
     fill(&MemoryStore::named(&src), 3000);
     let job = engine.submit(spec(&src, &dst, Mode::Full)).await.unwrap();
 
-    let opts = RunOptions { parallel: Some(1), ..Default::default() };
+    let opts = RunOptions {
+        parallel: Some(1),
+        ..Default::default()
+    };
     let cancel = opts.cancel.clone();
     let progress = opts.progress.clone();
     let run = engine.run(job, opts);
@@ -115,13 +132,19 @@ async fn given_an_interrupted_attempt_when_replayed_then_only_the_rest_is_copied
     };
     let (report, ()) = tokio::join!(run, stopper);
     let first = report.unwrap();
-    assert_eq!(first.outcome, None, "the attempt is recorded as interrupted");
+    assert_eq!(
+        first.outcome, None,
+        "the attempt is recorded as interrupted"
+    );
     assert!(first.totals.copied >= 100 && first.totals.copied < 3000);
     assert_eq!(engine.summary(job).unwrap().state, JobState::Interrupted);
 
     let second = engine.replay(job, RunOptions::default()).await.unwrap();
     assert_eq!(second.outcome, Some(Outcome::Succeeded));
-    assert_eq!(second.totals.resumed, first.totals.copied, "durable copies are not redone");
+    assert_eq!(
+        second.totals.resumed, first.totals.copied,
+        "durable copies are not redone"
+    );
     assert_eq!(second.totals.copied + first.totals.copied, 3000);
     assert!(engine.verify(Some(job)).unwrap().problems.is_empty());
 
@@ -135,7 +158,10 @@ fn a_second_engine_on_the_same_state_dir_is_refused_with_the_owner() {
     let _first = Engine::open(dir.path()).unwrap();
     match Engine::open(dir.path()) {
         Err(EngineError::StateLocked { owner, .. }) => {
-            assert!(owner.contains(&format!("pid {}", std::process::id())), "{owner}")
+            assert!(
+                owner.contains(&format!("pid {}", std::process::id())),
+                "{owner}"
+            )
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a second engine opened a locked state dir"),
@@ -146,6 +172,12 @@ fn a_second_engine_on_the_same_state_dir_is_refused_with_the_owner() {
 fn unknown_and_ambiguous_job_ids_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
-    assert!(matches!(engine.resolve("0123abcd"), Err(EngineError::UnknownJob(_))));
-    assert!(matches!(engine.resolve("not-hex!"), Err(EngineError::UnknownJob(_))));
+    assert!(matches!(
+        engine.resolve("0123abcd"),
+        Err(EngineError::UnknownJob(_))
+    ));
+    assert!(matches!(
+        engine.resolve("not-hex!"),
+        Err(EngineError::UnknownJob(_))
+    ));
 }

@@ -26,7 +26,9 @@ pub enum EngineError {
 
     /// Writing to the event log failed (disk full, I/O error); nothing after
     /// the last acknowledged event is durable.
-    #[error("event log write failed: {0}; free space or fix the state dir, then `ferry replay` the job")]
+    #[error(
+        "event log write failed: {0}; free space or fix the state dir, then `ferry replay` the job"
+    )]
     LogWrite(String),
 
     /// No job has this id (or prefix).

@@ -113,7 +113,11 @@ pub enum Event {
         parallelism: u32,
     },
     #[serde(rename = "ListingCompleted")]
-    ListingCompleted { attempt: u32, blobs: u64, bytes: u64 },
+    ListingCompleted {
+        attempt: u32,
+        blobs: u64,
+        bytes: u64,
+    },
     #[serde(rename = "BlobCopied")]
     BlobCopied {
         name: String,
@@ -204,22 +208,58 @@ impl fmt::Display for Outcome {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::JobSubmitted { spec } => write!(f, "{} -> {} mode={}", spec.src, spec.dst, spec.mode),
-            Event::JobStarted { attempt, worker, parallelism } => {
-                write!(f, "attempt={attempt} worker={worker} parallel={parallelism}")
+            Event::JobSubmitted { spec } => {
+                write!(f, "{} -> {} mode={}", spec.src, spec.dst, spec.mode)
             }
-            Event::ListingCompleted { attempt, blobs, bytes } => {
+            Event::JobStarted {
+                attempt,
+                worker,
+                parallelism,
+            } => {
+                write!(
+                    f,
+                    "attempt={attempt} worker={worker} parallel={parallelism}"
+                )
+            }
+            Event::ListingCompleted {
+                attempt,
+                blobs,
+                bytes,
+            } => {
                 write!(f, "attempt={attempt} blobs={blobs} bytes={bytes}")
             }
-            Event::BlobCopied { name, bytes, reason, method, ms, tries, .. } => {
-                write!(f, "{name:?} bytes={bytes} reason={reason} method={method} ms={ms} tries={tries}")
+            Event::BlobCopied {
+                name,
+                bytes,
+                reason,
+                method,
+                ms,
+                tries,
+                ..
+            } => {
+                write!(
+                    f,
+                    "{name:?} bytes={bytes} reason={reason} method={method} ms={ms} tries={tries}"
+                )
             }
             Event::BlobSkipped { name, reason, .. } => write!(f, "{name:?} reason={reason}"),
-            Event::BlobFailed { name, error_kind, message, attempts } => {
-                write!(f, "{name:?} kind={error_kind} attempts={attempts}: {message}")
+            Event::BlobFailed {
+                name,
+                error_kind,
+                message,
+                attempts,
+            } => {
+                write!(
+                    f,
+                    "{name:?} kind={error_kind} attempts={attempts}: {message}"
+                )
             }
             Event::JobInterrupted { attempt, reason } => write!(f, "attempt={attempt}: {reason}"),
-            Event::JobFinished { attempt, outcome, totals } => write!(
+            Event::JobFinished {
+                attempt,
+                outcome,
+                totals,
+            } => write!(
                 f,
                 "attempt={attempt} {outcome}: copied={} skipped={} failed={} resumed={}",
                 totals.copied, totals.skipped, totals.failed, totals.resumed

@@ -138,7 +138,9 @@ impl Address {
                 abs.display()
             ))
         })?;
-        Ok(Address::Local { path: path.to_string() })
+        Ok(Address::Local {
+            path: path.to_string(),
+        })
     }
 
     pub fn local_path(&self) -> Option<&Path> {
@@ -265,7 +267,12 @@ mod tests {
 
     #[test]
     fn mode_parses_and_displays_round_trip() {
-        for m in [Mode::Full, Mode::Incremental, Mode::Never, Mode::IfDifferent] {
+        for m in [
+            Mode::Full,
+            Mode::Incremental,
+            Mode::Never,
+            Mode::IfDifferent,
+        ] {
             assert_eq!(m.to_string().parse::<Mode>().unwrap(), m);
         }
         assert!("sometimes".parse::<Mode>().is_err());
@@ -293,7 +300,10 @@ mod tests {
         let same = spec(&src).validate().unwrap_err();
         assert!(same.to_string().contains("same folder"), "{same}");
         let parent = spec(d.path()).validate().unwrap_err();
-        assert!(parent.to_string().contains("inside the destination"), "{parent}");
+        assert!(
+            parent.to_string().contains("inside the destination"),
+            "{parent}"
+        );
         spec(&d.path().join("elsewhere")).validate().unwrap();
     }
 }

@@ -67,16 +67,43 @@ mod tests {
     fn each_mode_decides_from_listing_metadata() {
         let old = meta(1, 100, None);
         let new = meta(1, 0, None);
-        assert_eq!(decide(Mode::Incremental, &new, None), Decision::Copy(CopyReason::New));
-        assert_eq!(decide(Mode::Incremental, &new, Some(&old)), Decision::Copy(CopyReason::Newer));
-        assert_eq!(decide(Mode::Incremental, &old, Some(&new)), Decision::Skip(SkipReason::NotNewer));
-        assert_eq!(decide(Mode::Full, &old, Some(&new)), Decision::Copy(CopyReason::Overwrite));
-        assert_eq!(decide(Mode::Never, &new, Some(&old)), Decision::Skip(SkipReason::Exists));
-        assert_eq!(decide(Mode::IfDifferent, &meta(2, 0, None), Some(&old)), Decision::Copy(CopyReason::Different));
-        assert_eq!(decide(Mode::IfDifferent, &new, Some(&old)), Decision::CompareContent);
+        assert_eq!(
+            decide(Mode::Incremental, &new, None),
+            Decision::Copy(CopyReason::New)
+        );
+        assert_eq!(
+            decide(Mode::Incremental, &new, Some(&old)),
+            Decision::Copy(CopyReason::Newer)
+        );
+        assert_eq!(
+            decide(Mode::Incremental, &old, Some(&new)),
+            Decision::Skip(SkipReason::NotNewer)
+        );
+        assert_eq!(
+            decide(Mode::Full, &old, Some(&new)),
+            Decision::Copy(CopyReason::Overwrite)
+        );
+        assert_eq!(
+            decide(Mode::Never, &new, Some(&old)),
+            Decision::Skip(SkipReason::Exists)
+        );
+        assert_eq!(
+            decide(Mode::IfDifferent, &meta(2, 0, None), Some(&old)),
+            Decision::Copy(CopyReason::Different)
+        );
+        assert_eq!(
+            decide(Mode::IfDifferent, &new, Some(&old)),
+            Decision::CompareContent
+        );
         let (a, b) = (meta(1, 0, Some([1; 16])), meta(1, 0, Some([1; 16])));
-        assert_eq!(decide(Mode::IfDifferent, &a, Some(&b)), Decision::Skip(SkipReason::Identical));
+        assert_eq!(
+            decide(Mode::IfDifferent, &a, Some(&b)),
+            Decision::Skip(SkipReason::Identical)
+        );
         let c = meta(1, 0, Some([2; 16]));
-        assert_eq!(decide(Mode::IfDifferent, &a, Some(&c)), Decision::Copy(CopyReason::Different));
+        assert_eq!(
+            decide(Mode::IfDifferent, &a, Some(&c)),
+            Decision::Copy(CopyReason::Different)
+        );
     }
 }

@@ -20,7 +20,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Run(args) => run::run_queue(&state, args, out),
         Command::Replay { job, run } => run::replay(&state, &job, run, out),
         Command::Jobs { json } => query::jobs(&open(&state)?, json),
-        Command::Show { job, json, failures } => query::show(&open(&state)?, &job, json, failures),
+        Command::Show {
+            job,
+            json,
+            failures,
+        } => query::show(&open(&state)?, &job, json, failures),
         Command::Events { job, json } => query::events(&open(&state)?, job.as_deref(), json),
         Command::VerifyLog { job } => query::verify(&open(&state)?, job.as_deref(), out),
     }
@@ -36,7 +40,8 @@ fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(dir) = flag {
         return Ok(dir);
     }
-    let base = dirs::data_dir().context("no per-user data dir on this system; set FERRY_HOME or pass --state DIR")?;
+    let base = dirs::data_dir()
+        .context("no per-user data dir on this system; set FERRY_HOME or pass --state DIR")?;
     Ok(base.join("ferry"))
 }
 

@@ -73,7 +73,11 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
     let id = engine.resolve(job)?;
     let s = engine.summary(id)?;
     let failures = engine.failures(id)?;
-    let limit = if max_failures == 0 { usize::MAX } else { max_failures };
+    let limit = if max_failures == 0 {
+        usize::MAX
+    } else {
+        max_failures
+    };
     let mut out = BufWriter::new(std::io::stdout().lock());
     if json {
         let mut v = summary_json(&s);
@@ -115,7 +119,12 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
         let t = &a.totals;
         let dur = a
             .ended_at
-            .map(|e| format!("{:.2}s", (e - a.started_at).num_milliseconds() as f64 / 1000.0))
+            .map(|e| {
+                format!(
+                    "{:.2}s",
+                    (e - a.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
             .unwrap_or_else(|| "-".into());
         writeln!(
             out,
@@ -139,10 +148,18 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
         writeln!(out, "failed blobs ({}):", failures.len())?;
         for (name, st) in failures.iter().take(limit) {
             let kind = st.error_kind.map(|k| k.to_string()).unwrap_or_default();
-            writeln!(out, "  {name:?} [{kind}] {}", st.message.as_deref().unwrap_or(""))?;
+            writeln!(
+                out,
+                "  {name:?} [{kind}] {}",
+                st.message.as_deref().unwrap_or("")
+            )?;
         }
         if failures.len() > limit {
-            writeln!(out, "  ... {} more (--failures 0 lists all)", failures.len() - limit)?;
+            writeln!(
+                out,
+                "  ... {} more (--failures 0 lists all)",
+                failures.len() - limit
+            )?;
         }
     }
     Ok(exit::OK)
@@ -176,7 +193,10 @@ pub fn verify(engine: &Engine, job: Option<&str>, out: Output) -> Result<u8> {
     let id = job.map(|j| engine.resolve(j)).transpose()?;
     let v = engine.verify(id)?;
     if let Some(first) = v.problems.first() {
-        eprintln!("ferry: verify-log: {first} ({} problem(s) in all)", v.problems.len());
+        eprintln!(
+            "ferry: verify-log: {first} ({} problem(s) in all)",
+            v.problems.len()
+        );
         return Ok(exit::VERIFY_FAILED);
     }
     if !out.quiet {

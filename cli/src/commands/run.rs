@@ -18,13 +18,19 @@ fn spec_of(args: &JobArgs) -> Result<JobSpec> {
     Ok(JobSpec {
         src: Address::parse(&args.src)?,
         dst: Address::parse(&args.dst)?,
-        mode: if args.incremental { Mode::Incremental } else { args.mode },
+        mode: if args.incremental {
+            Mode::Incremental
+        } else {
+            args.mode
+        },
         parallel: args.parallel,
     })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 pub fn submit(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
@@ -102,7 +108,11 @@ async fn attempt(
         progress,
         retry: None,
     };
-    let report = if replay { engine.replay(id, opts).await } else { engine.run(id, opts).await };
+    let report = if replay {
+        engine.replay(id, opts).await
+    } else {
+        engine.run(id, opts).await
+    };
     if let Some(view) = view {
         view.finish();
     }
@@ -139,7 +149,11 @@ fn summary_line(r: &RunReport) -> String {
         None => "interrupted (ferry replay continues it)".to_string(),
         Some(o) => o.to_string(),
     };
-    let resumed = if t.resumed > 0 { format!(", {} already done", t.resumed) } else { String::new() };
+    let resumed = if t.resumed > 0 {
+        format!(", {} already done", t.resumed)
+    } else {
+        String::new()
+    };
     format!(
         "job {} attempt {}: {status}: copied {} files ({}), skipped {}, failed {}{resumed} in {:.2}s",
         r.job,

@@ -39,7 +39,11 @@ impl EventLog {
             .map_err(|e| open_error(path, e))?;
         let writer = Writer::start(db.clone(), path.to_path_buf())?;
         Ok(EventLog {
-            inner: Arc::new(Inner { path: path.to_path_buf(), db, writer }),
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db,
+                writer,
+            }),
         })
     }
 
@@ -47,12 +51,23 @@ impl EventLog {
     /// this: a blob whose event is lost in a crash is copied again on replay.
     /// Waits only when the writer's queue is full (backpressure).
     pub async fn append(&self, job: JobId, event: Event) -> Result<(), EngineError> {
-        self.inner.writer.send(Cmd::Append { job, event, ack: None }).await
+        self.inner
+            .writer
+            .send(Cmd::Append {
+                job,
+                event,
+                ack: None,
+            })
+            .await
     }
 
     /// Blocking form of [`EventLog::append`] for copy threads outside the runtime.
     pub fn append_blocking(&self, job: JobId, event: Event) -> Result<(), EngineError> {
-        self.inner.writer.send_blocking(Cmd::Append { job, event, ack: None })
+        self.inner.writer.send_blocking(Cmd::Append {
+            job,
+            event,
+            ack: None,
+        })
     }
 
     /// Appends an event and returns once it is flushed, with its sequence number.
@@ -60,7 +75,11 @@ impl EventLog {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .writer
-            .send(Cmd::Append { job, event, ack: Some(tx) })
+            .send(Cmd::Append {
+                job,
+                event,
+                ack: Some(tx),
+            })
             .await?;
         rx.await.map_err(|_| writer_gone())?
     }
@@ -68,9 +87,11 @@ impl EventLog {
     /// Blocking form of [`EventLog::append_durable`] for callers outside a runtime.
     pub fn append_durable_blocking(&self, job: JobId, event: Event) -> Result<u64, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
-            .writer
-            .send_blocking(Cmd::Append { job, event, ack: Some(tx) })?;
+        self.inner.writer.send_blocking(Cmd::Append {
+            job,
+            event,
+            ack: Some(tx),
+        })?;
         rx.blocking_recv().map_err(|_| writer_gone())?
     }
 
@@ -138,7 +159,11 @@ impl EventLog {
 
     /// The cached summary of a job, `None` if the job does not exist.
     pub fn summary(&self, job: JobId) -> Result<Option<JobSummary>, EngineError> {
-        match self.tree().get(keys::summary(job)).map_err(|e| self.corrupt(e))? {
+        match self
+            .tree()
+            .get(keys::summary(job))
+            .map_err(|e| self.corrupt(e))?
+        {
             Some(v) => Ok(Some(self.decode("summary", &v)?)),
             None => Ok(None),
         }
@@ -146,7 +171,11 @@ impl EventLog {
 
     /// One blob's checkpoint entry in one job.
     pub fn blob_state(&self, job: JobId, name: &str) -> Result<Option<BlobState>, EngineError> {
-        match self.tree().get(keys::blob(job, name)).map_err(|e| self.corrupt(e))? {
+        match self
+            .tree()
+            .get(keys::blob(job, name))
+            .map_err(|e| self.corrupt(e))?
+        {
             Some(v) => Ok(Some(self.decode("checkpoint entry", &v)?)),
             None => Ok(None),
         }
@@ -157,18 +186,22 @@ impl EventLog {
         &self,
         job: JobId,
     ) -> impl Iterator<Item = Result<(String, BlobState), EngineError>> + '_ {
-        self.tree().scan_prefix(keys::blob_prefix(job)).map(move |kv| {
-            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
-            let name = String::from_utf8(k[17..].to_vec())
-                .map_err(|_| self.corrupt("a checkpoint key that is not UTF-8"))?;
-            Ok((name, self.decode("checkpoint entry", &v)?))
-        })
+        self.tree()
+            .scan_prefix(keys::blob_prefix(job))
+            .map(move |kv| {
+                let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+                let name = String::from_utf8(k[17..].to_vec())
+                    .map_err(|_| self.corrupt("a checkpoint key that is not UTF-8"))?;
+                Ok((name, self.decode("checkpoint entry", &v)?))
+            })
     }
 
     /// Overwrites a raw key. Only for tests that corrupt a projection on purpose.
     #[doc(hidden)]
     pub fn put_raw_for_tests(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
-        self.tree().insert(key, value).map_err(|e| self.corrupt(e))?;
+        self.tree()
+            .insert(key, value)
+            .map_err(|e| self.corrupt(e))?;
         self.tree().flush().map_err(|e| self.corrupt(e))?;
         Ok(())
     }
@@ -186,7 +219,10 @@ fn writer_gone() -> EngineError {
 fn open_error(path: &Path, e: sled::Error) -> EngineError {
     match e {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-            EngineError::StateIo { path: path.to_path_buf(), source: io }
+            EngineError::StateIo {
+                path: path.to_path_buf(),
+                source: io,
+            }
         }
         other => EngineError::corrupt(path, other),
     }

@@ -62,7 +62,10 @@ pub struct WriterStats {
 
 /// CPU time consumed by the calling thread so far.
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc == 0 {
@@ -88,10 +91,12 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let state = WriterState {
             db,
-            path,
+            path: path.clone(),
             seqs: HashMap::new(),
             summaries: HashMap::new(),
             last_flush: Instant::now(),
+            // sled keeps its data in `db` inside the directory.
+            db_file: std::fs::File::open(path.join("db")).ok(),
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -99,7 +104,12 @@ impl Writer {
             .name("ferry-log-writer".into())
             .spawn(move || state.run(rx))
             .map_err(|e| EngineError::LogWrite(format!("cannot start the log writer: {e}")))?;
-        Ok(Writer { tx, thread: Mutex::new(Some(thread)), failed, stats })
+        Ok(Writer {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            failed,
+            stats,
+        })
     }
 
     fn check(&self) -> Result<(), EngineError> {
@@ -158,6 +168,9 @@ struct WriterState {
     failed: Arc<Mutex<Option<String>>>,
     stats: Arc<WriterStats>,
     last_flush: Instant,
+    /// sled's flush is sync_file_range: it survives a killed process, not a
+    /// power cut. Job transitions are fsynced through this handle as well.
+    db_file: Option<std::fs::File>,
 }
 
 type Ack = oneshot::Sender<Result<u64, EngineError>>;
@@ -207,12 +220,14 @@ impl WriterState {
         let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
         let mut events = 0u64;
         let mut stop = false;
+        let mut transition = false;
         let mut error: Option<String> = None;
         for cmd in cmds.drain(..) {
             match cmd {
                 Cmd::Shutdown => stop = true,
                 Cmd::Sync(ack) => acks.push((ack, 0)),
                 Cmd::Append { job, event, ack } => {
+                    transition |= event.is_transition();
                     if error.is_some() {
                         if let Some(ack) = ack {
                             acks.push((ack, 0));
@@ -236,7 +251,10 @@ impl WriterState {
                 let (Some(first), Some(summary)) = (recs.first(), self.summaries.get(job)) else {
                     continue;
                 };
-                match (rmp_serde::to_vec_named(recs), rmp_serde::to_vec_named(summary)) {
+                match (
+                    rmp_serde::to_vec_named(recs),
+                    rmp_serde::to_vec_named(summary),
+                ) {
                     (Ok(chunk), Ok(summary)) => {
                         batch.insert(keys::event(*job, first.seq).as_slice(), chunk);
                         batch.insert(keys::summary(*job).as_slice(), summary);
@@ -249,13 +267,21 @@ impl WriterState {
             // Flush before any acknowledgement (job transitions, syncs) and
             // at least every FLUSH_INTERVAL; sled's own thread flushes an idle
             // tail within 500 ms.
-            let must_flush = !acks.is_empty() || stop || self.last_flush.elapsed() >= FLUSH_INTERVAL;
+            let must_flush =
+                !acks.is_empty() || stop || self.last_flush.elapsed() >= FLUSH_INTERVAL;
             let mut result = self.db.apply_batch(batch);
             if result.is_ok() && must_flush {
                 let flushing = Instant::now();
                 result = self.db.flush().map(|_| ());
+                if result.is_ok() && transition {
+                    if let Some(f) = &self.db_file {
+                        result = f.sync_all().map_err(sled::Error::Io);
+                    }
+                }
                 self.last_flush = Instant::now();
-                self.stats.flush_ns.fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.stats
+                    .flush_ns
+                    .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
             if let Err(e) = result {
                 error = Some(format!("{} ({})", e, self.path.display()));
@@ -300,9 +326,16 @@ impl WriterState {
         event: Event,
     ) -> Result<u64, String> {
         let seq = self.next_seq(job)?;
-        let rec = EventRecord { v: SCHEMA_VERSION, job, seq, at: chrono::Utc::now(), event };
+        let rec = EventRecord {
+            v: SCHEMA_VERSION,
+            job,
+            seq,
+            at: chrono::Utc::now(),
+            event,
+        };
         if let Some((name, state)) = BlobState::from_event(&rec) {
-            let v = rmp_serde::to_vec_named(&state).map_err(|e| format!("cannot encode a checkpoint: {e}"))?;
+            let v = rmp_serde::to_vec_named(&state)
+                .map_err(|e| format!("cannot encode a checkpoint: {e}"))?;
             batch.insert(keys::blob(job, name), v);
         }
         self.summary(job)?.apply(&rec);
@@ -326,9 +359,12 @@ impl WriterState {
             .map_err(|e| e.to_string())?;
         let next = match last {
             Some((_, v)) => {
-                let chunk: Vec<EventRecord> =
-                    rmp_serde::from_slice(&v).map_err(|e| format!("undecodable event chunk: {e}"))?;
-                chunk.last().map(|r| r.seq + 1).ok_or("an empty event chunk")?
+                let chunk: Vec<EventRecord> = rmp_serde::from_slice(&v)
+                    .map_err(|e| format!("undecodable event chunk: {e}"))?;
+                chunk
+                    .last()
+                    .map(|r| r.seq + 1)
+                    .ok_or("an empty event chunk")?
             }
             None => 0,
         };
@@ -339,11 +375,15 @@ impl WriterState {
     fn summary(&mut self, job: JobId) -> Result<&mut JobSummary, String> {
         if !self.summaries.contains_key(&job) {
             let loaded = match self.db.get(keys::summary(job)).map_err(|e| e.to_string())? {
-                Some(v) => rmp_serde::from_slice(&v).map_err(|e| format!("undecodable summary: {e}"))?,
+                Some(v) => {
+                    rmp_serde::from_slice(&v).map_err(|e| format!("undecodable summary: {e}"))?
+                }
                 None => JobSummary::new(job),
             };
             self.summaries.insert(job, loaded);
         }
-        self.summaries.get_mut(&job).ok_or_else(|| "summary cache".to_string())
+        self.summaries
+            .get_mut(&job)
+            .ok_or_else(|| "summary cache".to_string())
     }
 }

@@ -50,7 +50,12 @@ impl BlobState {
             Event::BlobSkipped { name, src_etag, .. } => {
                 Some((name, state(BlobStatus::Skipped, src_etag.as_ref())))
             }
-            Event::BlobFailed { name, error_kind, message, .. } => Some((
+            Event::BlobFailed {
+                name,
+                error_kind,
+                message,
+                ..
+            } => Some((
                 name,
                 BlobState {
                     error_kind: Some(*error_kind),
@@ -85,7 +90,13 @@ mod tests {
     use crate::job::JobId;
 
     fn rec(seq: u64, event: Event) -> EventRecord {
-        EventRecord { v: 1, job: JobId::new(), seq, at: chrono::Utc::now(), event }
+        EventRecord {
+            v: 1,
+            job: JobId::new(),
+            seq,
+            at: chrono::Utc::now(),
+            event,
+        }
     }
 
     #[test]

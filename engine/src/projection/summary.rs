@@ -95,7 +95,11 @@ impl JobSummary {
                 self.submitted_at = Some(rec.at);
                 self.state = JobState::Queued;
             }
-            Event::JobStarted { attempt, worker, parallelism } => {
+            Event::JobStarted {
+                attempt,
+                worker,
+                parallelism,
+            } => {
                 self.state = JobState::Running;
                 self.failed = 0;
                 self.error = None;
@@ -144,7 +148,9 @@ impl JobSummary {
                     a.outcome = Some(format!("interrupted: {reason}"));
                 }
             }
-            Event::JobFinished { outcome, totals, .. } => {
+            Event::JobFinished {
+                outcome, totals, ..
+            } => {
                 self.state = match outcome {
                     Outcome::Succeeded => JobState::Succeeded,
                     Outcome::CompletedWithFailures => JobState::CompletedWithFailures,
@@ -191,11 +197,21 @@ mod tests {
     use crate::job::{Address, Mode};
 
     fn rec(job: JobId, seq: u64, event: Event) -> EventRecord {
-        EventRecord { v: 1, job, seq, at: Utc::now(), event }
+        EventRecord {
+            v: 1,
+            job,
+            seq,
+            at: Utc::now(),
+            event,
+        }
     }
 
     fn started(attempt: u32) -> Event {
-        Event::JobStarted { attempt, worker: "h:1".into(), parallelism: 4 }
+        Event::JobStarted {
+            attempt,
+            worker: "h:1".into(),
+            parallelism: 4,
+        }
     }
 
     #[test]

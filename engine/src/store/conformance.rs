@@ -45,7 +45,13 @@ async fn names(store: &dyn BlobStore) -> Vec<String> {
 /// Names chosen to break naive implementations: separators that sort around
 /// '/', URL-special characters, unicode, a 1,024-character name.
 fn tricky_names() -> Vec<String> {
-    let long = format!("{}/{}/{}/{}/end-of-a-long-name", "a".repeat(255), "b".repeat(255), "c".repeat(255), "d".repeat(255));
+    let long = format!(
+        "{}/{}/{}/{}/end-of-a-long-name",
+        "a".repeat(255),
+        "b".repeat(255),
+        "c".repeat(255),
+        "d".repeat(255)
+    );
     assert!(long.len() >= 1024);
     vec![
         "a-b".into(),
@@ -62,9 +68,17 @@ fn tricky_names() -> Vec<String> {
 pub async fn round_trip(store: &dyn BlobStore) {
     put(store, "dir/one.txt", b"hello").await;
     assert_eq!(get(store, "dir/one.txt").await.unwrap(), b"hello");
-    let head = store.head("dir/one.txt").await.unwrap().expect("head finds the blob");
+    let head = store
+        .head("dir/one.txt")
+        .await
+        .unwrap()
+        .expect("head finds the blob");
     assert_eq!(head.size, 5);
-    assert_eq!(head.modified, meta("", b"").modified, "modification time is kept");
+    assert_eq!(
+        head.modified,
+        meta("", b"").modified,
+        "modification time is kept"
+    );
     assert!(!head.etag.is_empty());
 }
 
@@ -83,7 +97,10 @@ pub async fn zero_bytes_and_overwrite(store: &dyn BlobStore) {
 
 pub async fn missing_blobs(store: &dyn BlobStore) {
     assert!(store.head("nope").await.unwrap().is_none());
-    assert!(matches!(get(store, "nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        get(store, "nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 pub async fn lists_in_byte_order(store: &dyn BlobStore) {
@@ -100,8 +117,14 @@ pub async fn refuses_escaping_names(store: &dyn BlobStore) {
     for bad in ["../escape", "/abs", "a/../../b", "a//b"] {
         let body = futures::stream::empty().boxed();
         let err = store.write(&meta(bad, b""), body).await.unwrap_err();
-        assert!(matches!(err, StoreError::InvalidName { .. }), "{bad}: {err}");
-        assert!(matches!(store.head(bad).await, Err(StoreError::InvalidName { .. })));
+        assert!(
+            matches!(err, StoreError::InvalidName { .. }),
+            "{bad}: {err}"
+        );
+        assert!(matches!(
+            store.head(bad).await,
+            Err(StoreError::InvalidName { .. })
+        ));
     }
 }
 
@@ -139,7 +162,13 @@ macro_rules! suite {
     };
 }
 
-suite!(memory, ((), super::super::MemoryStore::named(&uuid::Uuid::now_v7().to_string())));
+suite!(
+    memory,
+    (
+        (),
+        super::super::MemoryStore::named(&uuid::Uuid::now_v7().to_string())
+    )
+);
 suite!(local, {
     let dir = tempfile::tempdir().unwrap();
     let store = super::super::LocalStore::new(dir.path().join("root"));
@@ -164,7 +193,14 @@ async fn local_listing_skips_temp_files_and_reports_special_entries() {
             Listed::Failed { name, error } => format!("failed {name} {}", error.kind()),
         });
     }
-    assert_eq!(seen, ["failed dangling not-found", "skipped loop not-regular-file", "blob real"]);
+    assert_eq!(
+        seen,
+        [
+            "failed dangling not-found",
+            "skipped loop not-regular-file",
+            "blob real"
+        ]
+    );
 }
 
 /// Local-to-local copies: the kernel fast path, its atomic publication and
@@ -179,7 +215,10 @@ mod local_copy {
     }
 
     fn entries(dir: &std::path::Path) -> Vec<String> {
-        let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         v.sort();
         v
     }
@@ -187,7 +226,10 @@ mod local_copy {
     #[tokio::test]
     async fn copies_new_and_existing_files_atomically_keeping_mtime_and_mode() {
         let d = tempfile::tempdir().unwrap();
-        let (src, dst) = (LocalStore::new(d.path().join("s")), LocalStore::with_temp_tag(d.path().join("d"), "t"));
+        let (src, dst) = (
+            LocalStore::new(d.path().join("s")),
+            LocalStore::with_temp_tag(d.path().join("d"), "t"),
+        );
         std::fs::create_dir_all(d.path().join("s/sub")).unwrap();
         let file = d.path().join("s/sub/f.sh");
         std::fs::write(&file, b"#!/bin/sh\n").unwrap();
@@ -197,14 +239,21 @@ mod local_copy {
         assert_eq!(dst.copy_file_from(&src, &meta).unwrap(), 10);
         let copied = listed(&dst, "sub/f.sh").await;
         assert_eq!((copied.size, copied.modified), (meta.size, meta.modified));
-        let mode = std::fs::metadata(d.path().join("d/sub/f.sh")).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(d.path().join("d/sub/f.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode & 0o700, 0o700, "owner bits kept");
 
         // Overwrite (the name exists): replaced whole, no temp file left.
         std::fs::write(&file, b"#!/bin/sh\necho two\n").unwrap();
         let meta = listed(&src, "sub/f.sh").await;
         dst.copy_file_from(&src, &meta).unwrap();
-        assert_eq!(std::fs::read(d.path().join("d/sub/f.sh")).unwrap(), b"#!/bin/sh\necho two\n");
+        assert_eq!(
+            std::fs::read(d.path().join("d/sub/f.sh")).unwrap(),
+            b"#!/bin/sh\necho two\n"
+        );
         assert_eq!(entries(&d.path().join("d/sub")), ["f.sh"]);
         assert_eq!(super::names(&dst).await, ["sub/f.sh"]);
     }
@@ -212,27 +261,40 @@ mod local_copy {
     #[tokio::test]
     async fn a_source_that_changed_since_listing_or_a_directory_in_the_way_fails_cleanly() {
         let d = tempfile::tempdir().unwrap();
-        let (src, dst) = (LocalStore::new(d.path().join("s")), LocalStore::new(d.path().join("d")));
+        let (src, dst) = (
+            LocalStore::new(d.path().join("s")),
+            LocalStore::new(d.path().join("d")),
+        );
         std::fs::create_dir_all(d.path().join("s")).unwrap();
         std::fs::write(d.path().join("s/a"), b"one").unwrap();
         let mut meta = listed(&src, "a").await;
         meta.size += 1;
         let err = dst.copy_file_from(&src, &meta).unwrap_err();
         assert!(matches!(err, StoreError::SourceChanged { .. }), "{err}");
-        assert!(!d.path().join("d/a").exists(), "nothing published under the real name");
+        assert!(
+            !d.path().join("d/a").exists(),
+            "nothing published under the real name"
+        );
 
         std::fs::create_dir_all(d.path().join("d/a/inner")).unwrap();
         let meta = listed(&src, "a").await;
         let err = dst.copy_file_from(&src, &meta).unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-        assert_eq!(entries(&d.path().join("d")), ["a"], "no temp file left behind");
+        assert_eq!(
+            entries(&d.path().join("d")),
+            ["a"],
+            "no temp file left behind"
+        );
         assert!(d.path().join("d/a/inner").is_dir());
     }
 
     #[tokio::test]
     async fn same_content_compares_bytes() {
         let d = tempfile::tempdir().unwrap();
-        let (a, b) = (LocalStore::new(d.path().join("a")), LocalStore::new(d.path().join("b")));
+        let (a, b) = (
+            LocalStore::new(d.path().join("a")),
+            LocalStore::new(d.path().join("b")),
+        );
         for (dir, body) in [("a", &b"same size 1"[..]), ("b", &b"same size 2"[..])] {
             std::fs::create_dir_all(d.path().join(dir)).unwrap();
             std::fs::write(d.path().join(dir).join("x"), body).unwrap();

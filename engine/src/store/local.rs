@@ -36,7 +36,10 @@ impl LocalStore {
     }
 
     pub fn with_temp_tag(root: impl Into<PathBuf>, tag: &str) -> Self {
-        LocalStore { root: Arc::new(root.into()), temp_tag: tag.into() }
+        LocalStore {
+            root: Arc::new(root.into()),
+            temp_tag: tag.into(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -50,7 +53,10 @@ impl LocalStore {
     }
 
     fn temp_path(&self, path: &Path) -> PathBuf {
-        let base = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let fixed = 1 + 1 + self.temp_tag.len() + TEMP_SUFFIX.len();
         let base = if base.len() + fixed <= names::MAX_COMPONENT {
             base.into_owned()
@@ -75,21 +81,29 @@ impl LocalStore {
         let unchanged = |m: &fs::Metadata| m.len() == meta.size && modified(m) == meta.modified;
         let before = input.metadata().map_err(src_err)?;
         if !unchanged(&before) {
-            return Err(StoreError::SourceChanged { name: meta.name.clone() });
+            return Err(StoreError::SourceChanged {
+                name: meta.name.clone(),
+            });
         }
         let tmp = self.temp_path(&to);
         let anonymous = self.create_anonymous(&to, before.mode())?;
         let out = match &anonymous {
-            Some(f) => f.try_clone().map_err(|e| StoreError::io(format!("destination {}", to.display()), e))?,
+            Some(f) => f
+                .try_clone()
+                .map_err(|e| StoreError::io(format!("destination {}", to.display()), e))?,
             None => self.create_temp(&tmp, before.mode())?,
         };
         let done = (|| {
-            let n = copy_data(&input, &out, meta.size).map_err(|e| StoreError::io(format!("copying {}", from.display()), e))?;
+            let n = copy_data(&input, &out, meta.size)
+                .map_err(|e| StoreError::io(format!("copying {}", from.display()), e))?;
             let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
-            filetime::set_file_handle_times(&out, None, Some(to_filetime(meta.modified))).map_err(dst_err)?;
+            filetime::set_file_handle_times(&out, None, Some(to_filetime(meta.modified)))
+                .map_err(dst_err)?;
             let after = input.metadata().map_err(src_err)?;
             if n != meta.size || !unchanged(&after) {
-                return Err(StoreError::SourceChanged { name: meta.name.clone() });
+                return Err(StoreError::SourceChanged {
+                    name: meta.name.clone(),
+                });
             }
             Ok(n)
         })();
@@ -105,7 +119,9 @@ impl LocalStore {
     /// linked in, a crash leaves nothing behind, and linking it costs one
     /// directory update instead of a create plus a rename.
     fn create_anonymous(&self, to: &Path, mode: u32) -> Result<Option<File>, StoreError> {
-        let Some(dir) = to.parent() else { return Ok(None) };
+        let Some(dir) = to.parent() else {
+            return Ok(None);
+        };
         let err = |e| StoreError::io(format!("destination {}", to.display()), e);
         let open = || {
             fs::OpenOptions::new()
@@ -123,7 +139,14 @@ impl LocalStore {
         };
         match res {
             Ok(f) => Ok(Some(f)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(err(e)),
         }
     }
@@ -173,7 +196,12 @@ impl LocalStore {
     }
 
     /// Renames the finished temp file into place, or removes it on failure.
-    fn finish<T>(&self, done: Result<T, StoreError>, tmp: &Path, to: &Path) -> Result<T, StoreError> {
+    fn finish<T>(
+        &self,
+        done: Result<T, StoreError>,
+        tmp: &Path,
+        to: &Path,
+    ) -> Result<T, StoreError> {
         let renamed = done.and_then(|v| {
             fs::rename(tmp, to)
                 .map(|_| v)
@@ -192,13 +220,26 @@ impl LocalStore {
 fn publish(file: &File, tmp: &Path, to: &Path) -> Result<(), StoreError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
-    let cstr = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let cstr =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
     let link = |target: &Path| -> io::Result<()> {
         let proc = cstr(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
         let target = cstr(target)?;
         // SAFETY: both strings are valid NUL-terminated paths for the call.
-        let rc = unsafe { libc::linkat(libc::AT_FDCWD, proc.as_ptr(), libc::AT_FDCWD, target.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     };
     let err = |e| StoreError::io(format!("destination {}", to.display()), e);
     match link(to) {
@@ -227,7 +268,14 @@ fn copy_data(input: &File, out: &File, size: u64) -> io::Result<u64> {
         // SAFETY: both descriptors are open for the duration of the call and
         // null offsets make the kernel use (and advance) the file positions.
         let n = unsafe {
-            libc::copy_file_range(input.as_raw_fd(), std::ptr::null_mut(), out.as_raw_fd(), std::ptr::null_mut(), want, 0)
+            libc::copy_file_range(
+                input.as_raw_fd(),
+                std::ptr::null_mut(),
+                out.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -294,7 +342,13 @@ fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
         modified.timestamp_nanos_opt().unwrap_or_default(),
         m.len()
     );
-    BlobMeta { name, size: m.len(), modified, etag, md5: None }
+    BlobMeta {
+        name,
+        size: m.len(),
+        modified,
+        etag,
+        md5: None,
+    }
 }
 
 #[async_trait::async_trait]
@@ -310,9 +364,11 @@ impl BlobStore for LocalStore {
             .name("ferry-list".into())
             .spawn(move || walk(&root, &tx));
         if let Err(e) = spawned {
-            return futures::stream::once(async move { Err(StoreError::io("listing thread", e)) }).boxed();
+            return futures::stream::once(async move { Err(StoreError::io("listing thread", e)) })
+                .boxed();
         }
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }).boxed()
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+            .boxed()
     }
 
     async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
@@ -331,10 +387,14 @@ impl BlobStore for LocalStore {
     async fn read(&self, name: &str) -> Result<ByteStream, StoreError> {
         let path = self.path_for(name)?;
         let what = format!("source {}", path.display());
-        let file = tokio::fs::File::open(&path).await.map_err(|e| StoreError::io(what.clone(), e))?;
-        Ok(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-            .map(move |r| r.map_err(|e| StoreError::io(what.clone(), e)))
-            .boxed())
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StoreError::io(what.clone(), e))?;
+        Ok(
+            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+                .map(move |r| r.map_err(|e| StoreError::io(what.clone(), e)))
+                .boxed(),
+        )
     }
 
     async fn write(&self, meta: &BlobMeta, mut data: ByteStream) -> Result<(), StoreError> {
@@ -355,7 +415,8 @@ impl BlobStore for LocalStore {
             }
             file.flush().await.map_err(dst_err)?;
             let std = file.into_std().await;
-            filetime::set_file_handle_times(&std, None, Some(to_filetime(meta.modified))).map_err(dst_err)
+            filetime::set_file_handle_times(&std, None, Some(to_filetime(meta.modified)))
+                .map_err(dst_err)
         }
         .await;
         let this = self.clone();
@@ -420,7 +481,10 @@ fn walk(root: &Path, tx: &mpsc::Sender<Result<Listed, StoreError>>) {
         }
         let item = match fs::metadata(&path) {
             Ok(m) if m.is_file() => Listed::Blob(meta_of(name, &m)),
-            Ok(_) => Listed::Skipped { name, reason: SkipReason::NotRegularFile },
+            Ok(_) => Listed::Skipped {
+                name,
+                reason: SkipReason::NotRegularFile,
+            },
             Err(e) => {
                 let error = StoreError::io(path.display().to_string(), e);
                 Listed::Failed { name, error }
@@ -443,7 +507,10 @@ fn read_sorted(
         Ok(rd) => rd,
         Err(e) => {
             let name = prefix.to_string();
-            send(Ok(Listed::Failed { name, error: StoreError::io(dir.display().to_string(), e) }));
+            send(Ok(Listed::Failed {
+                name,
+                error: StoreError::io(dir.display().to_string(), e),
+            }));
             return None;
         }
     };
@@ -453,14 +520,20 @@ fn read_sorted(
             Ok(e) => e,
             Err(err) => {
                 let error = StoreError::io(dir.display().to_string(), err);
-                send(Ok(Listed::Failed { name: prefix.to_string(), error }));
+                send(Ok(Listed::Failed {
+                    name: prefix.to_string(),
+                    error,
+                }));
                 continue;
             }
         };
         let file_name = e.file_name();
         let Some(s) = file_name.to_str() else {
             let name = format!("{prefix}{}", file_name.to_string_lossy());
-            let error = StoreError::InvalidName { name: name.clone(), why: "not valid UTF-8; rename the file".into() };
+            let error = StoreError::InvalidName {
+                name: name.clone(),
+                why: "not valid UTF-8; rename the file".into(),
+            };
             send(Ok(Listed::Failed { name, error }));
             continue;
         };

@@ -35,7 +35,10 @@ impl MemoryStore {
             Ok(mut reg) => reg.entry(name.to_string()).or_default().clone(),
             Err(_) => Blobs::default(),
         };
-        MemoryStore { name: name.to_string(), blobs }
+        MemoryStore {
+            name: name.to_string(),
+            blobs,
+        }
     }
 
     /// Inserts a blob directly (test and benchmark set-up).
@@ -54,7 +57,10 @@ impl MemoryStore {
     }
 
     fn poisoned(&self) -> StoreError {
-        StoreError::io(self.describe(), std::io::Error::other("memory store lock poisoned"))
+        StoreError::io(
+            self.describe(),
+            std::io::Error::other("memory store lock poisoned"),
+        )
     }
 }
 
@@ -73,26 +79,32 @@ impl BlobStore for MemoryStore {
         let blobs = self.blobs.clone();
         // Pages of PAGE entries: the lock is held briefly and the listing is
         // never copied whole.
-        futures::stream::unfold(Some(Bound::Unbounded), move |after: Option<Bound<String>>| {
-            let blobs = blobs.clone();
-            async move {
-                let after = after?;
-                let page: Vec<BlobMeta> = match blobs.lock() {
-                    Ok(b) => b
-                        .range((after, Bound::Unbounded))
-                        .take(PAGE)
-                        .map(|(_, (m, _))| m.clone())
-                        .collect(),
-                    Err(_) => return None,
-                };
-                let next = if page.len() == PAGE {
-                    page.last().map(|m| Bound::Excluded(m.name.clone()))
-                } else {
-                    None
-                };
-                Some((futures::stream::iter(page.into_iter().map(|m| Ok(Listed::Blob(m)))), next))
-            }
-        })
+        futures::stream::unfold(
+            Some(Bound::Unbounded),
+            move |after: Option<Bound<String>>| {
+                let blobs = blobs.clone();
+                async move {
+                    let after = after?;
+                    let page: Vec<BlobMeta> = match blobs.lock() {
+                        Ok(b) => b
+                            .range((after, Bound::Unbounded))
+                            .take(PAGE)
+                            .map(|(_, (m, _))| m.clone())
+                            .collect(),
+                        Err(_) => return None,
+                    };
+                    let next = if page.len() == PAGE {
+                        page.last().map(|m| Bound::Excluded(m.name.clone()))
+                    } else {
+                        None
+                    };
+                    Some((
+                        futures::stream::iter(page.into_iter().map(|m| Ok(Listed::Blob(m)))),
+                        next,
+                    ))
+                }
+            },
+        )
         .flatten()
         .boxed()
     }
@@ -109,7 +121,9 @@ impl BlobStore for MemoryStore {
             let b = self.blobs.lock().map_err(|_| self.poisoned())?;
             b.get(name)
                 .map(|(_, d)| d.clone())
-                .ok_or_else(|| StoreError::NotFound { what: format!("{}/{name}", self.describe()) })?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("{}/{name}", self.describe()),
+                })?
         };
         Ok(futures::stream::once(async move { Ok(data) }).boxed())
     }

@@ -35,9 +35,15 @@ pub struct BlobMeta {
 pub enum Listed {
     Blob(BlobMeta),
     /// Something under the root that is not copied, and why.
-    Skipped { name: String, reason: SkipReason },
+    Skipped {
+        name: String,
+        reason: SkipReason,
+    },
     /// An entry that could not be listed; the job records it and goes on.
-    Failed { name: String, error: StoreError },
+    Failed {
+        name: String,
+        error: StoreError,
+    },
 }
 
 /// Items in lexicographic (byte) order of name; an `Err` ends the listing.
@@ -74,7 +80,10 @@ impl StoreError {
             std::io::ErrorKind::NotFound => StoreError::NotFound { what },
             std::io::ErrorKind::PermissionDenied => StoreError::PermissionDenied { what },
             std::io::ErrorKind::IsADirectory | std::io::ErrorKind::NotADirectory => {
-                StoreError::Conflict { what, why: e.to_string() }
+                StoreError::Conflict {
+                    what,
+                    why: e.to_string(),
+                }
             }
             _ => StoreError::Io { what, source: e },
         }

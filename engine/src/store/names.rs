@@ -9,7 +9,10 @@ pub const MAX_COMPONENT: usize = 255;
 /// Checks a blob name; refuses anything that could land outside the root.
 pub fn check(name: &str) -> Result<(), StoreError> {
     let bad = |why: &str| {
-        Err(StoreError::InvalidName { name: name.to_string(), why: why.to_string() })
+        Err(StoreError::InvalidName {
+            name: name.to_string(),
+            why: why.to_string(),
+        })
     };
     if name.is_empty() {
         return bad("empty name");
@@ -37,7 +40,16 @@ mod tests {
 
     #[test]
     fn names_that_escape_or_are_malformed_are_refused() {
-        for bad in ["", "/etc/passwd", "a/../../b", "..", "./a", "a//b", "a/", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../../b",
+            "..",
+            "./a",
+            "a//b",
+            "a/",
+            "a\0b",
+        ] {
             assert!(check(bad).is_err(), "{bad:?} should be refused");
         }
         let long = "x".repeat(256);

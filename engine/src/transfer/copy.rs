@@ -33,7 +33,10 @@ pub(crate) async fn worker(
             w = rx.recv() => match w { Ok(w) => w, Err(_) => return Ok(()) },
         };
         let started = Instant::now();
-        let (res, tries) = ctx.retry.run(StoreError::is_transient, || copy_one(&ctx, &work)).await;
+        let (res, tries) = ctx
+            .retry
+            .run(StoreError::is_transient, || copy_one(&ctx, &work))
+            .await;
         let event = outcome(&ctx.progress, work, res, tries, started);
         ctx.log.append(ctx.job, event).await?;
     }
@@ -62,7 +65,10 @@ pub(crate) fn local_worker(
                 return Ok(Done::Identical);
             }
             let bytes = dst.copy_file_from(&src, &work.meta)?;
-            Ok(Done::Copied { method: CopyMethod::LocalFile, bytes })
+            Ok(Done::Copied {
+                method: CopyMethod::LocalFile,
+                bytes,
+            })
         });
         let event = outcome(&ctx.progress, work, res, tries, started);
         ctx.log.append_blocking(ctx.job, event)?;
@@ -71,23 +77,46 @@ pub(crate) fn local_worker(
 }
 
 /// Counts a copy's result and turns it into its event.
-fn outcome(p: &Progress, work: Work, res: Result<Done, StoreError>, tries: u32, started: Instant) -> Event {
+fn outcome(
+    p: &Progress,
+    work: Work,
+    res: Result<Done, StoreError>,
+    tries: u32,
+    started: Instant,
+) -> Event {
     let ms = started.elapsed().as_millis() as u64;
     let Work { meta, reason, .. } = work;
     match res {
         Ok(Done::Copied { method, bytes }) => {
             Progress::add(&p.copied, 1);
             Progress::add(&p.copied_bytes, bytes);
-            Event::BlobCopied { name: meta.name, bytes, src_etag: meta.etag, reason, method, ms, tries }
+            Event::BlobCopied {
+                name: meta.name,
+                bytes,
+                src_etag: meta.etag,
+                reason,
+                method,
+                ms,
+                tries,
+            }
         }
         Ok(Done::Identical) => {
             Progress::add(&p.skipped, 1);
-            Event::BlobSkipped { name: meta.name, reason: SkipReason::Identical, src_etag: Some(meta.etag) }
+            Event::BlobSkipped {
+                name: meta.name,
+                reason: SkipReason::Identical,
+                src_etag: Some(meta.etag),
+            }
         }
         Err(e) => {
             Progress::add(&p.failed, 1);
             tracing::debug!(blob = %meta.name, error = %e, tries, "blob failed");
-            Event::BlobFailed { name: meta.name, error_kind: e.kind(), message: e.to_string(), attempts: tries }
+            Event::BlobFailed {
+                name: meta.name,
+                error_kind: e.kind(),
+                message: e.to_string(),
+                attempts: tries,
+            }
         }
     }
 }
@@ -117,11 +146,17 @@ async fn copy_one(ctx: &Attempt, work: &Work) -> Result<Done, StoreError> {
         }))
         .boxed();
     ctx.dst.write(&work.meta, data).await?;
-    Ok(Done::Copied { method: CopyMethod::Stream, bytes: work.meta.size })
+    Ok(Done::Copied {
+        method: CopyMethod::Stream,
+        bytes: work.meta.size,
+    })
 }
 
 async fn same_content(ctx: &Attempt, meta: &BlobMeta) -> Result<bool, StoreError> {
-    let (a, b) = tokio::try_join!(md5_of(ctx.src.as_ref(), &meta.name), md5_of(ctx.dst.as_ref(), &meta.name))?;
+    let (a, b) = tokio::try_join!(
+        md5_of(ctx.src.as_ref(), &meta.name),
+        md5_of(ctx.dst.as_ref(), &meta.name)
+    )?;
     Ok(a == b)
 }
 

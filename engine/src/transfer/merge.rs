@@ -16,7 +16,10 @@ pub(crate) struct Merge {
 
 impl Merge {
     pub fn new(list: Listing) -> Self {
-        Merge { list: list.peekable(), done: false }
+        Merge {
+            list: list.peekable(),
+            done: false,
+        }
     }
 
     /// The destination's entry for `name`, if it has one. Names must be
@@ -72,7 +75,13 @@ mod tests {
     use bytes::Bytes;
 
     fn meta(name: &str) -> BlobMeta {
-        BlobMeta { name: name.into(), size: 1, modified: chrono::Utc::now(), etag: "e".into(), md5: None }
+        BlobMeta {
+            name: name.into(),
+            size: 1,
+            modified: chrono::Utc::now(),
+            etag: "e".into(),
+            md5: None,
+        }
     }
 
     #[tokio::test]

@@ -110,7 +110,9 @@ pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd
     for _ in 0..parallel.max(1) {
         let (ctx, rx, stop) = (ctx.clone(), rx.clone(), stop.clone());
         match local.clone() {
-            Some((src, dst)) => workers.spawn_blocking(move || copy::local_worker(ctx, rx, stop, src, dst)),
+            Some((src, dst)) => {
+                workers.spawn_blocking(move || copy::local_worker(ctx, rx, stop, src, dst))
+            }
             None => workers.spawn(copy::worker(ctx, rx, stop)),
         };
     }
@@ -138,13 +140,17 @@ pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd
     }
     match planned {
         Err(plan::PlanError::Log(e)) => Err(e),
-        Err(plan::PlanError::Fatal(e)) => Ok(AttemptEnd::Finished(Outcome::Failed { message: fatal_message(&ctx, &e) })),
-        Ok(()) if ctx.cancel.is_cancelled() => Ok(AttemptEnd::Interrupted),
-        Ok(()) => Ok(AttemptEnd::Finished(if ctx.progress.failed.load(Ordering::Relaxed) > 0 {
-            Outcome::CompletedWithFailures
-        } else {
-            Outcome::Succeeded
+        Err(plan::PlanError::Fatal(e)) => Ok(AttemptEnd::Finished(Outcome::Failed {
+            message: fatal_message(&ctx, &e),
         })),
+        Ok(()) if ctx.cancel.is_cancelled() => Ok(AttemptEnd::Interrupted),
+        Ok(()) => Ok(AttemptEnd::Finished(
+            if ctx.progress.failed.load(Ordering::Relaxed) > 0 {
+                Outcome::CompletedWithFailures
+            } else {
+                Outcome::Succeeded
+            },
+        )),
     }
 }
 

@@ -55,11 +55,25 @@ pub(crate) async fn plan(
                 continue;
             }
             Some(Ok(Listed::Skipped { name, reason })) => {
-                if ctx.resuming && ctx.log.blob_state(ctx.job, &name)?.is_some_and(|s| s.status == BlobStatus::Skipped) {
+                if ctx.resuming
+                    && ctx
+                        .log
+                        .blob_state(ctx.job, &name)?
+                        .is_some_and(|s| s.status == BlobStatus::Skipped)
+                {
                     continue;
                 }
                 Progress::add(&p.skipped, 1);
-                ctx.log.append(ctx.job, Event::BlobSkipped { name, reason, src_etag: None }).await?;
+                ctx.log
+                    .append(
+                        ctx.job,
+                        Event::BlobSkipped {
+                            name,
+                            reason,
+                            src_etag: None,
+                        },
+                    )
+                    .await?;
                 continue;
             }
             Some(Ok(Listed::Blob(meta))) => meta,
@@ -84,12 +98,24 @@ pub(crate) async fn plan(
         let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref()) {
             Decision::Skip(reason) => {
                 Progress::add(&p.skipped, 1);
-                let event = Event::BlobSkipped { name: meta.name, reason, src_etag: Some(meta.etag) };
+                let event = Event::BlobSkipped {
+                    name: meta.name,
+                    reason,
+                    src_etag: Some(meta.etag),
+                };
                 ctx.log.append(ctx.job, event).await?;
                 continue;
             }
-            Decision::Copy(reason) => Work { meta, reason, compare: false },
-            Decision::CompareContent => Work { meta, reason: CopyReason::Different, compare: true },
+            Decision::Copy(reason) => Work {
+                meta,
+                reason,
+                compare: false,
+            },
+            Decision::CompareContent => Work {
+                meta,
+                reason: CopyReason::Different,
+                compare: true,
+            },
         };
         let sent = tokio::select! {
             biased;
@@ -101,8 +127,13 @@ pub(crate) async fn plan(
             return Ok(());
         }
     }
-    p.listing_done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let event = Event::ListingCompleted { attempt: ctx.attempt, blobs, bytes };
+    p.listing_done
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let event = Event::ListingCompleted {
+        attempt: ctx.attempt,
+        blobs,
+        bytes,
+    };
     ctx.log.append(ctx.job, event).await?;
     Ok(())
 }
