@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use ferry_engine::job::CopyMode;
 use ferry_engine::Mode;
 
 const AFTER_HELP: &str = "\
@@ -22,6 +23,10 @@ pub struct Cli {
     /// Print nothing but errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    /// Accounts config (default: $FERRY_CONFIG, else ferry.toml in the state dir).
+    #[arg(long, global = true, value_name = "FILE", env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -69,9 +74,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct JobArgs {
-    /// Source folder.
+    /// Source: a folder, account:container[/prefix], or a container URL with a SAS.
     pub src: String,
-    /// Destination folder (created if missing).
+    /// Destination: a folder (created if missing), account:container[/prefix], or a container URL with a SAS.
     pub dst: String,
     /// What to do with blobs that exist at the destination.
     #[arg(long, default_value = "incremental", value_parser = parse_mode)]
@@ -82,6 +87,13 @@ pub struct JobArgs {
     /// Parallel copies (default: 8 x cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub parallel: Option<u32>,
+    /// Block size for large Azure blobs, e.g. 8MiB, 4M, 65536 (default 8 MiB,
+    /// doubled to stay under 50,000 blocks).
+    #[arg(long, value_parser = parse_size)]
+    pub block_size: Option<u64>,
+    /// Azure to Azure: `server` (Put Block From URL, default) or `stream` (through ferry).
+    #[arg(long, default_value = "server", value_parser = parse_copy_mode)]
+    pub copy_method: CopyMode,
     /// Print event-log writer statistics (events, batches, busy time) to stderr.
     #[arg(long)]
     pub stats: bool,
@@ -95,6 +107,38 @@ pub struct RunArgs {
     /// Print event-log writer statistics (events, batches, busy time) to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// SAS for a source given as a container URL (never stored in the log).
+    #[arg(long, env = "FERRY_SRC_SAS", hide_env_values = true)]
+    pub src_sas: Option<String>,
+    /// SAS for a destination given as a container URL (never stored in the log).
+    #[arg(long, env = "FERRY_DST_SAS", hide_env_values = true)]
+    pub dst_sas: Option<String>,
+}
+
+/// Parses `65536`, `4K`, `8M`, `8MiB`, `1G` (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}; use e.g. 8MiB, 4M or 65536"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?}; use K, M or G")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) => Err("size must be at least 1 byte".into()),
+        Some(v) => Ok(v),
+        None => Err(format!("size {s:?} is too large")),
+    }
+}
+
+fn parse_copy_mode(s: &str) -> Result<CopyMode, String> {
+    s.parse()
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

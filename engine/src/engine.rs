@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Accounts;
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord};
 use crate::job::{JobId, JobSpec};
@@ -35,6 +36,8 @@ pub struct RunOptions {
 pub struct Engine {
     dir: PathBuf,
     log: EventLog,
+    /// Credentials behind account names; never logged.
+    accounts: Accounts,
     /// Held (flock) for the engine's lifetime: one process per state dir.
     _lock: File,
 }
@@ -65,8 +68,23 @@ impl Engine {
         Ok(Engine {
             dir: dir.to_path_buf(),
             log,
+            accounts: Accounts::default(),
             _lock: lock,
         })
+    }
+
+    /// Sets the accounts (from the config and environment) jobs may name.
+    pub fn with_accounts(mut self, accounts: Accounts) -> Self {
+        self.accounts = accounts;
+        self
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    pub fn accounts_mut(&mut self) -> &mut Accounts {
+        &mut self.accounts
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -171,8 +189,14 @@ impl Engine {
             .parallel
             .or(spec.parallel.map(|p| p as usize))
             .unwrap_or_else(default_parallelism);
-        let src = store::open(&spec.src, &job.tag())?;
-        let dst = store::open(&spec.dst, &job.tag())?;
+        let tag = job.tag();
+        let open = store::OpenOptions {
+            temp_tag: &tag,
+            accounts: &self.accounts,
+            block_size: spec.block_size,
+        };
+        let src = store::open(&spec.src, &open)?;
+        let dst = store::open(&spec.dst, &open)?;
         let started = Instant::now();
         let worker = format!("{}:{}", hostname(), std::process::id());
         let parallelism = parallel as u32;

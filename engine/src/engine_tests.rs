@@ -19,6 +19,7 @@ fn fill(store: &MemoryStore, n: usize) {
             modified: Utc::now(),
             etag: format!("etag-{i}"),
             md5: None,
+            props: None,
         };
         store.insert(meta, data);
     }
@@ -30,6 +31,8 @@ fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
         dst: Address::Memory { name: dst.into() },
         mode,
         parallel: Some(4),
+        block_size: None,
+        copy_method: Default::default(),
     }
 }
 

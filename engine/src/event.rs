@@ -60,6 +60,8 @@ pub enum CopyMethod {
     LocalFile,
     /// Read from the source and written to the destination through ferry.
     Stream,
+    /// Azure to Azure with Put Block From URL: the data never crossed ferry.
+    ServerSide,
 }
 
 /// What kind of failure a blob hit; decides whether a replay may help.
@@ -71,6 +73,8 @@ pub enum ErrorKind {
     InvalidName,
     SourceChanged,
     DestinationConflict,
+    /// The storage service refused or failed the request.
+    Service,
     Io,
 }
 

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::{Account, Accounts};
 use crate::error::EngineError;
 
 /// A job's id: a UUIDv7, so ids sort by submission time and so do the log keys.
@@ -87,7 +88,9 @@ impl FromStr for Mode {
     }
 }
 
-/// Where blobs live. Stored in the log, so it must never hold a secret.
+/// Where blobs live. Stored in the log, so it must never hold a secret:
+/// accounts are referred to by their config name, container URLs without
+/// their SAS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Address {
@@ -95,6 +98,14 @@ pub enum Address {
     Local { path: String },
     /// An in-process store (tests and benchmarks).
     Memory { name: String },
+    /// `account:container/prefix`, the account named in the config.
+    Azure {
+        account: String,
+        container: String,
+        prefix: String,
+    },
+    /// A container URL (and optional prefix) whose SAS is given at run time.
+    AzureUrl { url: String },
 }
 
 impl fmt::Display for Address {
@@ -102,32 +113,80 @@ impl fmt::Display for Address {
         match self {
             Address::Local { path } => f.write_str(path),
             Address::Memory { name } => write!(f, "memory:{name}"),
+            Address::Azure {
+                account,
+                container,
+                prefix,
+            } if prefix.is_empty() => write!(f, "{account}:{container}"),
+            Address::Azure {
+                account,
+                container,
+                prefix,
+            } => write!(f, "{account}:{container}/{prefix}"),
+            Address::AzureUrl { url } => f.write_str(url),
         }
     }
 }
 
+/// An address as typed, with the SAS that came with a URL (kept out of the
+/// address so it never reaches the log).
+#[derive(Debug, Clone)]
+pub struct ParsedAddress {
+    pub address: Address,
+    pub sas: Option<String>,
+}
+
 impl Address {
-    /// Parses what a user typed. Plain paths are local folders; `name:rest`
-    /// where `name` looks like an account is an account address, which needs a
-    /// configured account.
-    pub fn parse(input: &str) -> Result<Address, EngineError> {
+    /// Parses what a user typed: `http(s)://` container URLs (their SAS is
+    /// split off), `account:container/prefix` for configured accounts, and
+    /// plain paths for local folders.
+    pub fn parse(input: &str, accounts: &Accounts) -> Result<ParsedAddress, EngineError> {
+        let plain = |address| Ok(ParsedAddress { address, sas: None });
         if input.is_empty() {
             return Err(EngineError::InvalidInput(
-                "empty address; give a folder path".into(),
+                "empty address; give a folder, account:container or URL".into(),
             ));
         }
-        if let Some((account, _)) = input.split_once(':') {
-            let looks_like_account = !account.is_empty()
-                && !account.contains('/')
-                && account
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if looks_like_account && !Path::new(input).exists() {
-                return Err(EngineError::InvalidInput(format!(
-                    "unknown account {account:?} in {input:?}; accounts are not configured yet (write ./{input} for a local path)"
-                )));
+        if input.starts_with("https://") || input.starts_with("http://") {
+            let mut url = url::Url::parse(input).map_err(|_| {
+                EngineError::InvalidInput("invalid container URL; expected https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]?SAS".into())
+            })?;
+            let sas = url.query().filter(|q| !q.is_empty()).map(str::to_string);
+            url.set_query(None);
+            url.set_fragment(None);
+            let bare = url.as_str().trim_end_matches('/').to_string();
+            return Ok(ParsedAddress {
+                address: Address::AzureUrl { url: bare },
+                sas,
+            });
+        }
+        if let Some((account, rest)) = input.split_once(':') {
+            if crate::config::valid_account_name(account) && !account.contains('/') {
+                if accounts.is_known(account) {
+                    if let Account::Local(root) = accounts.get(account)? {
+                        let path = root.join(rest.trim_start_matches('/'));
+                        return Self::parse_local(&path.to_string_lossy());
+                    }
+                    let (container, prefix) = rest
+                        .trim_start_matches('/')
+                        .split_once('/')
+                        .unwrap_or((rest, ""));
+                    check_container_name(container)?;
+                    return plain(Address::Azure {
+                        account: account.to_string(),
+                        container: container.to_string(),
+                        prefix: prefix.trim_matches('/').to_string(),
+                    });
+                }
+                if !Path::new(input).exists() {
+                    accounts.get(account)?;
+                }
             }
         }
+        Self::parse_local(input)
+    }
+
+    fn parse_local(input: &str) -> Result<ParsedAddress, EngineError> {
         let abs = std::path::absolute(input).map_err(|e| {
             EngineError::InvalidInput(format!("cannot resolve path {input:?}: {e}"))
         })?;
@@ -138,16 +197,40 @@ impl Address {
                 abs.display()
             ))
         })?;
-        Ok(Address::Local {
-            path: path.to_string(),
+        Ok(ParsedAddress {
+            address: Address::Local {
+                path: path.to_string(),
+            },
+            sas: None,
         })
     }
 
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Address::Local { path } => Some(Path::new(path)),
-            Address::Memory { .. } => None,
+            _ => None,
         }
+    }
+
+    pub fn is_azure(&self) -> bool {
+        matches!(self, Address::Azure { .. } | Address::AzureUrl { .. })
+    }
+}
+
+/// Azure's container naming rules, checked before any request.
+fn check_container_name(c: &str) -> Result<(), EngineError> {
+    let ok = (3..=63).contains(&c.len())
+        && c.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        && !c.starts_with('-')
+        && !c.ends_with('-')
+        && !c.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidInput(format!(
+            "invalid container name {c:?}: use 3-63 lowercase letters, digits and single hyphens"
+        )))
     }
 }
 
@@ -174,6 +257,34 @@ pub struct JobSpec {
     pub mode: Mode,
     /// Parallel copies; `None` means the engine default (8 x cores).
     pub parallel: Option<u32>,
+    /// Block size for large Azure blobs; `None` means 8 MiB.
+    #[serde(default)]
+    pub block_size: Option<u64>,
+    /// Azure to Azure: copy server-side (default) or stream through ferry.
+    #[serde(default)]
+    pub copy_method: CopyMode,
+}
+
+/// How Azure-to-Azure copies move data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyMode {
+    /// Put Block From URL: the data never crosses this machine.
+    #[default]
+    Server,
+    /// Download and upload through ferry.
+    Stream,
+}
+
+impl FromStr for CopyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "server" => Ok(CopyMode::Server),
+            "stream" => Ok(CopyMode::Stream),
+            _ => Err(format!("unknown copy method {s:?}; use server or stream")),
+        }
+    }
 }
 
 impl JobSpec {
@@ -184,6 +295,17 @@ impl JobSpec {
             return Err(EngineError::InvalidInput(
                 "--parallel must be at least 1".into(),
             ));
+        }
+        if self.block_size == Some(0) {
+            return Err(EngineError::InvalidInput(
+                "--block-size must be at least 1 byte".into(),
+            ));
+        }
+        if self.src == self.dst {
+            return Err(EngineError::InvalidInput(format!(
+                "source and destination are the same ({}); choose another destination",
+                self.src
+            )));
         }
         let (Some(src), Some(dst)) = (self.src.local_path(), self.dst.local_path()) else {
             return Ok(());
@@ -202,13 +324,21 @@ impl JobSpec {
                 src.display()
             )));
         }
-        if let Ok(m) = std::fs::metadata(dst) {
-            if !m.is_dir() {
+        match std::fs::metadata(dst) {
+            Ok(m) if !m.is_dir() => {
                 return Err(EngineError::InvalidInput(format!(
                     "destination {} exists and is not a folder; choose a folder path",
                     dst.display()
                 )));
             }
+            // A file stands where one of its parent folders must be.
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(EngineError::InvalidInput(format!(
+                    "destination {} is below a file, not a folder; choose a folder path",
+                    dst.display()
+                )));
+            }
+            _ => {}
         }
         let src_real = std::fs::canonicalize(src).map_err(|e| {
             EngineError::InvalidInput(format!("cannot resolve source {}: {e}", src.display()))
@@ -280,8 +410,49 @@ mod tests {
 
     #[test]
     fn account_looking_address_is_refused_with_a_hint() {
-        let err = Address::parse("prod:photos/2024").unwrap_err().to_string();
+        let err = Address::parse("prod:photos/2024", &Accounts::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown account \"prod\""), "{err}");
+    }
+
+    #[test]
+    fn container_urls_lose_their_sas_and_account_addresses_are_checked() {
+        let p = Address::parse(
+            "http://127.0.0.1:10000/devstoreaccount1/photos/2024?sv=1&sig=SECRET",
+            &Accounts::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.address,
+            Address::AzureUrl {
+                url: "http://127.0.0.1:10000/devstoreaccount1/photos/2024".into()
+            }
+        );
+        assert_eq!(p.sas.as_deref(), Some("sv=1&sig=SECRET"));
+        assert!(!p.address.to_string().contains("SECRET"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("ferry.toml");
+        std::fs::write(
+            &cfg,
+            "[accounts.dev]\nconnection_string = \"UseDevelopmentStorage=true\"\n",
+        )
+        .unwrap();
+        let accounts = Accounts::load(Some(&cfg), &|_| None).unwrap();
+        let p = Address::parse("dev:photos/2024/", &accounts).unwrap();
+        assert_eq!(
+            p.address,
+            Address::Azure {
+                account: "dev".into(),
+                container: "photos".into(),
+                prefix: "2024".into()
+            }
+        );
+        for bad in ["dev:Photos", "dev:ab", "dev:a--b"] {
+            let err = Address::parse(bad, &accounts).unwrap_err().to_string();
+            assert!(err.contains("invalid container name"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -289,11 +460,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::create_dir(&src).unwrap();
+        let no = Accounts::default();
         let spec = |dst: &Path| JobSpec {
-            src: Address::parse(src.to_str().unwrap()).unwrap(),
-            dst: Address::parse(dst.to_str().unwrap()).unwrap(),
+            src: Address::parse(src.to_str().unwrap(), &no).unwrap().address,
+            dst: Address::parse(dst.to_str().unwrap(), &no).unwrap().address,
             mode: Mode::Full,
             parallel: None,
+            block_size: None,
+            copy_method: CopyMode::Server,
         };
         let inside = spec(&src.join("new/deeper")).validate().unwrap_err();
         assert!(inside.to_string().contains("inside the source"), "{inside}");

@@ -6,6 +6,7 @@
 //!
 //! The engine never prints; callers (the `ferry` CLI) decide what to show.
 
+pub mod config;
 mod engine;
 pub mod error;
 pub mod event;

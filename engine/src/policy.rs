@@ -60,6 +60,7 @@ mod tests {
             modified: Utc::now() - Duration::seconds(age_s),
             etag: "e".into(),
             md5,
+            props: None,
         }
     }
 

@@ -14,11 +14,16 @@ use crate::args::{Cli, Command};
 pub fn dispatch(cli: Cli) -> Result<u8> {
     let state = state_dir(cli.state)?;
     let out = Output { quiet: cli.quiet };
+    let ctx = run::Ctx {
+        state: state.clone(),
+        config: cli.config,
+        out,
+    };
     match cli.command {
-        Command::Copy(job) => run::copy(&state, job, out),
-        Command::Submit(job) => run::submit(&state, job, out),
-        Command::Run(args) => run::run_queue(&state, args, out),
-        Command::Replay { job, run } => run::replay(&state, &job, run, out),
+        Command::Copy(job) => run::copy(&ctx, job),
+        Command::Submit(job) => run::submit(&ctx, job),
+        Command::Run(args) => run::run_queue(&ctx, args),
+        Command::Replay { job, run } => run::replay(&ctx, &job, run),
         Command::Jobs { json } => query::jobs(&open(&state)?, json),
         Command::Show {
             job,

@@ -1,9 +1,10 @@
 //! copy, submit, run and replay: the commands that change the log.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
+use ferry_engine::config::Accounts;
 use ferry_engine::event::Outcome;
 use ferry_engine::{Address, Engine, JobId, JobSpec, Mode, Progress, RunOptions, RunReport};
 use indicatif::HumanBytes;
@@ -14,17 +15,64 @@ use crate::args::{JobArgs, RunArgs};
 use crate::exit;
 use crate::progress::ProgressView;
 
-fn spec_of(args: &JobArgs) -> Result<JobSpec> {
+/// What the job commands need besides their own arguments.
+pub struct Ctx {
+    pub state: PathBuf,
+    pub config: Option<PathBuf>,
+    pub out: Output,
+}
+
+impl Ctx {
+    /// The accounts: `--config`/`FERRY_CONFIG`, else `ferry.toml` in the
+    /// state dir if there is one, plus `AZURE_STORAGE_CONNECTION_STRING`.
+    fn accounts(&self) -> Result<Accounts> {
+        let default = self.state.join("ferry.toml");
+        let path = match &self.config {
+            Some(p) => Some(p.clone()),
+            None => default.is_file().then_some(default),
+        };
+        Ok(Accounts::load(path.as_deref(), &|k| std::env::var(k).ok())?)
+    }
+
+    /// Opens the state dir with the accounts loaded; `sas` pairs a job's
+    /// container URLs with the SAS given for them this time.
+    fn engine(&self, accounts: Accounts) -> Result<Engine> {
+        Ok(open(&self.state)?.with_accounts(accounts))
+    }
+}
+
+/// Parses the job's addresses; a container URL's SAS goes into `accounts`
+/// (memory only), never into the spec.
+fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec> {
+    let mut addr = |input: &str| -> Result<Address> {
+        let parsed = Address::parse(input, accounts)?;
+        if let (Address::AzureUrl { url }, Some(sas)) = (&parsed.address, &parsed.sas) {
+            accounts.set_url_sas(url, sas);
+        }
+        Ok(parsed.address)
+    };
     Ok(JobSpec {
-        src: Address::parse(&args.src)?,
-        dst: Address::parse(&args.dst)?,
+        src: addr(&args.src)?,
+        dst: addr(&args.dst)?,
         mode: if args.incremental {
             Mode::Incremental
         } else {
             args.mode
         },
         parallel: args.parallel,
+        block_size: args.block_size,
+        copy_method: args.copy_method,
     })
+}
+
+/// Gives a job's container URLs the SAS passed to this run.
+fn attach_sas(accounts: &mut Accounts, spec: Option<&JobSpec>, args: &RunArgs) {
+    let Some(spec) = spec else { return };
+    for (addr, sas) in [(&spec.src, &args.src_sas), (&spec.dst, &args.dst_sas)] {
+        if let (Address::AzureUrl { url }, Some(sas)) = (addr, sas) {
+            accounts.set_url_sas(url, sas);
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -33,9 +81,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub fn submit(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
-    let spec = spec_of(&args)?;
-    let engine = open(state)?;
+pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
+    let out = ctx.out;
+    let mut accounts = ctx.accounts()?;
+    let spec = spec_of(&args, &mut accounts)?;
+    let engine = ctx.engine(accounts)?;
     let id = runtime()?.block_on(engine.submit(spec))?;
     if !out.quiet {
         println!("{id}");
@@ -43,9 +93,11 @@ pub fn submit(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
     Ok(exit::OK)
 }
 
-pub fn copy(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
-    let spec = spec_of(&args)?;
-    let engine = open(state)?;
+pub fn copy(ctx: &Ctx, args: JobArgs) -> Result<u8> {
+    let out = ctx.out;
+    let mut accounts = ctx.accounts()?;
+    let spec = spec_of(&args, &mut accounts)?;
+    let engine = ctx.engine(accounts)?;
     let rt = runtime()?;
     rt.block_on(async {
         let cancel = CancellationToken::new();
@@ -57,8 +109,9 @@ pub fn copy(state: &Path, args: JobArgs, out: Output) -> Result<u8> {
     })
 }
 
-pub fn run_queue(state: &Path, args: RunArgs, out: Output) -> Result<u8> {
-    let engine = open(state)?;
+pub fn run_queue(ctx: &Ctx, args: RunArgs) -> Result<u8> {
+    let out = ctx.out;
+    let mut engine = ctx.engine(ctx.accounts()?)?;
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
@@ -68,6 +121,8 @@ pub fn run_queue(state: &Path, args: RunArgs, out: Output) -> Result<u8> {
             if cancel.is_cancelled() {
                 break;
             }
+            let spec = engine.summary(id)?.spec;
+            attach_sas(engine.accounts_mut(), spec.as_ref(), &args);
             let report = attempt(&engine, id, args.parallel, cancel.clone(), out, false).await?;
             print_stats(&engine, args.stats, report.elapsed);
             ran += 1;
@@ -80,9 +135,12 @@ pub fn run_queue(state: &Path, args: RunArgs, out: Output) -> Result<u8> {
     })
 }
 
-pub fn replay(state: &Path, job: &str, args: RunArgs, out: Output) -> Result<u8> {
-    let engine = open(state)?;
+pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
+    let out = ctx.out;
+    let mut engine = ctx.engine(ctx.accounts()?)?;
     let id = engine.resolve(job)?;
+    let spec = engine.summary(id)?.spec;
+    attach_sas(engine.accounts_mut(), spec.as_ref(), &args);
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);

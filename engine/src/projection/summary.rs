@@ -222,6 +222,8 @@ mod tests {
             dst: Address::Memory { name: "b".into() },
             mode: Mode::Full,
             parallel: None,
+            block_size: None,
+            copy_method: Default::default(),
         };
         let mut s = JobSummary::new(job);
         let events = [

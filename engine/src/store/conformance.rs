@@ -14,6 +14,7 @@ fn meta(name: &str, data: &[u8]) -> BlobMeta {
         modified: Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap(),
         etag: String::new(),
         md5: None,
+        props: None,
     }
 }
 
@@ -23,7 +24,7 @@ async fn put(store: &dyn BlobStore, name: &str, data: &'static [u8]) {
 }
 
 async fn get(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, StoreError> {
-    let mut s = store.read(name).await?;
+    let mut s = store.read(&meta(name, b"")).await?;
     let mut out = Vec::new();
     while let Some(c) = s.next().await {
         out.extend_from_slice(&c?);

@@ -97,6 +97,8 @@ impl LocalStore {
             let n = copy_data(&input, &out, meta.size)
                 .map_err(|e| StoreError::io(format!("copying {}", from.display()), e))?;
             let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
+            // The mode given at creation is filtered by the umask: set it exactly.
+            out.set_permissions(before.permissions()).map_err(dst_err)?;
             filetime::set_file_handle_times(&out, None, Some(to_filetime(meta.modified)))
                 .map_err(dst_err)?;
             let after = input.metadata().map_err(src_err)?;
@@ -348,6 +350,7 @@ fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
         modified,
         etag,
         md5: None,
+        props: None,
     }
 }
 
@@ -384,8 +387,8 @@ impl BlobStore for LocalStore {
         res.map_err(|e| StoreError::io(self.describe(), io::Error::other(e)))?
     }
 
-    async fn read(&self, name: &str) -> Result<ByteStream, StoreError> {
-        let path = self.path_for(name)?;
+    async fn read(&self, meta: &BlobMeta) -> Result<ByteStream, StoreError> {
+        let path = self.path_for(&meta.name)?;
         let what = format!("source {}", path.display());
         let file = tokio::fs::File::open(&path)
             .await

@@ -115,7 +115,8 @@ impl BlobStore for MemoryStore {
         Ok(b.get(name).map(|(m, _)| m.clone()))
     }
 
-    async fn read(&self, name: &str) -> Result<ByteStream, StoreError> {
+    async fn read(&self, meta: &BlobMeta) -> Result<ByteStream, StoreError> {
+        let name = meta.name.as_str();
         names::check(name)?;
         let data = {
             let b = self.blobs.lock().map_err(|_| self.poisoned())?;
@@ -141,6 +142,7 @@ impl BlobStore for MemoryStore {
             modified: meta.modified,
             etag: etag_of(&data),
             md5: None,
+            props: meta.props.clone(),
         };
         self.insert(stored, data);
         Ok(())

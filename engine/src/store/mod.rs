@@ -1,6 +1,7 @@
 //! Blob stores: a minimal trait and one module per backend. Every backend
 //! passes the same conformance suite (`store::conformance` in tests).
 
+pub mod azure;
 mod local;
 mod memory;
 pub mod names;
@@ -11,6 +12,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
+use crate::config::{Account, Accounts};
+use crate::error::EngineError;
 use crate::event::{ErrorKind, SkipReason};
 use crate::job::Address;
 
@@ -28,6 +31,20 @@ pub struct BlobMeta {
     pub etag: String,
     /// Content MD5 when the backend knows it without reading the blob.
     pub md5: Option<[u8; 16]>,
+    /// HTTP properties and user metadata, where the backend has them
+    /// (Azure); copied along with the content.
+    pub props: Option<Arc<BlobProps>>,
+}
+
+/// Properties a blob carries besides its content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobProps {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub metadata: Vec<(String, String)>,
 }
 
 /// One item of a listing.
@@ -64,6 +81,13 @@ pub enum StoreError {
     SourceChanged { name: String },
     #[error("{what}: {why}")]
     Conflict { what: String, why: String },
+    #[error("{what}: the service answered {status} {code}")]
+    Service {
+        what: String,
+        status: u16,
+        code: String,
+        transient: bool,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -96,6 +120,7 @@ impl StoreError {
             StoreError::InvalidName { .. } => ErrorKind::InvalidName,
             StoreError::SourceChanged { .. } => ErrorKind::SourceChanged,
             StoreError::Conflict { .. } => ErrorKind::DestinationConflict,
+            StoreError::Service { .. } => ErrorKind::Service,
             StoreError::Io { .. } => ErrorKind::Io,
         }
     }
@@ -104,6 +129,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::SourceChanged { .. } => true,
+            StoreError::Service { transient, .. } => *transient,
             StoreError::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted
@@ -132,26 +158,71 @@ pub trait BlobStore: Send + Sync + 'static {
     /// One blob's metadata, `None` if absent.
     async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError>;
 
-    /// The blob's content.
-    async fn read(&self, name: &str) -> Result<ByteStream, StoreError>;
+    /// The blob's content. Where the backend can, the read is pinned to
+    /// `meta.etag` (if not empty), so a blob that changes meanwhile fails.
+    async fn read(&self, meta: &BlobMeta) -> Result<ByteStream, StoreError>;
 
     /// Writes a whole blob so that readers never see a partial one, and
     /// keeps `meta.modified` where the backend can.
     async fn write(&self, meta: &BlobMeta, data: ByteStream) -> Result<(), StoreError>;
 
+    /// Gets a destination ready before the first write (e.g. creates the
+    /// Azure container).
+    async fn prepare_destination(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The local backend, for the kernel-side copy fast path.
     fn as_local(&self) -> Option<&LocalStore> {
         None
     }
+
+    /// The Azure backend, for server-side copies.
+    fn as_azure(&self) -> Option<&azure::AzureStore> {
+        None
+    }
 }
 
-/// Opens the store an address names. `temp_tag` names in-progress files
-/// (one tag per job, see [`LocalStore`]).
-pub fn open(addr: &Address, temp_tag: &str) -> Result<Arc<dyn BlobStore>, StoreError> {
-    match addr {
-        Address::Local { path } => Ok(Arc::new(LocalStore::with_temp_tag(path, temp_tag))),
-        Address::Memory { name } => Ok(Arc::new(MemoryStore::named(name))),
-    }
+/// How to open stores: in-progress file naming and the accounts behind
+/// account names.
+pub struct OpenOptions<'a> {
+    /// Names in-progress files (one tag per job, see [`LocalStore`]).
+    pub temp_tag: &'a str,
+    pub accounts: &'a Accounts,
+    pub block_size: Option<u64>,
+}
+
+/// Opens the store an address names.
+pub fn open(addr: &Address, o: &OpenOptions<'_>) -> Result<Arc<dyn BlobStore>, EngineError> {
+    Ok(match addr {
+        Address::Local { path } => Arc::new(LocalStore::with_temp_tag(path, o.temp_tag)),
+        Address::Memory { name } => Arc::new(MemoryStore::named(name)),
+        Address::Azure {
+            account,
+            container,
+            prefix,
+        } => match o.accounts.get(account)? {
+            Account::Azure(acct) => Arc::new(azure::AzureStore::open(
+                acct,
+                container,
+                prefix,
+                o.block_size,
+            )?),
+            Account::Local(root) => {
+                let path = root.join(container).join(prefix);
+                Arc::new(LocalStore::with_temp_tag(path, o.temp_tag))
+            }
+        },
+        Address::AzureUrl { url } => {
+            let parsed = url::Url::parse(url)
+                .map_err(|_| EngineError::InvalidInput(format!("{url} is not a valid URL")))?;
+            Arc::new(azure::AzureStore::open_url(
+                &parsed,
+                o.accounts.url_sas(url),
+                o.block_size,
+            )?)
+        }
+    })
 }
 
 #[cfg(test)]

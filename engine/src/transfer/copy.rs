@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Attempt, Progress, Work};
 use crate::error::EngineError;
 use crate::event::{CopyMethod, Event, SkipReason};
+use crate::job::CopyMode;
 use crate::store::{BlobMeta, BlobStore, LocalStore, StoreError};
 
 enum Done {
@@ -125,7 +126,16 @@ async fn copy_one(ctx: &Attempt, work: &Work) -> Result<Done, StoreError> {
     if work.compare && same_content(ctx, &work.meta).await? {
         return Ok(Done::Identical);
     }
-    let data = ctx.src.read(&work.meta.name).await?;
+    if ctx.spec.copy_method == CopyMode::Server {
+        if let (Some(src), Some(dst)) = (ctx.src.as_azure(), ctx.dst.as_azure()) {
+            dst.copy_from(src, &work.meta).await?;
+            return Ok(Done::Copied {
+                method: CopyMethod::ServerSide,
+                bytes: work.meta.size,
+            });
+        }
+    }
+    let data = ctx.src.read(&work.meta).await?;
     // Count what arrives: a blob that shrank or grew since it was listed
     // fails before the destination's rename instead of landing short.
     let seen = Arc::new(AtomicU64::new(0));
@@ -153,15 +163,20 @@ async fn copy_one(ctx: &Attempt, work: &Work) -> Result<Done, StoreError> {
 }
 
 async fn same_content(ctx: &Attempt, meta: &BlobMeta) -> Result<bool, StoreError> {
+    // The destination's copy is read unpinned: only the source must not move.
+    let dst_meta = BlobMeta {
+        etag: String::new(),
+        ..meta.clone()
+    };
     let (a, b) = tokio::try_join!(
-        md5_of(ctx.src.as_ref(), &meta.name),
-        md5_of(ctx.dst.as_ref(), &meta.name)
+        md5_of(ctx.src.as_ref(), meta),
+        md5_of(ctx.dst.as_ref(), &dst_meta)
     )?;
     Ok(a == b)
 }
 
-async fn md5_of(store: &dyn BlobStore, name: &str) -> Result<[u8; 16], StoreError> {
-    let mut data = store.read(name).await?;
+async fn md5_of(store: &dyn BlobStore, meta: &BlobMeta) -> Result<[u8; 16], StoreError> {
+    let mut data = store.read(meta).await?;
     let mut h = Md5::new();
     while let Some(chunk) = data.next().await {
         h.update(&chunk?);

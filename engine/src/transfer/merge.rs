@@ -81,6 +81,7 @@ mod tests {
             modified: chrono::Utc::now(),
             etag: "e".into(),
             md5: None,
+            props: None,
         }
     }
 

@@ -102,6 +102,10 @@ pub(crate) enum AttemptEnd {
 /// Runs the pipeline to its end. Errors are only those that make recording
 /// impossible (the log failed); everything else is an outcome.
 pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd, EngineError> {
+    if let Err(e) = ctx.dst.prepare_destination().await {
+        let message = format!("preparing {} failed: {e}", ctx.dst.describe());
+        return Ok(AttemptEnd::Finished(Outcome::Failed { message }));
+    }
     // Stops workers on cancel and on fatal planner errors alike.
     let stop = ctx.cancel.child_token();
     let (tx, rx) = async_channel::bounded(WORK_QUEUE);

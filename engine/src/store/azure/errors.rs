@@ -1,0 +1,125 @@
+//! The one place that maps Azure responses to retry-or-give-up. Messages are
+//! built here from status and error code only: the SDK's own text can quote
+//! request URLs, and so SAS tokens.
+
+use std::io;
+
+use crate::store::StoreError;
+
+/// Whether a status/error code pair is worth retrying.
+pub fn is_transient(status: u16, code: &str) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+        || matches!(code, "ServerBusy" | "OperationTimedOut" | "InternalError")
+}
+
+/// Maps an SDK error on `what` (e.g. `prod:photos/a.jpg`) of `account`.
+pub fn map(err: &azure_core::Error, what: &str, account: &str) -> StoreError {
+    use azure_core::error::ErrorKind as K;
+    match err.kind() {
+        K::HttpResponse {
+            status, error_code, ..
+        } => {
+            let status = u16::from(*status);
+            let code = error_code.clone().unwrap_or_default();
+            from_status(status, &code, what, account)
+        }
+        K::Io => StoreError::Io {
+            what: format!("{what}: connection to account {account:?} failed"),
+            source: io::Error::new(io_kind(err), "I/O error talking to the storage service"),
+        },
+        K::Connection => StoreError::Io {
+            what: format!("{what}: cannot connect to account {account:?}"),
+            source: io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection failed; is the endpoint right and reachable?",
+            ),
+        },
+        K::Credential => StoreError::PermissionDenied {
+            what: format!("{what}: no usable credential for account {account:?}"),
+        },
+        _ => StoreError::Io {
+            what: format!("{what}: request to account {account:?} failed"),
+            source: io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the request did not complete",
+            ),
+        },
+    }
+}
+
+fn io_kind(err: &azure_core::Error) -> io::ErrorKind {
+    use std::error::Error as _;
+    let mut source = err.source();
+    while let Some(s) = source {
+        if let Some(e) = s.downcast_ref::<io::Error>() {
+            return e.kind();
+        }
+        source = s.source();
+    }
+    io::ErrorKind::ConnectionReset
+}
+
+/// Status + code to an error a caller can act on.
+pub fn from_status(status: u16, code: &str, what: &str, account: &str) -> StoreError {
+    match (status, code) {
+        (404, "ContainerNotFound") => StoreError::NotFound {
+            what: format!("container of {what} (account {account:?})"),
+        },
+        (404, _) => StoreError::NotFound { what: what.to_string() },
+        (403, _) | (401, _) => StoreError::PermissionDenied {
+            what: format!(
+                "{what}: account {account:?} refused the request ({}); check its key or SAS (expiry, permissions)",
+                if code.is_empty() { status.to_string() } else { code.to_string() }
+            ),
+        },
+        (412, _) => StoreError::SourceChanged { name: what.to_string() },
+        (409, _) => StoreError::Conflict { what: what.to_string(), why: format!("conflict ({code})") },
+        _ => StoreError::Service {
+            what: what.to_string(),
+            status,
+            code: code.to_string(),
+            transient: is_transient(status, code),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ErrorKind;
+
+    #[test]
+    fn transient_and_permanent_statuses_are_told_apart() {
+        for (s, c) in [
+            (408, ""),
+            (429, ""),
+            (500, "InternalError"),
+            (502, ""),
+            (503, "ServerBusy"),
+            (504, ""),
+            (500, "OperationTimedOut"),
+        ] {
+            let e = from_status(s, c, "a:c/b", "a");
+            assert!(e.is_transient(), "{s} {c}");
+        }
+        for (s, c, kind) in [
+            (403, "AuthenticationFailed", ErrorKind::PermissionDenied),
+            (404, "BlobNotFound", ErrorKind::NotFound),
+            (404, "ContainerNotFound", ErrorKind::NotFound),
+            (409, "BlobAlreadyExists", ErrorKind::DestinationConflict),
+            (412, "ConditionNotMet", ErrorKind::SourceChanged),
+            (400, "InvalidHeaderValue", ErrorKind::Service),
+        ] {
+            let e = from_status(s, c, "a:c/b", "a");
+            assert_eq!(e.kind(), kind, "{s} {c}");
+            if s != 412 {
+                assert!(!e.is_transient(), "{s} {c}");
+            }
+        }
+        let msg = from_status(403, "AuthenticationFailed", "prod:photos", "prod").to_string();
+        assert!(
+            msg.contains("account \"prod\" refused") && msg.contains("check its key or SAS"),
+            "{msg}"
+        );
+    }
+}
