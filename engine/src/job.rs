@@ -472,7 +472,7 @@ mod tests {
         let inside = spec(&src.join("new/deeper")).validate().unwrap_err();
         assert!(inside.to_string().contains("inside the source"), "{inside}");
         let same = spec(&src).validate().unwrap_err();
-        assert!(same.to_string().contains("same folder"), "{same}");
+        assert!(same.to_string().contains("are the same"), "{same}");
         let parent = spec(d.path()).validate().unwrap_err();
         assert!(
             parent.to_string().contains("inside the destination"),

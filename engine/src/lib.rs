@@ -16,6 +16,8 @@ pub mod policy;
 pub mod projection;
 pub mod retry;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod transfer;
 
 pub use engine::{default_parallelism, Engine, RunOptions, Verification};

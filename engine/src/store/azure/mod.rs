@@ -34,6 +34,8 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 8 * 1024 * 1024;
 const MAX_BLOCKS: u64 = 50_000;
 /// Blocks of one blob in flight at once.
 const BLOCK_PARALLELISM: usize = 8;
+/// Azure's limit on blob name length, in characters.
+const MAX_NAME: usize = 1024;
 /// Listing page size (Azure's maximum).
 const PAGE: u32 = 5000;
 
@@ -140,23 +142,20 @@ fn base64_encode(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// One HTTP client for the process: connections are pooled across stores.
+/// An HTTP client per store: pooled connections belong to the runtime
+/// that opened them, and a store lives within one runtime.
 fn http_client() -> Result<Arc<reqwest::Client>, StoreError> {
-    static CLIENT: std::sync::OnceLock<Result<Arc<reqwest::Client>, String>> =
-        std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            // ring as rustls' crypto provider: no C toolchain beyond cc.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .connect_timeout(std::time::Duration::from_secs(10))
-                .build()
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|e| StoreError::io("HTTP client", std::io::Error::other(e)))
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    // ring as rustls' crypto provider: no C toolchain beyond cc.
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| StoreError::io("HTTP client", std::io::Error::other(e.to_string())))
 }
 
 impl AzureStore {
@@ -309,7 +308,14 @@ impl AzureStore {
 
     fn full_name(&self, name: &str) -> Result<String, StoreError> {
         names::check(name)?;
-        Ok(format!("{}{name}", self.prefix))
+        let full = format!("{}{name}", self.prefix);
+        if full.chars().count() > MAX_NAME {
+            return Err(StoreError::InvalidName {
+                name: name.to_string(),
+                why: "Azure blob names are at most 1,024 characters".into(),
+            });
+        }
+        Ok(full)
     }
 
     fn what(&self, name: &str) -> String {
@@ -654,10 +660,11 @@ impl AzureStore {
             return Some(Listed::Failed { name, error });
         }
         let p = item.properties.unwrap_or_default();
-        let metadata: Vec<(String, String)> = item
+        let mut metadata: Vec<(String, String)> = item
             .metadata
             .map(|m| m.values.unwrap_or_default().into_iter().collect())
             .unwrap_or_default();
+        metadata.sort();
         let props = BlobProps {
             content_type: p.content_type,
             content_encoding: p.content_encoding,
