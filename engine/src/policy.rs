@@ -15,7 +15,12 @@ pub enum Decision {
 }
 
 /// Decides from listings alone; asked for every source blob.
-pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>) -> Decision {
+///
+/// `whole_seconds`: one side keeps times only to the second (Azure's
+/// last-modified), so times are compared at that precision; otherwise a
+/// file written and uploaded within the same second would look newer than
+/// its upload forever.
+pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>, whole_seconds: bool) -> Decision {
     let Some(dst) = dst else {
         return Decision::Copy(CopyReason::New);
     };
@@ -23,7 +28,12 @@ pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>) -> Decision {
         Mode::Full => Decision::Copy(CopyReason::Overwrite),
         Mode::Never => Decision::Skip(SkipReason::Exists),
         Mode::Incremental => {
-            if src.modified > dst.modified {
+            let newer = if whole_seconds {
+                src.modified.timestamp() > dst.modified.timestamp()
+            } else {
+                src.modified > dst.modified
+            };
+            if newer {
                 Decision::Copy(CopyReason::Newer)
             } else {
                 Decision::Skip(SkipReason::NotNewer)
@@ -69,41 +79,41 @@ mod tests {
         let old = meta(1, 100, None);
         let new = meta(1, 0, None);
         assert_eq!(
-            decide(Mode::Incremental, &new, None),
+            decide(Mode::Incremental, &new, None, false),
             Decision::Copy(CopyReason::New)
         );
         assert_eq!(
-            decide(Mode::Incremental, &new, Some(&old)),
+            decide(Mode::Incremental, &new, Some(&old), false),
             Decision::Copy(CopyReason::Newer)
         );
         assert_eq!(
-            decide(Mode::Incremental, &old, Some(&new)),
+            decide(Mode::Incremental, &old, Some(&new), false),
             Decision::Skip(SkipReason::NotNewer)
         );
         assert_eq!(
-            decide(Mode::Full, &old, Some(&new)),
+            decide(Mode::Full, &old, Some(&new), false),
             Decision::Copy(CopyReason::Overwrite)
         );
         assert_eq!(
-            decide(Mode::Never, &new, Some(&old)),
+            decide(Mode::Never, &new, Some(&old), false),
             Decision::Skip(SkipReason::Exists)
         );
         assert_eq!(
-            decide(Mode::IfDifferent, &meta(2, 0, None), Some(&old)),
+            decide(Mode::IfDifferent, &meta(2, 0, None), Some(&old), false),
             Decision::Copy(CopyReason::Different)
         );
         assert_eq!(
-            decide(Mode::IfDifferent, &new, Some(&old)),
+            decide(Mode::IfDifferent, &new, Some(&old), false),
             Decision::CompareContent
         );
         let (a, b) = (meta(1, 0, Some([1; 16])), meta(1, 0, Some([1; 16])));
         assert_eq!(
-            decide(Mode::IfDifferent, &a, Some(&b)),
+            decide(Mode::IfDifferent, &a, Some(&b), false),
             Decision::Skip(SkipReason::Identical)
         );
         let c = meta(1, 0, Some([2; 16]));
         assert_eq!(
-            decide(Mode::IfDifferent, &a, Some(&c)),
+            decide(Mode::IfDifferent, &a, Some(&c), false),
             Decision::Copy(CopyReason::Different)
         );
     }

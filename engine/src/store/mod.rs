@@ -172,6 +172,11 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether modification times are kept only to the second.
+    fn whole_second_times(&self) -> bool {
+        false
+    }
+
     /// The local backend, for the kernel-side copy fast path.
     fn as_local(&self) -> Option<&LocalStore> {
         None

@@ -34,6 +34,7 @@ pub(crate) async fn plan(
     let mut src = ctx.src.list();
     let mut dst = policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list()));
     let (mut blobs, mut bytes) = (0u64, 0u64);
+    let whole_seconds = ctx.src.whole_second_times() || ctx.dst.whole_second_times();
     loop {
         let item = tokio::select! {
             biased;
@@ -95,7 +96,7 @@ pub(crate) async fn plan(
             Some(m) => m.find(&meta.name).await.map_err(PlanError::Fatal)?,
             None => None,
         };
-        let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref()) {
+        let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref(), whole_seconds) {
             Decision::Skip(reason) => {
                 Progress::add(&p.skipped, 1);
                 let event = Event::BlobSkipped {

@@ -63,7 +63,7 @@ fn io_kind(err: &azure_core::Error) -> io::ErrorKind {
 pub fn from_status(status: u16, code: &str, what: &str, account: &str) -> StoreError {
     match (status, code) {
         (404, "ContainerNotFound") => StoreError::NotFound {
-            what: format!("container of {what} (account {account:?})"),
+            what: format!("{what}: the container (account {account:?})"),
         },
         (404, _) => StoreError::NotFound { what: what.to_string() },
         (403, _) | (401, _) => StoreError::PermissionDenied {

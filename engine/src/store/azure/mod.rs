@@ -47,8 +47,11 @@ const COPY_SAS_HOURS: i64 = 24;
 pub struct AzureStore {
     /// `account:container/prefix` or the bare container URL, for messages.
     label: String,
-    /// The storage account's name (for messages and SAS signing).
+    /// The storage account's name (signs requests and SAS tokens).
     account: String,
+    /// The account as the user named it (config name, or the storage
+    /// account for bare URLs): what error messages say.
+    display_account: String,
     container: String,
     /// `""` or ending in `/`: names in this store are relative to it.
     prefix: String,
@@ -182,7 +185,7 @@ impl AzureStore {
             .push(container);
         Self::build(
             label,
-            acct.account.clone(),
+            (acct.account.clone(), acct.name.clone()),
             container,
             prefix,
             container_url,
@@ -243,7 +246,7 @@ impl AzureStore {
         let label = url.as_str().trim_end_matches('/').to_string();
         Self::build(
             label,
-            account,
+            (account.clone(), account),
             &container,
             &prefix,
             container_url,
@@ -254,7 +257,7 @@ impl AzureStore {
 
     fn build(
         label: String,
-        account: String,
+        (account, display_account): (String, String),
         container: &str,
         prefix: &str,
         container_url: url::Url,
@@ -297,6 +300,7 @@ impl AzureStore {
         Ok(AzureStore {
             label,
             account,
+            display_account,
             container: container.to_string(),
             prefix,
             client,
@@ -323,7 +327,7 @@ impl AzureStore {
     }
 
     fn err(&self, e: &azure_core::Error, name: &str) -> StoreError {
-        errors::map(e, &self.what(name), &self.account)
+        errors::map(e, &self.what(name), &self.display_account)
     }
 
     /// Block size for a blob of `size` bytes: the configured size, doubled
@@ -368,14 +372,31 @@ impl AzureStore {
         Ok(url.to_string())
     }
 
-    /// Creates the container if it does not exist.
+    /// Creates the container if it does not exist. A container SAS may not
+    /// create containers: then a listing proves the container is there.
     async fn ensure_container(&self) -> Result<(), StoreError> {
-        match self.client.create(None).await {
-            Ok(_) => Ok(()),
-            Err(e) => match errors::map(&e, &self.label, &self.account) {
-                StoreError::Conflict { .. } => Ok(()),
-                other => Err(other),
-            },
+        let err = match self.client.create(None).await {
+            Ok(_) => return Ok(()),
+            Err(e) => errors::map(&e, &self.label, &self.display_account),
+        };
+        match err {
+            StoreError::Conflict { .. } => Ok(()),
+            StoreError::PermissionDenied { .. } => {
+                let opts = BlobContainerClientListBlobsOptions {
+                    maxresults: Some(1),
+                    ..Default::default()
+                };
+                let listed = match self.client.list_blobs(Some(opts)) {
+                    Ok(p) => p.into_pages().next().await.is_some_and(|r| r.is_ok()),
+                    Err(_) => false,
+                };
+                if listed {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+            other => Err(other),
         }
     }
 
@@ -499,7 +520,7 @@ impl BlobStore for AzureStore {
         let pages = match self.client.list_blobs(Some(opts)) {
             Ok(p) => p.into_pages(),
             Err(e) => {
-                let err = errors::map(&e, &self.label, &self.account);
+                let err = errors::map(&e, &self.label, &self.display_account);
                 return futures::stream::once(async move { Err(err) }).boxed();
             }
         };
@@ -507,7 +528,7 @@ impl BlobStore for AzureStore {
             .map(move |page| {
                 let items: Vec<Result<Listed, StoreError>> = match page.and_then(|p| p.into_model())
                 {
-                    Err(e) => vec![Err(errors::map(&e, &this.label, &this.account))],
+                    Err(e) => vec![Err(errors::map(&e, &this.label, &this.display_account))],
                     Ok(page) => page
                         .blob_items
                         .into_iter()
@@ -648,6 +669,10 @@ impl BlobStore for AzureStore {
 
     fn as_azure(&self) -> Option<&AzureStore> {
         Some(self)
+    }
+
+    fn whole_second_times(&self) -> bool {
+        true
     }
 }
 
