@@ -1,1 +1,15 @@
+//! Integration tests of the `ferry` binary: each module drives the built
+//! binary as a user would and checks files, exit codes, output and the log.
 
+mod util;
+
+mod azure;
+mod copy;
+mod errors;
+mod events;
+mod modes;
+mod output;
+mod query;
+mod queue;
+mod resume;
+mod signals;
