@@ -127,12 +127,18 @@ fn account_address_without_config_is_bad_input() {
     assert_nothing_enqueued(&env);
 }
 
-/// clap rejects these before ferry runs: exit 2 and clap's own message
-/// (`error: ...` plus a hint line), no panic.
+/// clap rejects these before ferry runs: exit 2 and one `ferry: error:`
+/// line carrying clap's message and a pointer to --help, no panic.
 fn assert_usage_error(out: Out, needle: &str) {
     let out = out.code(2);
+    assert_eq!(out.stderr.lines().count(), 1, "{}: {}", out.cmd, out.stderr);
     let first = out.stderr.lines().next().unwrap_or("");
-    assert!(first.starts_with("error: "), "{}: {}", out.cmd, out.stderr);
+    assert!(
+        first.starts_with("ferry: error: ") && first.ends_with("see `ferry --help`"),
+        "{}: {}",
+        out.cmd,
+        out.stderr
+    );
     assert!(
         first.contains(needle),
         "{}: {first:?} lacks {needle:?}",

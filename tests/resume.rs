@@ -329,3 +329,28 @@ fn replay_recopies_a_blob_whose_source_changed_since_it_was_copied() {
     );
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn failures_listed_by_show_are_those_of_the_latest_attempt() {
+    let env = Env::new();
+    make_tree(
+        &env.src,
+        &[("ok.txt", b"fine"), ("gone.txt", b"will be removed")],
+    );
+    write(&env.dst.join("gone.txt").join("inner"), b"blocker");
+    let first = env.copy(&[]).run().code(1).summary();
+    let show = env.show_json(&first.job);
+    assert_eq!(show["failures_total"], 1, "{show}");
+    assert_eq!(show["failures"][0]["name"], "gone.txt");
+
+    // The failing source file is removed: the replay succeeds and the old
+    // failure no longer counts as outstanding.
+    fs::remove_file(env.src.join("gone.txt")).unwrap();
+    env.ferry().args(["replay", &first.job]).run().success();
+    let show = env.show_json(&first.job);
+    assert_eq!(
+        (show["failed"].as_u64(), show["failures_total"].as_u64()),
+        (Some(0), Some(0)),
+        "{show}"
+    );
+}

@@ -24,13 +24,18 @@ fn main() -> ExitCode {
     let args = match args::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return ExitCode::from(code);
+            if !e.use_stderr() {
+                // --help and --version
+                let _ = e.print();
+                return ExitCode::from(exit::OK);
+            }
+            // One line, like every other error: clap's first line, minus its
+            // own "error: " prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("ferry: error: {first}; see `ferry --help`");
+            return ExitCode::from(exit::USAGE);
         }
     };
     init_tracing();

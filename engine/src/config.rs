@@ -411,15 +411,26 @@ mod tests {
 
     #[test]
     fn azure_storage_connection_string_is_the_implicit_default_account() {
-        let env = |k: &str| (k == "AZURE_STORAGE_CONNECTION_STRING").then(|| "UseDevelopmentStorage=true".to_string());
+        let env = |k: &str| {
+            (k == "AZURE_STORAGE_CONNECTION_STRING")
+                .then(|| "UseDevelopmentStorage=true".to_string())
+        };
         let accounts = Accounts::load(None, &env).unwrap();
         match accounts.get(DEFAULT_ACCOUNT).unwrap() {
             Account::Azure(a) => assert_eq!(a.account, DEV_ACCOUNT),
             other => panic!("{other:?}"),
         }
-        let bad = |k: &str| (k == "AZURE_STORAGE_CONNECTION_STRING").then(|| "nonsense".to_string());
-        let err = Accounts::load(None, &bad).unwrap().get(DEFAULT_ACCOUNT).unwrap_err().to_string();
-        assert!(err.contains("AZURE_STORAGE_CONNECTION_STRING") && err.contains("malformed"), "{err}");
+        let bad =
+            |k: &str| (k == "AZURE_STORAGE_CONNECTION_STRING").then(|| "nonsense".to_string());
+        let err = Accounts::load(None, &bad)
+            .unwrap()
+            .get(DEFAULT_ACCOUNT)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("AZURE_STORAGE_CONNECTION_STRING") && err.contains("malformed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,13 +54,13 @@ impl Engine {
     pub fn open(dir: &Path) -> Result<Engine, EngineError> {
         let io = |source| EngineError::StateIo {
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         if !dir.is_dir() {
             return Err(EngineError::StateIo {
                 path: dir.to_path_buf(),
-                source: std::io::Error::other("not a folder"),
+                cause: std::io::Error::other("not a folder"),
             });
         }
         let lock = take_lock(dir)?;
@@ -269,12 +269,20 @@ impl Engine {
     }
 
     /// Blobs whose latest state in the job is failed, with their errors.
+    /// Blobs that failed in the latest attempt: a replay retries every
+    /// earlier failure, so older ones were either fixed or failed again.
     pub fn failures(&self, job: JobId) -> Result<Vec<(String, BlobState)>, EngineError> {
+        let since = self
+            .summary(job)?
+            .attempts
+            .last()
+            .map_or(0, |a| a.started_seq);
         self.log
             .blob_states(job)
             .filter(|r| {
-                r.as_ref()
-                    .map_or(true, |(_, s)| s.status == BlobStatus::Failed)
+                r.as_ref().map_or(true, |(_, s)| {
+                    s.status == BlobStatus::Failed && s.seq > since
+                })
             })
             .collect()
     }
@@ -357,7 +365,7 @@ fn take_lock(dir: &Path) -> Result<File, EngineError> {
     let path = dir.join("lock");
     let io = |source| EngineError::StateIo {
         path: path.clone(),
-        source,
+        cause: source,
     };
     let mut f = OpenOptions::new()
         .read(true)

@@ -17,11 +17,12 @@ pub enum EngineError {
     StateCorrupt { path: PathBuf, detail: String },
 
     /// The state dir could not be created or opened (permissions, disk).
-    #[error("cannot use state dir {}: {source}", path.display())]
+    // The cause is in the message, so it is not also a `source` (error
+    // chains would print it twice).
+    #[error("cannot use state dir {}: {cause}", path.display())]
     StateIo {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// Writing to the event log failed (disk full, I/O error); nothing after

@@ -50,6 +50,8 @@ pub enum SkipReason {
     Identical,
     /// Symlinked directories, sockets, devices: not regular files.
     NotRegularFile,
+    /// A temporary file ferry left while writing (`.NAME.TAG.ferry-tmp`).
+    FerryTempFile,
 }
 
 /// How the bytes moved.

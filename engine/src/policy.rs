@@ -53,9 +53,10 @@ pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>, whole_seconds:
     }
 }
 
-/// Whether `mode` needs the destination listing at all.
-pub fn needs_destination(mode: Mode) -> bool {
-    mode != Mode::Full
+/// Whether `mode` needs the destination listing. Every mode does: even
+/// full mode lists it, so the log says `new` or `overwrite` truthfully.
+pub fn needs_destination(_mode: Mode) -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ fn open_error(path: &Path, e: sled::Error) -> EngineError {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
             EngineError::StateIo {
                 path: path.to_path_buf(),
-                source: io,
+                cause: io,
             }
         }
         other => EngineError::corrupt(path, other),

@@ -40,6 +40,9 @@ pub struct AttemptSummary {
     pub worker: String,
     pub parallelism: u32,
     pub started_at: DateTime<Utc>,
+    /// Sequence number of its `JobStarted`: events after it belong to it.
+    #[serde(default)]
+    pub started_seq: u64,
     pub ended_at: Option<DateTime<Utc>>,
     /// Counts of this attempt; `listed` is final once the listing completed.
     pub totals: Totals,
@@ -108,6 +111,7 @@ impl JobSummary {
                     worker: worker.clone(),
                     parallelism: *parallelism,
                     started_at: rec.at,
+                    started_seq: rec.seq,
                     ended_at: None,
                     totals: Totals::default(),
                     listing_completed: false,

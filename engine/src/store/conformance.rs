@@ -198,7 +198,8 @@ async fn local_listing_skips_temp_files_and_reports_special_entries() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::write(root.join("real"), b"x").unwrap();
-    std::fs::write(root.join(".real.abc.ferry-tmp"), b"partial").unwrap();
+    std::fs::write(root.join(".real.0123456789ab.ferry-tmp"), b"partial").unwrap();
+    std::fs::write(root.join(".mine.notatag.ferry-tmp"), b"a user's file").unwrap();
     std::os::unix::fs::symlink(root, root.join("loop")).unwrap();
     std::os::unix::fs::symlink(root.join("gone"), root.join("dangling")).unwrap();
     let store = super::LocalStore::new(root);
@@ -214,6 +215,8 @@ async fn local_listing_skips_temp_files_and_reports_special_entries() {
     assert_eq!(
         seen,
         [
+            "skipped .real.0123456789ab.ferry-tmp ferry-temp-file",
+            "blob .mine.notatag.ferry-tmp",
             "failed dangling not-found",
             "skipped loop not-regular-file",
             "blob real"

@@ -32,7 +32,7 @@ pub struct LocalStore {
 
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self::with_temp_tag(root, "ferry")
+        Self::with_temp_tag(root, "000000000000")
     }
 
     pub fn with_temp_tag(root: impl Into<PathBuf>, tag: &str) -> Self {
@@ -315,6 +315,20 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// `.NAME.TAG.ferry-tmp` with a 12-hex-digit job tag: a temp file of ours.
+fn is_temp_name(s: &str) -> bool {
+    let Some(stem) = s.strip_suffix(TEMP_SUFFIX) else {
+        return false;
+    };
+    let Some((head, tag)) = stem.rsplit_once('.') else {
+        return false;
+    };
+    s.starts_with('.')
+        && head.len() > 1
+        && tag.len() == 12
+        && tag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
@@ -540,7 +554,14 @@ fn read_sorted(
             send(Ok(Listed::Failed { name, error }));
             continue;
         };
-        if s.starts_with('.') && s.ends_with(TEMP_SUFFIX) {
+        if is_temp_name(s) {
+            // Not copied, but recorded: a user's file that happens to look
+            // like ours is audited rather than silently left out.
+            let name = format!("{prefix}{s}");
+            send(Ok(Listed::Skipped {
+                name,
+                reason: SkipReason::FerryTempFile,
+            }));
             continue;
         }
         // file_type comes from the directory entry: no stat for directories.

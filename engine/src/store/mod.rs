@@ -88,12 +88,8 @@ pub enum StoreError {
         code: String,
         transient: bool,
     },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
 }
 
 impl StoreError {
@@ -109,7 +105,7 @@ impl StoreError {
                     why: e.to_string(),
                 }
             }
-            _ => StoreError::Io { what, source: e },
+            _ => StoreError::Io { what, cause: e },
         }
     }
 
@@ -130,8 +126,8 @@ impl StoreError {
         match self {
             StoreError::SourceChanged { .. } => true,
             StoreError::Service { transient, .. } => *transient,
-            StoreError::Io { source, .. } => matches!(
-                source.kind(),
+            StoreError::Io { cause, .. } => matches!(
+                cause.kind(),
                 std::io::ErrorKind::Interrupted
                     | std::io::ErrorKind::TimedOut
                     | std::io::ErrorKind::WouldBlock

@@ -25,11 +25,11 @@ pub fn map(err: &azure_core::Error, what: &str, account: &str) -> StoreError {
         }
         K::Io => StoreError::Io {
             what: format!("{what}: connection to account {account:?} failed"),
-            source: io::Error::new(io_kind(err), "I/O error talking to the storage service"),
+            cause: io::Error::new(io_kind(err), "I/O error talking to the storage service"),
         },
         K::Connection => StoreError::Io {
             what: format!("{what}: cannot connect to account {account:?}"),
-            source: io::Error::new(
+            cause: io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "connection failed; is the endpoint right and reachable?",
             ),
@@ -39,7 +39,7 @@ pub fn map(err: &azure_core::Error, what: &str, account: &str) -> StoreError {
         },
         _ => StoreError::Io {
             what: format!("{what}: request to account {account:?} failed"),
-            source: io::Error::new(
+            cause: io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "the request did not complete",
             ),
