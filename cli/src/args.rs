@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use ferry_engine::job::CopyMode;
+use ferry_engine::job::{CopyMode, PluginFailure};
 use ferry_engine::Mode;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 some blobs failed (ferry replay retries them), 2 bad input,
 3 state dir in use by another ferry, 4 state dir corrupt or unreadable, 5 unknown job,
 6 job failed, 7 job in the wrong state for this action, 8 verify-log found a difference,
+9 a plugin could not load, refused its configuration or changed,
 130 interrupted (ferry replay continues).";
 
 /// Back up and copy blob storage, with every step recorded in an event log.
@@ -70,6 +71,36 @@ pub enum Command {
     },
     /// Replay the log and check every cached projection against it.
     VerifyLog { job: Option<String> },
+    /// Write a job's report: text, json, markdown, or a formatter plugin (PATH.wasm).
+    Report {
+        job: String,
+        /// text | json | markdown | PATH.wasm
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Write to FILE instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Failures listed by the built-in formats (the rest are counted).
+        #[arg(long, default_value_t = 100)]
+        max_examples: usize,
+        /// key=value passed to a formatter plugin's configure (repeatable).
+        #[arg(long = "plugin-config", value_parser = parse_kv)]
+        plugin_config: Vec<(String, String)>,
+    },
+    /// Inspect plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Which world a plugin implements, its imports, and a dry call.
+    Check {
+        path: PathBuf,
+        /// key=value for its configure (repeatable).
+        #[arg(long = "plugin-config", value_parser = parse_kv)]
+        plugin_config: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +128,35 @@ pub struct JobArgs {
     /// Print event-log writer statistics (events, batches, busy time) to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Overwrite policy plugin for blobs present at both ends: plugin:PATH.wasm
+    #[arg(long, value_name = "plugin:PATH.wasm", value_parser = parse_policy)]
+    pub policy: Option<PathBuf>,
+    /// key=value passed to the policy plugin's configure (repeatable).
+    #[arg(long = "plugin-config", value_parser = parse_kv)]
+    pub plugin_config: Vec<(String, String)>,
+    /// When the policy plugin fails on a blob: fail it (default) or skip it.
+    #[arg(long, default_value = "fail", value_parser = parse_plugin_failure)]
+    pub plugin_failure: PluginFailure,
+}
+
+fn parse_policy(s: &str) -> Result<PathBuf, String> {
+    match s.strip_prefix("plugin:") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(format!(
+            "{s:?} is not a policy; use plugin:PATH.wasm (built-in policies are --mode)"
+        )),
+    }
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+fn parse_plugin_failure(s: &str) -> Result<PluginFailure, String> {
+    s.parse()
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +173,9 @@ pub struct RunArgs {
     /// SAS for a destination given as a container URL (never stored in the log).
     #[arg(long, env = "FERRY_DST_SAS", hide_env_values = true)]
     pub dst_sas: Option<String>,
+    /// Run with a policy plugin whose file changed since the job was submitted.
+    #[arg(long)]
+    pub allow_plugin_change: bool,
 }
 
 /// Parses `65536`, `4K`, `8M`, `8MiB`, `1G` (binary units).

@@ -22,6 +22,9 @@ pub const JOB_FAILED: u8 = 6;
 pub const WRONG_STATE: u8 = 7;
 /// `verify-log` found a projection that differs from the replayed log.
 pub const VERIFY_FAILED: u8 = 8;
+/// A plugin could not be loaded, refused its configuration, or changed
+/// since the job was submitted.
+pub const PLUGIN: u8 = 9;
 /// Stopped by SIGINT/SIGTERM; `ferry replay JOB` continues the job.
 pub const INTERRUPTED: u8 = 130;
 
@@ -37,5 +40,6 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         EngineError::InvalidInput(_) => USAGE,
         EngineError::WrongState { .. } => WRONG_STATE,
         EngineError::Store(_) => JOB_FAILED,
+        EngineError::Plugin(_) => PLUGIN,
     }
 }

@@ -12,11 +12,17 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Accounts;
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord};
+use crate::job::PluginRef;
 use crate::job::{JobId, JobSpec};
 use crate::log::EventLog;
+use crate::plugin::{
+    self, FormatterInstance, FormatterPlugin, LoadedPlugin, PluginHost, PolicyPlugin,
+};
 use crate::projection::{BlobState, BlobStatus, Checkpoint, JobState, JobSummary};
+use crate::report::{self, Formatter, OutcomeStream, ReportSummary};
 use crate::retry::RetryPolicy;
 use crate::store;
+use crate::store::BlobMeta;
 use crate::transfer::{self, Attempt, AttemptEnd, Progress, RunReport};
 
 /// How to run an attempt.
@@ -30,6 +36,8 @@ pub struct RunOptions {
     /// Live counters for a progress display.
     pub progress: Arc<Progress>,
     pub retry: Option<RetryPolicy>,
+    /// Use a policy plugin whose file changed since the job was submitted.
+    pub allow_plugin_change: bool,
 }
 
 /// An open state dir. Holds its lock for as long as it lives.
@@ -197,6 +205,12 @@ impl Engine {
         };
         let src = store::open(&spec.src, &open)?;
         let dst = store::open(&spec.dst, &open)?;
+        // A plugin that cannot load or refuses its configuration stops the
+        // job before it starts.
+        let policy = match &spec.policy_plugin {
+            Some(r) => Some(self.load_policy(r, opts.allow_plugin_change)?),
+            None => None,
+        };
         let started = Instant::now();
         let worker = format!("{}:{}", hostname(), std::process::id());
         let parallelism = parallel as u32;
@@ -221,6 +235,7 @@ impl Engine {
             cancel: opts.cancel.clone(),
             retry: opts.retry.unwrap_or_default(),
             resuming: attempt > 1,
+            policy,
         });
         let end = transfer::run(ctx, parallel).await?;
         let totals = opts.progress.totals();
@@ -249,6 +264,163 @@ impl Engine {
             totals,
             elapsed: started.elapsed(),
         })
+    }
+
+    fn plugin_host(&self) -> Result<Arc<PluginHost>, EngineError> {
+        Ok(PluginHost::get(Some(&self.dir.join("plugin-cache")))?)
+    }
+
+    /// Loads and configures a policy plugin for a new job, pinning its hash.
+    pub fn prepare_policy(
+        &self,
+        path: &Path,
+        config: Vec<(String, String)>,
+    ) -> Result<PluginRef, EngineError> {
+        let abs = std::path::absolute(path).map_err(|e| {
+            EngineError::InvalidInput(format!("plugin path {}: {e}", path.display()))
+        })?;
+        let loaded = self.plugin_host()?.load(&abs)?;
+        let sha256 = loaded.sha256.clone();
+        PolicyPlugin::new(loaded, config.clone())?;
+        Ok(PluginRef {
+            path: abs.display().to_string(),
+            sha256,
+            config,
+        })
+    }
+
+    /// The job's policy plugin, refusing one whose file changed unless allowed.
+    fn load_policy(
+        &self,
+        r: &PluginRef,
+        allow_change: bool,
+    ) -> Result<Arc<PolicyPlugin>, EngineError> {
+        if !allow_change {
+            plugin::check_hash(Path::new(&r.path), &r.sha256)?;
+        }
+        let loaded = self.plugin_host()?.load(Path::new(&r.path))?;
+        Ok(PolicyPlugin::new(loaded, r.config.clone())?)
+    }
+
+    /// Loads a formatter plugin with its configuration.
+    pub fn formatter_plugin(
+        &self,
+        path: &Path,
+        config: Vec<(String, String)>,
+    ) -> Result<FormatterInstance, EngineError> {
+        let loaded = self.plugin_host()?.load(path)?;
+        Ok(FormatterPlugin::new(loaded, config)?.instance()?)
+    }
+
+    /// Loads any plugin (for `ferry plugin check`).
+    pub fn load_plugin(&self, path: &Path) -> Result<LoadedPlugin, EngineError> {
+        Ok(self.plugin_host()?.load(path)?)
+    }
+
+    /// Configures a policy plugin and asks it about a sample blob (newer and
+    /// bigger at the source): `ferry plugin check`.
+    pub fn dry_run_policy(
+        &self,
+        loaded: LoadedPlugin,
+        config: Vec<(String, String)>,
+    ) -> Result<String, EngineError> {
+        let mut inst = PolicyPlugin::new(loaded, config)?.instance()?;
+        let now = chrono::Utc::now();
+        let src = BlobMeta {
+            name: "example/photo.jpg".into(),
+            size: 2048,
+            modified: now,
+            etag: "src".into(),
+            md5: None,
+            props: None,
+        };
+        let dst = BlobMeta {
+            size: 1024,
+            modified: now - chrono::Duration::hours(1),
+            etag: "dst".into(),
+            ..src.clone()
+        };
+        let ctx = plugin::JobContext {
+            job_id: "dry-run".into(),
+            attempt: 1,
+            source: "source".into(),
+            destination: "destination".into(),
+        };
+        Ok(match inst.decide(&src, &dst, &ctx)? {
+            plugin::PluginDecision::Overwrite(r) => format!("overwrite ({r})"),
+            plugin::PluginDecision::Skip(r) => format!("skip ({r})"),
+        })
+    }
+
+    /// Configures a formatter plugin and formats a small sample report.
+    pub fn dry_run_formatter(
+        &self,
+        loaded: LoadedPlugin,
+        config: Vec<(String, String)>,
+    ) -> Result<(String, String, usize), EngineError> {
+        let mut f = FormatterPlugin::new(loaded, config)?.instance()?;
+        let fail = |e: String| EngineError::InvalidInput(format!("dry run: {e}"));
+        let now = chrono::Utc::now();
+        let summary = ReportSummary {
+            job_id: "dry-run".into(),
+            source: "source".into(),
+            destination: "destination".into(),
+            mode: "incremental".into(),
+            state: "completed-with-failures".into(),
+            attempts: 1,
+            submitted_at: Some(now),
+            started_at: Some(now),
+            ended_at: Some(now),
+            listed: 3,
+            copied: 1,
+            copied_bytes: 10,
+            skipped: 1,
+            failed: 1,
+            skipped_by_reason: vec![("not-newer".into(), 1)],
+        };
+        let outcome = |name: &str, kind, detail: &str| report::Outcome {
+            name: name.into(),
+            kind,
+            bytes: 10,
+            at: now,
+            offset_ms: 5,
+            detail: detail.into(),
+            attempt: 1,
+        };
+        let ctype = f.content_type().map_err(fail)?;
+        let ext = f.file_extension().map_err(fail)?;
+        f.begin(&summary).map_err(fail)?;
+        f.add(&[
+            outcome("a.txt", report::OutcomeKind::Copied, ""),
+            outcome("b.txt", report::OutcomeKind::Skipped, "not-newer"),
+            outcome("c<&>.txt", report::OutcomeKind::Failed, "[io] disk full"),
+        ])
+        .map_err(fail)?;
+        let text = f.finish().map_err(fail)?;
+        Ok((ctype, ext, text.len()))
+    }
+
+    /// Writes a job's report through `f`: the summary, then every blob
+    /// outcome in log order, in batches.
+    pub fn report(&self, job: JobId, f: &mut dyn Formatter) -> Result<String, EngineError> {
+        let summary = self.summary(job)?;
+        let fail = |e: String| EngineError::InvalidInput(format!("report: {e}"));
+        f.begin(&ReportSummary::from_job(&summary)).map_err(fail)?;
+        let mut stream = OutcomeStream::default();
+        let mut batch = Vec::with_capacity(report::BATCH);
+        for rec in self.log.events(job) {
+            if let Some(o) = stream.next(&rec?) {
+                batch.push(o);
+                if batch.len() == report::BATCH {
+                    f.add(&batch).map_err(fail)?;
+                    batch.clear();
+                }
+            }
+        }
+        if !batch.is_empty() {
+            f.add(&batch).map_err(fail)?;
+        }
+        f.finish().map_err(fail)
     }
 
     /// Events of one job, or of every job (oldest job first).

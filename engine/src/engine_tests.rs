@@ -33,6 +33,8 @@ fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
         parallel: Some(4),
         block_size: None,
         copy_method: Default::default(),
+        policy_plugin: None,
+        plugin_failure: Default::default(),
     }
 }
 

@@ -51,6 +51,10 @@ pub enum EngineError {
     /// A store failed in a way that stops the whole job (e.g. the source root vanished).
     #[error(transparent)]
     Store(#[from] StoreError),
+
+    /// A plugin could not be loaded, refused its configuration, or changed.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
 }
 
 impl EngineError {

@@ -36,6 +36,8 @@ pub enum CopyReason {
     Different,
     /// Full mode overwrites whatever is there.
     Overwrite,
+    /// A plugin policy said so (its reason is in `detail`).
+    Policy,
 }
 
 /// Why a blob was not copied.
@@ -52,6 +54,10 @@ pub enum SkipReason {
     NotRegularFile,
     /// A temporary file ferry left while writing (`.NAME.TAG.ferry-tmp`).
     FerryTempFile,
+    /// A plugin policy said so (its reason is in `detail`).
+    Policy,
+    /// The plugin policy failed and the job runs with `--plugin-failure skip`.
+    PluginFailed,
 }
 
 /// How the bytes moved.
@@ -77,6 +83,8 @@ pub enum ErrorKind {
     DestinationConflict,
     /// The storage service refused or failed the request.
     Service,
+    /// A plugin trapped, ran out of fuel or time, or answered nonsense.
+    Plugin,
     Io,
 }
 
@@ -135,12 +143,18 @@ pub enum Event {
         ms: u64,
         /// Tries it took (1 = first try).
         tries: u32,
+        /// A plugin policy's reason (schema v1 records have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     #[serde(rename = "BlobSkipped")]
     BlobSkipped {
         name: String,
         reason: SkipReason,
         src_etag: Option<String>,
+        /// A plugin policy's reason or error (schema v1 records have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     #[serde(rename = "BlobFailed")]
     BlobFailed {
@@ -248,6 +262,12 @@ impl fmt::Display for Event {
                     "{name:?} bytes={bytes} reason={reason} method={method} ms={ms} tries={tries}"
                 )
             }
+            Event::BlobSkipped {
+                name,
+                reason,
+                detail: Some(d),
+                ..
+            } => write!(f, "{name:?} reason={reason}: {d}"),
             Event::BlobSkipped { name, reason, .. } => write!(f, "{name:?} reason={reason}"),
             Event::BlobFailed {
                 name,

@@ -263,6 +263,46 @@ pub struct JobSpec {
     /// Azure to Azure: copy server-side (default) or stream through ferry.
     #[serde(default)]
     pub copy_method: CopyMode,
+    /// A WebAssembly overwrite policy for blobs present at both ends; it
+    /// replaces the mode's rule for those blobs.
+    #[serde(default)]
+    pub policy_plugin: Option<PluginRef>,
+    /// What a plugin failure at `decide` does to that blob.
+    #[serde(default)]
+    pub plugin_failure: PluginFailure,
+}
+
+/// A plugin pinned by path and content hash, so a replay decides the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRef {
+    pub path: String,
+    pub sha256: String,
+    /// `--plugin-config key=value` pairs (recorded in the log: not for secrets).
+    pub config: Vec<(String, String)>,
+}
+
+/// What a plugin failure at `decide` means for the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginFailure {
+    /// The blob fails (`BlobFailed` with error kind `plugin`); the job goes on.
+    #[default]
+    Fail,
+    /// The blob is skipped with reason `plugin-failed`.
+    Skip,
+}
+
+impl FromStr for PluginFailure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fail" => Ok(PluginFailure::Fail),
+            "skip" => Ok(PluginFailure::Skip),
+            _ => Err(format!(
+                "unknown plugin failure action {s:?}; use fail or skip"
+            )),
+        }
+    }
 }
 
 /// How Azure-to-Azure copies move data.
@@ -468,6 +508,8 @@ mod tests {
             parallel: None,
             block_size: None,
             copy_method: CopyMode::Server,
+            policy_plugin: None,
+            plugin_failure: Default::default(),
         };
         let inside = spec(&src.join("new/deeper")).validate().unwrap_err();
         assert!(inside.to_string().contains("inside the source"), "{inside}");

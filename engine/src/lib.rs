@@ -12,8 +12,10 @@ pub mod error;
 pub mod event;
 pub mod job;
 pub mod log;
+pub mod plugin;
 pub mod policy;
 pub mod projection;
+pub mod report;
 pub mod retry;
 pub mod store;
 #[doc(hidden)]

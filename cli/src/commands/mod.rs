@@ -1,6 +1,7 @@
 //! One module per group of subcommands; `dispatch` picks one.
 
 mod query;
+mod report;
 mod run;
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ferry_engine::Engine;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, PluginCommand};
 
 /// Runs the command; returns the exit code (errors map to codes in main).
 pub fn dispatch(cli: Cli) -> Result<u8> {
@@ -32,6 +33,24 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         } => query::show(&open(&state)?, &job, json, failures),
         Command::Events { job, json } => query::events(&open(&state)?, job.as_deref(), json),
         Command::VerifyLog { job } => query::verify(&open(&state)?, job.as_deref(), out),
+        Command::Report {
+            job,
+            format,
+            output,
+            max_examples,
+            plugin_config,
+        } => report::report(
+            &open(&state)?,
+            &job,
+            &format,
+            output.as_deref(),
+            max_examples,
+            plugin_config,
+        ),
+        Command::Plugin(PluginCommand::Check {
+            path,
+            plugin_config,
+        }) => report::check(&open(&state)?, &path, plugin_config),
     }
 }
 

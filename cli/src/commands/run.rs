@@ -62,7 +62,19 @@ fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec> {
         parallel: args.parallel,
         block_size: args.block_size,
         copy_method: args.copy_method,
+        policy_plugin: None,
+        plugin_failure: args.plugin_failure,
     })
+}
+
+/// Pins the policy plugin (hash) after checking it loads and configures.
+fn with_policy(engine: &Engine, args: &JobArgs, mut spec: JobSpec) -> Result<JobSpec> {
+    if let Some(path) = &args.policy {
+        spec.policy_plugin = Some(engine.prepare_policy(path, args.plugin_config.clone())?);
+    } else if !args.plugin_config.is_empty() {
+        anyhow::bail!("--plugin-config needs --policy plugin:PATH.wasm");
+    }
+    Ok(spec)
 }
 
 /// Gives a job's container URLs the SAS passed to this run.
@@ -86,6 +98,7 @@ pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
     let engine = ctx.engine(accounts)?;
+    let spec = with_policy(&engine, &args, spec)?;
     let id = runtime()?.block_on(engine.submit(spec))?;
     if !out.quiet {
         println!("{id}");
@@ -98,12 +111,13 @@ pub fn copy(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
     let engine = ctx.engine(accounts)?;
+    let spec = with_policy(&engine, &args, spec)?;
     let rt = runtime()?;
     rt.block_on(async {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
         let id = engine.submit(spec).await?;
-        let report = attempt(&engine, id, None, cancel, out, false).await?;
+        let report = attempt(&engine, id, None, cancel, out, false, false).await?;
         print_stats(&engine, args.stats, report.elapsed);
         Ok(code_of(&report))
     })
@@ -123,7 +137,16 @@ pub fn run_queue(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             }
             let spec = engine.summary(id)?.spec;
             attach_sas(engine.accounts_mut(), spec.as_ref(), &args);
-            let report = attempt(&engine, id, args.parallel, cancel.clone(), out, false).await?;
+            let report = attempt(
+                &engine,
+                id,
+                args.parallel,
+                cancel.clone(),
+                out,
+                false,
+                args.allow_plugin_change,
+            )
+            .await?;
             print_stats(&engine, args.stats, report.elapsed);
             ran += 1;
             worst = worst.max(code_of(&report));
@@ -144,7 +167,16 @@ pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
-        let report = attempt(&engine, id, args.parallel, cancel, out, true).await?;
+        let report = attempt(
+            &engine,
+            id,
+            args.parallel,
+            cancel,
+            out,
+            true,
+            args.allow_plugin_change,
+        )
+        .await?;
         print_stats(&engine, args.stats, report.elapsed);
         Ok(code_of(&report))
     })
@@ -157,6 +189,7 @@ async fn attempt(
     cancel: CancellationToken,
     out: Output,
     replay: bool,
+    allow_plugin_change: bool,
 ) -> Result<RunReport> {
     let progress = Arc::new(Progress::default());
     let view = (!out.quiet).then(|| ProgressView::start(progress.clone()));
@@ -165,6 +198,7 @@ async fn attempt(
         cancel,
         progress,
         retry: None,
+        allow_plugin_change,
     };
     let report = if replay {
         engine.replay(id, opts).await

@@ -68,6 +68,9 @@ pub struct JobSummary {
     pub failed: u64,
     /// Message of a job-level failure.
     pub error: Option<String>,
+    /// Skips over all attempts by reason (bounded: a handful of reasons).
+    #[serde(default)]
+    pub skipped_by_reason: std::collections::BTreeMap<String, u64>,
     /// Sequence number of the last event folded in.
     pub last_seq: u64,
 }
@@ -85,6 +88,7 @@ impl JobSummary {
             skipped: 0,
             failed: 0,
             error: None,
+            skipped_by_reason: Default::default(),
             last_seq: 0,
         }
     }
@@ -133,8 +137,12 @@ impl JobSummary {
                     a.totals.copied_bytes += bytes;
                 }
             }
-            Event::BlobSkipped { .. } => {
+            Event::BlobSkipped { reason, .. } => {
                 self.skipped += 1;
+                *self
+                    .skipped_by_reason
+                    .entry(reason.to_string())
+                    .or_default() += 1;
                 if let Some(a) = self.attempts.last_mut() {
                     a.totals.skipped += 1;
                 }
@@ -228,6 +236,8 @@ mod tests {
             parallel: None,
             block_size: None,
             copy_method: Default::default(),
+            policy_plugin: None,
+            plugin_failure: Default::default(),
         };
         let mut s = JobSummary::new(job);
         let events = [

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Attempt, Progress, Work};
 use crate::error::EngineError;
-use crate::event::{CopyMethod, Event, SkipReason};
-use crate::job::CopyMode;
+use crate::event::{CopyMethod, ErrorKind, Event, SkipReason};
+use crate::job::{CopyMode, PluginFailure};
+use crate::plugin::{JobContext, PluginDecision, PolicyInstance};
 use crate::store::{BlobMeta, BlobStore, LocalStore, StoreError};
 
 enum Done {
@@ -26,6 +27,7 @@ pub(crate) async fn worker(
     rx: async_channel::Receiver<Work>,
     stop: CancellationToken,
 ) -> Result<(), EngineError> {
+    let mut policy = None;
     loop {
         // biased: once stopped, take no new blob even if some are queued.
         let work = tokio::select! {
@@ -33,6 +35,11 @@ pub(crate) async fn worker(
             _ = stop.cancelled() => return Ok(()),
             w = rx.recv() => match w { Ok(w) => w, Err(_) => return Ok(()) },
         };
+        let mut work = work;
+        if let Some(event) = gate(&ctx, &mut policy, &mut work) {
+            ctx.log.append(ctx.job, event).await?;
+            continue;
+        }
         let started = Instant::now();
         let (res, tries) = ctx
             .retry
@@ -40,6 +47,69 @@ pub(crate) async fn worker(
             .await;
         let event = outcome(&ctx.progress, work, res, tries, started);
         ctx.log.append(ctx.job, event).await?;
+    }
+}
+
+/// Asks the job's plugin policy about a blob present at both ends. Returns
+/// the event to record instead of copying (a skip, or a contained plugin
+/// failure); `None` means copy, with the plugin's reason kept in `work`.
+fn gate(ctx: &Attempt, policy: &mut Option<PolicyInstance>, work: &mut Work) -> Option<Event> {
+    let (Some(plugin), Some(dst)) = (&ctx.policy, work.ask_plugin.take()) else {
+        return None;
+    };
+    let p = &ctx.progress;
+    let decided = match policy {
+        Some(inst) => inst.decide(&work.meta, &dst, &job_context(ctx)),
+        None => plugin.instance().and_then(|mut inst| {
+            let d = inst.decide(&work.meta, &dst, &job_context(ctx));
+            *policy = Some(inst);
+            d
+        }),
+    };
+    let name = work.meta.name.clone();
+    match decided {
+        Ok(PluginDecision::Overwrite(reason)) => {
+            work.detail = Some(reason);
+            None
+        }
+        Ok(PluginDecision::Skip(reason)) => {
+            Progress::add(&p.skipped, 1);
+            let src_etag = Some(work.meta.etag.clone());
+            Some(Event::BlobSkipped {
+                name,
+                reason: SkipReason::Policy,
+                src_etag,
+                detail: Some(reason),
+            })
+        }
+        Err(e) if ctx.spec.plugin_failure == PluginFailure::Skip => {
+            Progress::add(&p.skipped, 1);
+            let src_etag = Some(work.meta.etag.clone());
+            Some(Event::BlobSkipped {
+                name,
+                reason: SkipReason::PluginFailed,
+                src_etag,
+                detail: Some(e.to_string()),
+            })
+        }
+        Err(e) => {
+            Progress::add(&p.failed, 1);
+            Some(Event::BlobFailed {
+                name,
+                error_kind: ErrorKind::Plugin,
+                message: e.to_string(),
+                attempts: 1,
+            })
+        }
+    }
+}
+
+fn job_context(ctx: &Attempt) -> JobContext {
+    JobContext {
+        job_id: ctx.job.to_string(),
+        attempt: ctx.attempt,
+        source: ctx.spec.src.to_string(),
+        destination: ctx.spec.dst.to_string(),
     }
 }
 
@@ -53,12 +123,18 @@ pub(crate) fn local_worker(
     src: LocalStore,
     dst: LocalStore,
 ) -> Result<(), EngineError> {
+    let mut policy = None;
     while !stop.is_cancelled() {
         let Ok(work) = rx.recv_blocking() else {
             return Ok(());
         };
         if stop.is_cancelled() {
             break;
+        }
+        let mut work = work;
+        if let Some(event) = gate(&ctx, &mut policy, &mut work) {
+            ctx.log.append_blocking(ctx.job, event)?;
+            continue;
         }
         let started = Instant::now();
         let (res, tries) = ctx.retry.run_blocking(StoreError::is_transient, || {
@@ -86,7 +162,12 @@ fn outcome(
     started: Instant,
 ) -> Event {
     let ms = started.elapsed().as_millis() as u64;
-    let Work { meta, reason, .. } = work;
+    let Work {
+        meta,
+        reason,
+        detail,
+        ..
+    } = work;
     match res {
         Ok(Done::Copied { method, bytes }) => {
             Progress::add(&p.copied, 1);
@@ -99,6 +180,7 @@ fn outcome(
                 method,
                 ms,
                 tries,
+                detail,
             }
         }
         Ok(Done::Identical) => {
@@ -107,6 +189,7 @@ fn outcome(
                 name: meta.name,
                 reason: SkipReason::Identical,
                 src_etag: Some(meta.etag),
+                detail: None,
             }
         }
         Err(e) => {

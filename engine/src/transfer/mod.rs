@@ -75,6 +75,10 @@ pub(crate) struct Work {
     pub reason: CopyReason,
     /// Same size, unknown hashes: compare content before deciding.
     pub compare: bool,
+    /// The destination's copy, when a plugin policy must decide first.
+    pub ask_plugin: Option<BlobMeta>,
+    /// The plugin's reason for a copy, recorded in `BlobCopied`.
+    pub detail: Option<String>,
 }
 
 /// Everything the planner and workers of one attempt share.
@@ -91,6 +95,8 @@ pub(crate) struct Attempt {
     pub retry: RetryPolicy,
     /// Earlier attempts exist, so look blobs up in the checkpoint.
     pub resuming: bool,
+    /// The job's plugin policy, if any (workers make their own instances).
+    pub policy: Option<Arc<crate::plugin::PolicyPlugin>>,
 }
 
 /// How an attempt ended.

@@ -72,6 +72,7 @@ pub(crate) async fn plan(
                             name,
                             reason,
                             src_etag: None,
+                            detail: None,
                         },
                     )
                     .await?;
@@ -96,6 +97,26 @@ pub(crate) async fn plan(
             Some(m) => m.find(&meta.name).await.map_err(PlanError::Fatal)?,
             None => None,
         };
+        // A plugin policy decides for blobs present at both ends, in the
+        // workers (one instance each), like the DML's overwrite callback.
+        if ctx.policy.is_some() && existing.is_some() {
+            let work = Work {
+                meta,
+                reason: CopyReason::Policy,
+                compare: false,
+                ask_plugin: existing,
+                detail: None,
+            };
+            let sent = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(()),
+                sent = tx.send(work) => sent,
+            };
+            if sent.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
         let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref(), whole_seconds) {
             Decision::Skip(reason) => {
                 Progress::add(&p.skipped, 1);
@@ -103,6 +124,7 @@ pub(crate) async fn plan(
                     name: meta.name,
                     reason,
                     src_etag: Some(meta.etag),
+                    detail: None,
                 };
                 ctx.log.append(ctx.job, event).await?;
                 continue;
@@ -111,11 +133,15 @@ pub(crate) async fn plan(
                 meta,
                 reason,
                 compare: false,
+                ask_plugin: None,
+                detail: None,
             },
             Decision::CompareContent => Work {
                 meta,
                 reason: CopyReason::Different,
                 compare: true,
+                ask_plugin: None,
+                detail: None,
             },
         };
         let sent = tokio::select! {

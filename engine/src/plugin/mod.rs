@@ -1,0 +1,357 @@
+//! The WebAssembly plugin host (wasmtime, component model). Plugins are
+//! compiled once per process and cached on disk, instantiated once per
+//! worker, and sandboxed: WASI with nothing granted (no files, network,
+//! environment; clocks frozen at 0), a fuel budget per call as the main
+//! limit, an epoch deadline as a wall-clock backstop, and memory and stack
+//! caps. A trap, timeout or bad answer is an error value, never a crash.
+
+mod formatter;
+mod policy;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use formatter::{FormatterInstance, FormatterPlugin};
+pub use policy::{JobContext, PluginDecision, PolicyInstance, PolicyPlugin};
+
+/// Epoch ticks are this long; a call's backstop is `DEADLINE_TICKS` of them.
+const TICK: Duration = Duration::from_millis(100);
+/// Wall-clock backstop per call (2 s): fuel stops loops long before; this
+/// catches a guest blocked in a host call. Epochs measure wall time, so a
+/// short deadline would kill ordinary calls on a loaded machine.
+const DEADLINE_TICKS: u64 = 20;
+/// Instructions (roughly) a policy may spend per `decide`/`configure`.
+pub const POLICY_FUEL: u64 = 50_000_000;
+/// Instructions a formatter may spend per call (a batch is up to 1,000 outcomes).
+pub const FORMATTER_FUEL: u64 = 2_000_000_000;
+/// Linear memory a plugin instance may grow to.
+pub const MEMORY_LIMIT: usize = 64 << 20;
+/// Guest panic messages kept for error reports.
+const STDERR_CAPTURE: usize = 16 << 10;
+
+/// What can go wrong with a plugin; every variant is contained (the job or
+/// the blob fails, the process does not).
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read plugin {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("plugin {path} is not a valid WebAssembly component: {why}")]
+    Invalid { path: String, why: String },
+    #[error("plugin {path} implements {found}, not {expected}")]
+    WrongWorld {
+        path: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("plugin {1} refused its configuration: {0}")]
+    Configure(String, String),
+    #[error("plugin {0} {1}")]
+    Failed(String, String),
+    #[error("plugin {path} changed since the job was submitted (SHA-256 {expected} -> {found}); pass --allow-plugin-change to use the new one")]
+    Changed {
+        path: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// Host-side state of one plugin instance.
+pub(crate) struct HostState {
+    /// The plugin's file name, for log lines.
+    name: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// The guest's stderr (a Rust guest's panic message lands here).
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Clocks frozen at zero: decisions must not depend on when they run.
+struct FrozenWall;
+impl wasmtime_wasi::HostWallClock for FrozenWall {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+struct FrozenMonotonic;
+impl wasmtime_wasi::HostMonotonicClock for FrozenMonotonic {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl HostState {
+    fn new(name: Arc<str>) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        // Nothing granted: no preopened dirs, env, args, network; frozen clocks.
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .wall_clock(FrozenWall)
+            .monotonic_clock(FrozenMonotonic)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(MEMORY_LIMIT)
+            .instances(16)
+            .tables(64)
+            .memories(16)
+            .trap_on_grow_failure(true)
+            .build();
+        HostState {
+            name,
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+        }
+    }
+
+    pub(crate) fn log(&self, level: u8, message: &str) {
+        let plugin = &*self.name;
+        match level {
+            0 => tracing::trace!(plugin, "{message}"),
+            1 => tracing::debug!(plugin, "{message}"),
+            2 => tracing::info!(plugin, "{message}"),
+            3 => tracing::warn!(plugin, "{message}"),
+            _ => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// The process-wide wasmtime engine, with an epoch ticker thread.
+pub struct PluginHost {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PluginHost")
+    }
+}
+
+impl PluginHost {
+    /// The shared host; compiled plugins are cached under `cache_dir`.
+    pub fn get(cache_dir: Option<&Path>) -> Result<Arc<PluginHost>, PluginError> {
+        static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+        let engine = ENGINE
+            .get_or_init(|| {
+                let mut config = Config::new();
+                config
+                    .wasm_component_model(true)
+                    .consume_fuel(true)
+                    .epoch_interruption(true)
+                    .max_wasm_stack(512 << 10);
+                let engine = Engine::new(&config).map_err(|e| e.to_string())?;
+                let ticker = engine.weak();
+                std::thread::Builder::new()
+                    .name("ferry-plugin-epoch".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(TICK);
+                        match ticker.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                Ok(engine)
+            })
+            .clone()
+            .map_err(|why| PluginError::Invalid {
+                path: "<engine>".into(),
+                why,
+            })?;
+        Ok(Arc::new(PluginHost {
+            engine,
+            cache_dir: cache_dir.map(Path::to_path_buf),
+        }))
+    }
+
+    /// Reads, hashes and compiles (or loads the cached compilation of) a plugin.
+    pub fn load(&self, path: &Path) -> Result<LoadedPlugin, PluginError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
+            path: shown.clone(),
+            why: e.to_string(),
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}-wasmtime-{}.cwasm", wasmtime_version())));
+        let invalid = |e: wasmtime::Error| PluginError::Invalid {
+            path: shown.clone(),
+            why: format!("{e:#}").replace('\n', " "),
+        };
+        let component = match cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `precompile_component` of this
+            // wasmtime version (both are in its name) into ferry's own state dir.
+            Some(p) => match unsafe { Component::deserialize_file(&self.engine, p) } {
+                Ok(c) => c,
+                Err(_) => Component::new(&self.engine, &bytes).map_err(invalid)?,
+            },
+            None => {
+                let compiled = self.engine.precompile_component(&bytes).map_err(invalid)?;
+                if let Some(p) = &cached {
+                    if let Some(dir) = p.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
+                    let tmp = p.with_extension("tmp");
+                    if std::fs::write(&tmp, &compiled).is_ok() {
+                        let _ = std::fs::rename(&tmp, p);
+                    }
+                }
+                // SAFETY: produced just now by this engine.
+                unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(invalid)?
+            }
+        };
+        let name: Arc<str> = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(shown.clone())
+            .into();
+        Ok(LoadedPlugin {
+            engine: self.engine.clone(),
+            component,
+            sha256,
+            path: shown,
+            name,
+        })
+    }
+}
+
+fn wasmtime_version() -> &'static str {
+    "48.0.8"
+}
+
+/// A compiled plugin, not yet instantiated.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    engine: Engine,
+    component: Component,
+    pub sha256: String,
+    pub path: String,
+    pub name: Arc<str>,
+}
+
+impl LoadedPlugin {
+    /// Which world the component exports, from its type alone.
+    pub fn world(&self) -> Option<&'static str> {
+        let ty = self.component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if exports
+            .iter()
+            .any(|n| n.starts_with("ferry:plugin/policy@"))
+        {
+            Some("overwrite-policy")
+        } else if exports
+            .iter()
+            .any(|n| n.starts_with("ferry:plugin/formatter@"))
+        {
+            Some("report-formatter")
+        } else {
+            None
+        }
+    }
+
+    /// The component's imports and exports, for `ferry plugin check`.
+    pub fn interfaces(&self) -> (Vec<String>, Vec<String>) {
+        let ty = self.component.component_type();
+        (
+            ty.imports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            ty.exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+        )
+    }
+
+    fn new_store(&self, fuel: u64) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(self.name.clone()));
+        store.limiter(|s| &mut s.limits);
+        let _ = store.set_fuel(fuel);
+        store.set_epoch_deadline(DEADLINE_TICKS);
+        store
+    }
+}
+
+/// Refuels and re-arms the deadline before each call.
+fn arm(store: &mut Store<HostState>, fuel: u64) {
+    let _ = store.set_fuel(fuel);
+    store.set_epoch_deadline(DEADLINE_TICKS);
+}
+
+/// Turns a wasmtime error from a call into a readable reason.
+fn describe(err: &wasmtime::Error, store: &Store<HostState>) -> String {
+    let panic = String::from_utf8_lossy(&store.data().stderr.contents())
+        .trim()
+        .replace('\n', " ");
+    let what = match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => "ran out of fuel (it loops or works too long)".to_string(),
+        Some(Trap::Interrupt) => "exceeded its time limit".to_string(),
+        Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
+        Some(Trap::UnreachableCodeReached) => "trapped (a panic or `unreachable`)".to_string(),
+        Some(Trap::MemoryOutOfBounds) => "accessed memory out of bounds".to_string(),
+        Some(t) => format!("trapped: {t}"),
+        None => {
+            let s = format!("{err:#}").replace('\n', " ");
+            if s.contains("memory") && (s.contains("limit") || s.contains("grow")) {
+                "exceeded its memory limit".to_string()
+            } else {
+                format!("failed: {s}")
+            }
+        }
+    };
+    if panic.is_empty() {
+        what
+    } else {
+        format!("{what}: {panic}")
+    }
+}
+
+/// Verifies a plugin file still has the hash a job recorded.
+pub fn check_hash(path: &Path, expected: &str) -> Result<(), PluginError> {
+    let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let found = hex::encode(Sha256::digest(&bytes));
+    if found == expected {
+        Ok(())
+    } else {
+        Err(PluginError::Changed {
+            path: path.display().to_string(),
+            expected: expected.into(),
+            found,
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! The built-in report formats. Each keeps counts and the first
+//! `max_examples` failures, so memory does not grow with the job.
+
+use std::fmt::Write as _;
+
+use super::{Formatter, Outcome, OutcomeKind, ReportSummary};
+
+/// Shared state of the built-in formats.
+#[derive(Debug, Default)]
+struct Collected {
+    summary: Option<ReportSummary>,
+    failures: Vec<Outcome>,
+    more_failures: u64,
+    max_examples: usize,
+}
+
+impl Collected {
+    fn new(max_examples: usize) -> Self {
+        Collected {
+            max_examples,
+            ..Default::default()
+        }
+    }
+
+    fn add(&mut self, batch: &[Outcome]) {
+        for o in batch.iter().filter(|o| o.kind == OutcomeKind::Failed) {
+            if self.failures.len() < self.max_examples {
+                self.failures.push(o.clone());
+            } else {
+                self.more_failures += 1;
+            }
+        }
+    }
+
+    fn summary(&self) -> Result<&ReportSummary, String> {
+        self.summary
+            .as_ref()
+            .ok_or_else(|| "finish before begin".to_string())
+    }
+}
+
+fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+macro_rules! collecting {
+    ($t:ident) => {
+        impl $t {
+            /// A formatter keeping at most `max_examples` failures.
+            pub fn new(max_examples: usize) -> Self {
+                $t(Collected::new(max_examples))
+            }
+        }
+    };
+}
+
+/// Plain text for terminals.
+pub struct TextFormatter(Collected);
+collecting!(TextFormatter);
+/// One JSON document.
+pub struct JsonFormatter(Collected);
+collecting!(JsonFormatter);
+/// GitHub-flavoured Markdown.
+pub struct MarkdownFormatter(Collected);
+collecting!(MarkdownFormatter);
+
+impl Formatter for TextFormatter {
+    fn content_type(&mut self) -> Result<String, String> {
+        Ok("text/plain".into())
+    }
+    fn file_extension(&mut self) -> Result<String, String> {
+        Ok("txt".into())
+    }
+    fn begin(&mut self, s: &ReportSummary) -> Result<(), String> {
+        self.0.summary = Some(s.clone());
+        Ok(())
+    }
+    fn add(&mut self, batch: &[Outcome]) -> Result<(), String> {
+        self.0.add(batch);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<String, String> {
+        let c = &self.0;
+        let s = c.summary()?;
+        let mut out = String::new();
+        let _ = writeln!(out, "job {} ({})", s.job_id, s.state);
+        let _ = writeln!(out, "  {} -> {} mode {}", s.source, s.destination, s.mode);
+        let _ = writeln!(
+            out,
+            "  attempts {}, started {}, ended {}",
+            s.attempts,
+            time(s.started_at),
+            time(s.ended_at)
+        );
+        let _ = writeln!(
+            out,
+            "  listed {}, copied {} ({} bytes), skipped {}, failed {}",
+            s.listed, s.copied, s.copied_bytes, s.skipped, s.failed
+        );
+        for (reason, n) in &s.skipped_by_reason {
+            let _ = writeln!(out, "  skipped {reason}: {n}");
+        }
+        if !c.failures.is_empty() {
+            let _ = writeln!(out, "failures:");
+            for f in &c.failures {
+                let _ = writeln!(out, "  {:?} (attempt {}): {}", f.name, f.attempt, f.detail);
+            }
+            if c.more_failures > 0 {
+                let _ = writeln!(out, "  ... and {} more", c.more_failures);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Formatter for JsonFormatter {
+    fn content_type(&mut self) -> Result<String, String> {
+        Ok("application/json".into())
+    }
+    fn file_extension(&mut self) -> Result<String, String> {
+        Ok("json".into())
+    }
+    fn begin(&mut self, s: &ReportSummary) -> Result<(), String> {
+        self.0.summary = Some(s.clone());
+        Ok(())
+    }
+    fn add(&mut self, batch: &[Outcome]) -> Result<(), String> {
+        self.0.add(batch);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<String, String> {
+        let c = &self.0;
+        let v = serde_json::json!({
+            "summary": c.summary()?,
+            "failures": c.failures,
+            "failures_not_listed": c.more_failures,
+        });
+        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+impl Formatter for MarkdownFormatter {
+    fn content_type(&mut self) -> Result<String, String> {
+        Ok("text/markdown".into())
+    }
+    fn file_extension(&mut self) -> Result<String, String> {
+        Ok("md".into())
+    }
+    fn begin(&mut self, s: &ReportSummary) -> Result<(), String> {
+        self.0.summary = Some(s.clone());
+        Ok(())
+    }
+    fn add(&mut self, batch: &[Outcome]) -> Result<(), String> {
+        self.0.add(batch);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<String, String> {
+        let c = &self.0;
+        let s = c.summary()?;
+        let mut out = format!("# ferry job `{}`\n\n", s.job_id);
+        out.push_str("| | |\n|---|---|\n");
+        for (k, v) in [
+            ("source", md_cell(&s.source)),
+            ("destination", md_cell(&s.destination)),
+            ("mode", s.mode.clone()),
+            ("state", s.state.clone()),
+            ("attempts", s.attempts.to_string()),
+            ("started", time(s.started_at)),
+            ("ended", time(s.ended_at)),
+            ("listed", s.listed.to_string()),
+            ("copied", format!("{} ({} bytes)", s.copied, s.copied_bytes)),
+            ("skipped", s.skipped.to_string()),
+            ("failed", s.failed.to_string()),
+        ] {
+            let _ = writeln!(out, "| {k} | {v} |");
+        }
+        if !s.skipped_by_reason.is_empty() {
+            out.push_str("\n## Skipped by reason\n\n| reason | blobs |\n|---|---|\n");
+            for (r, n) in &s.skipped_by_reason {
+                let _ = writeln!(out, "| {r} | {n} |");
+            }
+        }
+        if !c.failures.is_empty() {
+            out.push_str("\n## Failures\n\n| blob | attempt | error |\n|---|---|---|\n");
+            for f in &c.failures {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    md_cell(&f.name),
+                    f.attempt,
+                    md_cell(&f.detail)
+                );
+            }
+            if c.more_failures > 0 {
+                let _ = writeln!(out, "\n... and {} more failures", c.more_failures);
+            }
+        }
+        Ok(out)
+    }
+}
