@@ -9,6 +9,7 @@ mod errors;
 mod events;
 mod modes;
 mod output;
+mod plugins;
 mod query;
 mod queue;
 mod resume;

@@ -108,7 +108,12 @@ impl Engine {
         spec.validate()?;
         let id = JobId::new();
         self.log
-            .append_durable(id, Event::JobSubmitted { spec })
+            .append_durable(
+                id,
+                Event::JobSubmitted {
+                    spec: Box::new(spec),
+                },
+            )
             .await?;
         Ok(id)
     }

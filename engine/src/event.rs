@@ -118,7 +118,7 @@ pub struct Totals {
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     #[serde(rename = "JobSubmitted")]
-    JobSubmitted { spec: JobSpec },
+    JobSubmitted { spec: Box<JobSpec> },
     #[serde(rename = "JobStarted")]
     JobStarted {
         attempt: u32,

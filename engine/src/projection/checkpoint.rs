@@ -122,6 +122,7 @@ mod tests {
                 method: CopyMethod::Stream,
                 ms: 0,
                 tries: 1,
+                detail: None,
             },
         ));
         assert!(cp.blobs["a"].is_done_for("e1"));

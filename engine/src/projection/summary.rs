@@ -98,7 +98,7 @@ impl JobSummary {
         self.last_seq = rec.seq;
         match &rec.event {
             Event::JobSubmitted { spec } => {
-                self.spec = Some(spec.clone());
+                self.spec = Some((**spec).clone());
                 self.submitted_at = Some(rec.at);
                 self.state = JobState::Queued;
             }
@@ -241,7 +241,9 @@ mod tests {
         };
         let mut s = JobSummary::new(job);
         let events = [
-            Event::JobSubmitted { spec },
+            Event::JobSubmitted {
+                spec: Box::new(spec),
+            },
             started(1),
             Event::BlobCopied {
                 name: "x".into(),
@@ -251,6 +253,7 @@ mod tests {
                 method: crate::event::CopyMethod::Stream,
                 ms: 1,
                 tries: 1,
+                detail: None,
             },
             Event::BlobFailed {
                 name: "y".into(),
