@@ -17,6 +17,9 @@ use crate::projection::{BlobState, JobSummary};
 pub use writer::WriterStats;
 use writer::{Cmd, Writer};
 
+/// sled's page cache.
+const CACHE_BYTES: u64 = 16 << 20;
+
 /// Handle to the log. Cloning is cheap; all clones share one writer thread.
 #[derive(Clone)]
 pub struct EventLog {
@@ -33,8 +36,11 @@ impl EventLog {
     /// Opens (or creates) the log in `path`. The caller must hold the state
     /// dir's lock: sled allows one process per database.
     pub fn open(path: &Path) -> Result<Self, EngineError> {
+        // sled caches up to 1 GiB of pages by default; the log is written
+        // once and read in scans, so a small cache keeps memory flat.
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| open_error(path, e))?;
         let writer = Writer::start(db.clone(), path.to_path_buf())?;

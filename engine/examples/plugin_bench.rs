@@ -1,0 +1,121 @@
+//! Plugin costs: cold compile vs cached load, instantiate + configure, and
+//! `decide` calls per second (one instance per thread, as workers do).
+//!
+//! cargo run --release -p ferry-engine --example plugin_bench -- POLICY.wasm [CALLS]
+
+use std::time::Instant;
+
+use ferry_engine::plugin::{JobContext, PluginHost, PolicyPlugin};
+use ferry_engine::store::{BlobMeta, BlobProps};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or("usage: plugin_bench POLICY.wasm [CALLS]")?;
+    let calls: u64 = args
+        .next()
+        .map(|c| c.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let cache = tempfile_dir()?;
+    let host = PluginHost::get(Some(&cache))?;
+
+    let t = Instant::now();
+    let loaded = host.load(path.as_ref())?;
+    let cold = t.elapsed();
+    let t = Instant::now();
+    let loaded_again = host.load(path.as_ref())?;
+    let cached = t.elapsed();
+    drop(loaded_again);
+
+    let t = Instant::now();
+    let plugin = PolicyPlugin::new(loaded, Vec::new())?;
+    let first = t.elapsed();
+    let t = Instant::now();
+    let n_inst = 100;
+    for _ in 0..n_inst {
+        plugin.instance()?;
+    }
+    let per_instance = t.elapsed() / n_inst;
+
+    let src = BlobMeta {
+        name: "photos/2024/06/IMG_0001.jpg".into(),
+        size: 4_000_000,
+        modified: chrono::Utc::now(),
+        etag: "\"0x8DC0000000000001\"".into(),
+        md5: Some([7; 16]),
+        props: Some(std::sync::Arc::new(BlobProps {
+            content_type: Some("image/jpeg".into()),
+            metadata: vec![
+                ("camera".into(), "x100".into()),
+                ("owner".into(), "ops".into()),
+                ("year".into(), "2024".into()),
+            ],
+            ..Default::default()
+        })),
+    };
+    let dst = BlobMeta {
+        size: 3_000_000,
+        modified: src.modified - chrono::Duration::hours(1),
+        ..src.clone()
+    };
+    let ctx = JobContext {
+        job_id: "bench".into(),
+        attempt: 1,
+        source: "prod:photos".into(),
+        destination: "backup:photos".into(),
+    };
+
+    let mut rates = Vec::new();
+    for threads in [1usize, 2] {
+        let t = Instant::now();
+        std::thread::scope(|s| -> Result<(), String> {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let plugin = plugin.clone();
+                    let (src, dst, ctx) = (src.clone(), dst.clone(), ctx.clone());
+                    s.spawn(move || -> Result<(), String> {
+                        let mut inst = plugin.instance().map_err(|e| e.to_string())?;
+                        for _ in 0..calls {
+                            inst.decide(&src, &dst, &ctx).map_err(|e| e.to_string())?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| "thread panicked".to_string())??;
+            }
+            Ok(())
+        })?;
+        let secs = t.elapsed().as_secs_f64();
+        rates.push((threads, calls as f64 * threads as f64 / secs));
+    }
+    println!("plugin {path}");
+    println!(
+        "cold start: compile {:.1} ms; cached load {:.2} ms",
+        cold.as_secs_f64() * 1e3,
+        cached.as_secs_f64() * 1e3
+    );
+    println!(
+        "first instance + configure {:.2} ms; then {:.1} us per instance + configure",
+        first.as_secs_f64() * 1e3,
+        per_instance.as_secs_f64() * 1e6
+    );
+    for (threads, rate) in rates {
+        println!(
+            "decide: {threads} thread(s), one instance each: {:.0} calls/s ({:.2} us/call/thread)",
+            rate,
+            threads as f64 * 1e6 / rate
+        );
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(())
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("ferry-plugin-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
