@@ -24,29 +24,33 @@ enum Done {
 
 pub(crate) async fn worker(
     ctx: Arc<Attempt>,
-    rx: async_channel::Receiver<Work>,
+    rx: async_channel::Receiver<Vec<Work>>,
     stop: CancellationToken,
 ) -> Result<(), EngineError> {
     let mut policy = None;
     loop {
-        // biased: once stopped, take no new blob even if some are queued.
-        let work = tokio::select! {
+        // biased: once stopped, take no new batch even if some are queued.
+        let batch = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
             w = rx.recv() => match w { Ok(w) => w, Err(_) => return Ok(()) },
         };
-        let mut work = work;
-        if let Some(event) = gate(&ctx, &mut policy, &mut work) {
+        for mut work in batch {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            if let Some(event) = gate(&ctx, &mut policy, &mut work) {
+                ctx.log.append(ctx.job, event).await?;
+                continue;
+            }
+            let started = Instant::now();
+            let (res, tries) = ctx
+                .retry
+                .run(StoreError::is_transient, || copy_one(&ctx, &work))
+                .await;
+            let event = outcome(&ctx.progress, work, res, tries, started);
             ctx.log.append(ctx.job, event).await?;
-            continue;
         }
-        let started = Instant::now();
-        let (res, tries) = ctx
-            .retry
-            .run(StoreError::is_transient, || copy_one(&ctx, &work))
-            .await;
-        let event = outcome(&ctx.progress, work, res, tries, started);
-        ctx.log.append(ctx.job, event).await?;
     }
 }
 
@@ -118,37 +122,38 @@ fn job_context(ctx: &Attempt) -> JobContext {
 /// file.
 pub(crate) fn local_worker(
     ctx: Arc<Attempt>,
-    rx: async_channel::Receiver<Work>,
+    rx: async_channel::Receiver<Vec<Work>>,
     stop: CancellationToken,
     src: LocalStore,
     dst: LocalStore,
 ) -> Result<(), EngineError> {
     let mut policy = None;
     while !stop.is_cancelled() {
-        let Ok(work) = rx.recv_blocking() else {
+        let Ok(batch) = rx.recv_blocking() else {
             return Ok(());
         };
-        if stop.is_cancelled() {
-            break;
-        }
-        let mut work = work;
-        if let Some(event) = gate(&ctx, &mut policy, &mut work) {
-            ctx.log.append_blocking(ctx.job, event)?;
-            continue;
-        }
-        let started = Instant::now();
-        let (res, tries) = ctx.retry.run_blocking(StoreError::is_transient, || {
-            if work.compare && dst.same_content(&src, &work.meta.name)? {
-                return Ok(Done::Identical);
+        for mut work in batch {
+            if stop.is_cancelled() {
+                return Ok(());
             }
-            let bytes = dst.copy_file_from(&src, &work.meta)?;
-            Ok(Done::Copied {
-                method: CopyMethod::LocalFile,
-                bytes,
-            })
-        });
-        let event = outcome(&ctx.progress, work, res, tries, started);
-        ctx.log.append_blocking(ctx.job, event)?;
+            if let Some(event) = gate(&ctx, &mut policy, &mut work) {
+                ctx.log.append_blocking(ctx.job, event)?;
+                continue;
+            }
+            let started = Instant::now();
+            let (res, tries) = ctx.retry.run_blocking(StoreError::is_transient, || {
+                if work.compare && dst.same_content(&src, &work.meta.name)? {
+                    return Ok(Done::Identical);
+                }
+                let bytes = dst.copy_file_from(&src, &work.meta)?;
+                Ok(Done::Copied {
+                    method: CopyMethod::LocalFile,
+                    bytes,
+                })
+            });
+            let event = outcome(&ctx.progress, work, res, tries, started);
+            ctx.log.append_blocking(ctx.job, event)?;
+        }
     }
     Ok(())
 }

@@ -20,9 +20,9 @@ use crate::log::EventLog;
 use crate::retry::RetryPolicy;
 use crate::store::{BlobMeta, BlobStore, StoreError};
 
-/// Blobs planned but not yet taken by a worker. Bounds memory: the planner
-/// waits when workers fall behind.
-const WORK_QUEUE: usize = 1024;
+/// Batches planned but not yet taken by a worker (at most 32 blobs each).
+/// Bounds memory: the planner waits when workers fall behind.
+const WORK_QUEUE: usize = 48;
 
 /// Live counters of the running attempt, read by progress displays.
 #[derive(Debug, Default)]

@@ -1,7 +1,7 @@
 //! The planner: walks the source listing once, skips what a previous attempt
 //! finished, asks the policy, and queues copies for the workers.
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::merge::Merge;
@@ -25,21 +25,75 @@ impl From<EngineError> for PlanError {
     }
 }
 
+/// Most blobs per batch handed to a worker.
+const BATCH_BLOBS: usize = 32;
+/// Bytes after which a batch goes out early, so large blobs still spread
+/// over all workers.
+const BATCH_BYTES: u64 = 256 * 1024;
+
+/// Work goes to workers in small batches: one hand-off (and thread wake-up)
+/// per batch instead of per blob. A batch leaves when full, or as soon as the
+/// listing has nothing ready, so no worker waits on a half-full batch.
+struct Batcher {
+    tx: async_channel::Sender<Vec<Work>>,
+    pending: Vec<Work>,
+    bytes: u64,
+}
+
+impl Batcher {
+    /// Adds one blob; false once every worker has gone.
+    async fn push(&mut self, work: Work, stop: &CancellationToken) -> bool {
+        self.bytes += work.meta.size;
+        self.pending.push(work);
+        if self.pending.len() >= BATCH_BLOBS || self.bytes >= BATCH_BYTES {
+            return self.flush(stop).await;
+        }
+        true
+    }
+
+    async fn flush(&mut self, stop: &CancellationToken) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.bytes = 0;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => false,
+            sent = self.tx.send(batch) => sent.is_ok(),
+        }
+    }
+}
+
 pub(crate) async fn plan(
     ctx: &Attempt,
-    tx: async_channel::Sender<Work>,
+    tx: async_channel::Sender<Vec<Work>>,
     stop: &CancellationToken,
 ) -> Result<(), PlanError> {
+    let mut out = Batcher {
+        tx,
+        pending: Vec::with_capacity(BATCH_BLOBS),
+        bytes: 0,
+    };
     let p = &ctx.progress;
     let mut src = ctx.src.list();
     let mut dst = policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list()));
     let (mut blobs, mut bytes) = (0u64, 0u64);
     let whole_seconds = ctx.src.whole_second_times() || ctx.dst.whole_second_times();
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(()),
-            item = src.next() => item,
+        let ready = src.next().now_or_never();
+        let item = match ready {
+            Some(item) => item,
+            None => {
+                if !out.flush(stop).await {
+                    return Ok(());
+                }
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Ok(()),
+                    item = src.next() => item,
+                }
+            }
         };
         let meta = match item {
             None => break,
@@ -107,12 +161,7 @@ pub(crate) async fn plan(
                 ask_plugin: existing,
                 detail: None,
             };
-            let sent = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Ok(()),
-                sent = tx.send(work) => sent,
-            };
-            if sent.is_err() {
+            if !out.push(work, stop).await {
                 return Ok(());
             }
             continue;
@@ -144,15 +193,13 @@ pub(crate) async fn plan(
                 detail: None,
             },
         };
-        let sent = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(()),
-            sent = tx.send(work) => sent,
-        };
-        if sent.is_err() {
+        if !out.push(work, stop).await {
             // Every worker has gone (they stop only on cancel or log failure).
             return Ok(());
         }
+    }
+    if !out.flush(stop).await {
+        return Ok(());
     }
     p.listing_done
         .store(true, std::sync::atomic::Ordering::Relaxed);
