@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -45,7 +45,7 @@ pub enum PluginError {
     Read { path: String, why: String },
     #[error("plugin {path} is not a valid WebAssembly component: {why}")]
     Invalid { path: String, why: String },
-    #[error("plugin {path} implements {found}, not {expected}")]
+    #[error("plugin {path} implements {found}, not ferry:plugin/{expected}")]
     WrongWorld {
         path: String,
         expected: &'static str,
@@ -293,6 +293,36 @@ impl LoadedPlugin {
                 .map(|(n, _)| n.to_string())
                 .collect(),
         )
+    }
+
+    fn invalid(&self, e: wasmtime::Error) -> PluginError {
+        PluginError::Invalid {
+            path: self.path.clone(),
+            why: format!("{e:#}").replace('\n', " "),
+        }
+    }
+
+    /// Checks the component implements `world`, links the deny-all WASI
+    /// context and the world's own imports (`add`), and pre-instantiates.
+    fn link(
+        &self,
+        world: &'static str,
+        add: impl FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+    ) -> Result<InstancePre<HostState>, PluginError> {
+        if self.world() != Some(world) {
+            let found = self.world().unwrap_or("no ferry world").to_string();
+            return Err(PluginError::WrongWorld {
+                path: self.path.clone(),
+                expected: world,
+                found,
+            });
+        }
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| self.invalid(e))?;
+        add(&mut linker).map_err(|e| self.invalid(e))?;
+        linker
+            .instantiate_pre(&self.component)
+            .map_err(|e| self.invalid(e))
     }
 
     fn new_store(&self, fuel: u64) -> Store<HostState> {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 use super::{arm, describe, HostState, LoadedPlugin, PluginError, POLICY_FUEL};
@@ -54,23 +54,10 @@ impl PolicyPlugin {
         loaded: LoadedPlugin,
         config: Vec<(String, String)>,
     ) -> Result<Arc<Self>, PluginError> {
-        if loaded.world() != Some("overwrite-policy") {
-            return Err(PluginError::WrongWorld {
-                path: loaded.path.clone(),
-                expected: "ferry:plugin/overwrite-policy",
-                found: loaded.world().unwrap_or("no ferry world").to_string(),
-            });
-        }
-        let invalid = |e: wasmtime::Error| PluginError::Invalid {
-            path: loaded.path.clone(),
-            why: format!("{e:#}").replace('\n', " "),
-        };
-        let mut linker: Linker<HostState> = Linker::new(&loaded.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(invalid)?;
-        OverwritePolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(invalid)?;
-        let pre = linker.instantiate_pre(&loaded.component).map_err(invalid)?;
-        let pre = OverwritePolicyPre::new(pre).map_err(invalid)?;
+        let pre = loaded.link("overwrite-policy", |linker| {
+            OverwritePolicy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+        })?;
+        let pre = OverwritePolicyPre::new(pre).map_err(|e| loaded.invalid(e))?;
         let plugin = Arc::new(PolicyPlugin {
             loaded,
             pre,

@@ -170,13 +170,7 @@ impl Policy for SharedKeyPolicy {
         };
         let sig = self.key.sign(&string_to_sign(&self.account, &signed));
         request.insert_header("authorization", format!("SharedKey {}:{sig}", self.account));
-        match next.split_first() {
-            Some((first, rest)) => first.send(ctx, request, rest).await,
-            None => Err(azure_core::Error::with_message(
-                azure_core::error::ErrorKind::Other,
-                "no transport after the signing policy",
-            )),
-        }
+        super::forward(ctx, request, next).await
     }
 }
 

@@ -126,7 +126,7 @@ impl Policy for ContentMd5Policy {
     }
 }
 
-async fn forward(
+pub(crate) async fn forward(
     ctx: &Context<'_>,
     request: &mut Request,
     next: &[Arc<dyn Policy>],
