@@ -35,6 +35,9 @@ const COALESCE_WAIT: Duration = Duration::from_millis(2);
 /// replay), and a flush per batch made the writer the bottleneck on local
 /// small files (flush is I/O that competes with the copies themselves).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Events after which a flush is due anyway: sled cannot evict dirty pages,
+/// so a fast burst (a no-op run logging skips) would otherwise grow memory.
+const FLUSH_EVENTS: u64 = 8192;
 
 pub(super) enum Cmd {
     Append {
@@ -95,6 +98,7 @@ impl Writer {
             seqs: HashMap::new(),
             summaries: HashMap::new(),
             last_flush: Instant::now(),
+            unflushed: 0,
             // sled keeps its data in `db` inside the directory.
             db_file: std::fs::File::open(path.join("db")).ok(),
             failed: failed.clone(),
@@ -168,6 +172,8 @@ struct WriterState {
     failed: Arc<Mutex<Option<String>>>,
     stats: Arc<WriterStats>,
     last_flush: Instant,
+    /// Events applied since the last flush.
+    unflushed: u64,
     /// sled's flush is sync_file_range: it survives a killed process, not a
     /// power cut. Job transitions are fsynced through this handle as well.
     db_file: Option<std::fs::File>,
@@ -267,8 +273,11 @@ impl WriterState {
             // Flush before any acknowledgement (job transitions, syncs) and
             // at least every FLUSH_INTERVAL; sled's own thread flushes an idle
             // tail within 500 ms.
-            let must_flush =
-                !acks.is_empty() || stop || self.last_flush.elapsed() >= FLUSH_INTERVAL;
+            self.unflushed += events;
+            let must_flush = !acks.is_empty()
+                || stop
+                || self.last_flush.elapsed() >= FLUSH_INTERVAL
+                || self.unflushed >= FLUSH_EVENTS;
             let mut result = self.db.apply_batch(batch);
             if result.is_ok() && must_flush {
                 let flushing = Instant::now();
@@ -279,6 +288,7 @@ impl WriterState {
                     }
                 }
                 self.last_flush = Instant::now();
+                self.unflushed = 0;
                 self.stats
                     .flush_ns
                     .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
