@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ferry_engine::report::{Formatter, JsonFormatter, MarkdownFormatter, TextFormatter};
+use ferry_engine::report::{BuiltinFormatter, Formatter};
 use ferry_engine::Engine;
 
 use crate::exit;
@@ -22,15 +22,15 @@ pub fn report(
     let mut builtin: Box<dyn Formatter>;
     let f: &mut dyn Formatter = match format {
         "text" => {
-            builtin = Box::new(TextFormatter::new(max_examples));
+            builtin = Box::new(BuiltinFormatter::text(max_examples));
             builtin.as_mut()
         }
         "json" => {
-            builtin = Box::new(JsonFormatter::new(max_examples));
+            builtin = Box::new(BuiltinFormatter::json(max_examples));
             builtin.as_mut()
         }
         "markdown" | "md" => {
-            builtin = Box::new(MarkdownFormatter::new(max_examples));
+            builtin = Box::new(BuiltinFormatter::markdown(max_examples));
             builtin.as_mut()
         }
         path if path.ends_with(".wasm") => {

@@ -44,162 +44,160 @@ fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-macro_rules! collecting {
-    ($t:ident) => {
-        impl $t {
-            /// A formatter keeping at most `max_examples` failures.
-            pub fn new(max_examples: usize) -> Self {
-                $t(Collected::new(max_examples))
-            }
-        }
-    };
+#[derive(Debug, Clone, Copy)]
+enum Style {
+    Text,
+    Json,
+    Markdown,
 }
 
-/// Plain text for terminals.
-pub struct TextFormatter(Collected);
-collecting!(TextFormatter);
-/// One JSON document.
-pub struct JsonFormatter(Collected);
-collecting!(JsonFormatter);
-/// GitHub-flavoured Markdown.
-pub struct MarkdownFormatter(Collected);
-collecting!(MarkdownFormatter);
+/// A built-in report format: text for terminals, one JSON document, or
+/// GitHub-flavoured Markdown. All three collect the same way.
+pub struct BuiltinFormatter {
+    style: Style,
+    c: Collected,
+}
 
-impl Formatter for TextFormatter {
-    fn content_type(&mut self) -> Result<String, String> {
-        Ok("text/plain".into())
-    }
-    fn file_extension(&mut self) -> Result<String, String> {
-        Ok("txt".into())
-    }
-    fn begin(&mut self, s: &ReportSummary) -> Result<(), String> {
-        self.0.summary = Some(s.clone());
-        Ok(())
-    }
-    fn add(&mut self, batch: &[Outcome]) -> Result<(), String> {
-        self.0.add(batch);
-        Ok(())
-    }
-    fn finish(&mut self) -> Result<String, String> {
-        let c = &self.0;
-        let s = c.summary()?;
-        let mut out = String::new();
-        let _ = writeln!(out, "job {} ({})", s.job_id, s.state);
-        let _ = writeln!(out, "  {} -> {} mode {}", s.source, s.destination, s.mode);
-        let _ = writeln!(
-            out,
-            "  attempts {}, started {}, ended {}",
-            s.attempts,
-            time(s.started_at),
-            time(s.ended_at)
-        );
-        let _ = writeln!(
-            out,
-            "  listed {}, copied {} ({} bytes), skipped {}, failed {}",
-            s.listed, s.copied, s.copied_bytes, s.skipped, s.failed
-        );
-        for (reason, n) in &s.skipped_by_reason {
-            let _ = writeln!(out, "  skipped {reason}: {n}");
+impl BuiltinFormatter {
+    /// Each keeps at most `max_examples` failures.
+    pub fn text(max_examples: usize) -> Self {
+        BuiltinFormatter {
+            style: Style::Text,
+            c: Collected::new(max_examples),
         }
-        if !c.failures.is_empty() {
-            let _ = writeln!(out, "failures:");
-            for f in &c.failures {
-                let _ = writeln!(out, "  {:?} (attempt {}): {}", f.name, f.attempt, f.detail);
-            }
-            if c.more_failures > 0 {
-                let _ = writeln!(out, "  ... and {} more", c.more_failures);
-            }
+    }
+    pub fn json(max_examples: usize) -> Self {
+        BuiltinFormatter {
+            style: Style::Json,
+            c: Collected::new(max_examples),
         }
-        Ok(out)
+    }
+    pub fn markdown(max_examples: usize) -> Self {
+        BuiltinFormatter {
+            style: Style::Markdown,
+            c: Collected::new(max_examples),
+        }
     }
 }
 
-impl Formatter for JsonFormatter {
+impl Formatter for BuiltinFormatter {
     fn content_type(&mut self) -> Result<String, String> {
-        Ok("application/json".into())
+        Ok(match self.style {
+            Style::Text => "text/plain",
+            Style::Json => "application/json",
+            Style::Markdown => "text/markdown",
+        }
+        .into())
     }
     fn file_extension(&mut self) -> Result<String, String> {
-        Ok("json".into())
+        Ok(match self.style {
+            Style::Text => "txt",
+            Style::Json => "json",
+            Style::Markdown => "md",
+        }
+        .into())
     }
     fn begin(&mut self, s: &ReportSummary) -> Result<(), String> {
-        self.0.summary = Some(s.clone());
+        self.c.summary = Some(s.clone());
         Ok(())
     }
     fn add(&mut self, batch: &[Outcome]) -> Result<(), String> {
-        self.0.add(batch);
+        self.c.add(batch);
         Ok(())
     }
     fn finish(&mut self) -> Result<String, String> {
-        let c = &self.0;
-        let v = serde_json::json!({
-            "summary": c.summary()?,
-            "failures": c.failures,
-            "failures_not_listed": c.more_failures,
-        });
-        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
+        match self.style {
+            Style::Text => text(&self.c),
+            Style::Json => json(&self.c),
+            Style::Markdown => markdown(&self.c),
+        }
     }
+}
+
+fn text(c: &Collected) -> Result<String, String> {
+    let s = c.summary()?;
+    let mut out = String::new();
+    let _ = writeln!(out, "job {} ({})", s.job_id, s.state);
+    let _ = writeln!(out, "  {} -> {} mode {}", s.source, s.destination, s.mode);
+    let _ = writeln!(
+        out,
+        "  attempts {}, started {}, ended {}",
+        s.attempts,
+        time(s.started_at),
+        time(s.ended_at)
+    );
+    let _ = writeln!(
+        out,
+        "  listed {}, copied {} ({} bytes), skipped {}, failed {}",
+        s.listed, s.copied, s.copied_bytes, s.skipped, s.failed
+    );
+    for (reason, n) in &s.skipped_by_reason {
+        let _ = writeln!(out, "  skipped {reason}: {n}");
+    }
+    if !c.failures.is_empty() {
+        let _ = writeln!(out, "failures:");
+        for f in &c.failures {
+            let _ = writeln!(out, "  {:?} (attempt {}): {}", f.name, f.attempt, f.detail);
+        }
+        if c.more_failures > 0 {
+            let _ = writeln!(out, "  ... and {} more", c.more_failures);
+        }
+    }
+    Ok(out)
+}
+
+fn json(c: &Collected) -> Result<String, String> {
+    let v = serde_json::json!({
+        "summary": c.summary()?,
+        "failures": c.failures,
+        "failures_not_listed": c.more_failures,
+    });
+    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
+}
+
+fn markdown(c: &Collected) -> Result<String, String> {
+    let s = c.summary()?;
+    let mut out = format!("# ferry job `{}`\n\n", s.job_id);
+    out.push_str("| | |\n|---|---|\n");
+    for (k, v) in [
+        ("source", md_cell(&s.source)),
+        ("destination", md_cell(&s.destination)),
+        ("mode", s.mode.clone()),
+        ("state", s.state.clone()),
+        ("attempts", s.attempts.to_string()),
+        ("started", time(s.started_at)),
+        ("ended", time(s.ended_at)),
+        ("listed", s.listed.to_string()),
+        ("copied", format!("{} ({} bytes)", s.copied, s.copied_bytes)),
+        ("skipped", s.skipped.to_string()),
+        ("failed", s.failed.to_string()),
+    ] {
+        let _ = writeln!(out, "| {k} | {v} |");
+    }
+    if !s.skipped_by_reason.is_empty() {
+        out.push_str("\n## Skipped by reason\n\n| reason | blobs |\n|---|---|\n");
+        for (r, n) in &s.skipped_by_reason {
+            let _ = writeln!(out, "| {r} | {n} |");
+        }
+    }
+    if !c.failures.is_empty() {
+        out.push_str("\n## Failures\n\n| blob | attempt | error |\n|---|---|---|\n");
+        for f in &c.failures {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md_cell(&f.name),
+                f.attempt,
+                md_cell(&f.detail)
+            );
+        }
+        if c.more_failures > 0 {
+            let _ = writeln!(out, "\n... and {} more failures", c.more_failures);
+        }
+    }
+    Ok(out)
 }
 
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
-}
-
-impl Formatter for MarkdownFormatter {
-    fn content_type(&mut self) -> Result<String, String> {
-        Ok("text/markdown".into())
-    }
-    fn file_extension(&mut self) -> Result<String, String> {
-        Ok("md".into())
-    }
-    fn begin(&mut self, s: &ReportSummary) -> Result<(), String> {
-        self.0.summary = Some(s.clone());
-        Ok(())
-    }
-    fn add(&mut self, batch: &[Outcome]) -> Result<(), String> {
-        self.0.add(batch);
-        Ok(())
-    }
-    fn finish(&mut self) -> Result<String, String> {
-        let c = &self.0;
-        let s = c.summary()?;
-        let mut out = format!("# ferry job `{}`\n\n", s.job_id);
-        out.push_str("| | |\n|---|---|\n");
-        for (k, v) in [
-            ("source", md_cell(&s.source)),
-            ("destination", md_cell(&s.destination)),
-            ("mode", s.mode.clone()),
-            ("state", s.state.clone()),
-            ("attempts", s.attempts.to_string()),
-            ("started", time(s.started_at)),
-            ("ended", time(s.ended_at)),
-            ("listed", s.listed.to_string()),
-            ("copied", format!("{} ({} bytes)", s.copied, s.copied_bytes)),
-            ("skipped", s.skipped.to_string()),
-            ("failed", s.failed.to_string()),
-        ] {
-            let _ = writeln!(out, "| {k} | {v} |");
-        }
-        if !s.skipped_by_reason.is_empty() {
-            out.push_str("\n## Skipped by reason\n\n| reason | blobs |\n|---|---|\n");
-            for (r, n) in &s.skipped_by_reason {
-                let _ = writeln!(out, "| {r} | {n} |");
-            }
-        }
-        if !c.failures.is_empty() {
-            out.push_str("\n## Failures\n\n| blob | attempt | error |\n|---|---|---|\n");
-            for f in &c.failures {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} |",
-                    md_cell(&f.name),
-                    f.attempt,
-                    md_cell(&f.detail)
-                );
-            }
-            if c.more_failures > 0 {
-                let _ = writeln!(out, "\n... and {} more failures", c.more_failures);
-            }
-        }
-        Ok(out)
-    }
 }

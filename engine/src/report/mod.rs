@@ -8,7 +8,7 @@ mod builtin;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use builtin::{JsonFormatter, MarkdownFormatter, TextFormatter};
+pub use builtin::BuiltinFormatter;
 
 use crate::event::{Event, EventRecord};
 use crate::projection::JobSummary;

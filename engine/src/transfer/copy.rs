@@ -57,16 +57,23 @@ pub(crate) async fn worker(
 /// Asks the job's plugin policy about a blob present at both ends. Returns
 /// the event to record instead of copying (a skip, or a contained plugin
 /// failure); `None` means copy, with the plugin's reason kept in `work`.
-fn gate(ctx: &Attempt, policy: &mut Option<PolicyInstance>, work: &mut Work) -> Option<Event> {
+/// `policy` is the worker's instance with its job context, made on first use
+/// (the context's strings are built once per worker, not per blob).
+fn gate(
+    ctx: &Attempt,
+    policy: &mut Option<(PolicyInstance, JobContext)>,
+    work: &mut Work,
+) -> Option<Event> {
     let (Some(plugin), Some(dst)) = (&ctx.policy, work.ask_plugin.take()) else {
         return None;
     };
     let p = &ctx.progress;
     let decided = match policy {
-        Some(inst) => inst.decide(&work.meta, &dst, &job_context(ctx)),
+        Some((inst, job)) => inst.decide(&work.meta, &dst, job),
         None => plugin.instance().and_then(|mut inst| {
-            let d = inst.decide(&work.meta, &dst, &job_context(ctx));
-            *policy = Some(inst);
+            let job = job_context(ctx);
+            let d = inst.decide(&work.meta, &dst, &job);
+            *policy = Some((inst, job));
             d
         }),
     };
