@@ -92,6 +92,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let secs = t.elapsed().as_secs_f64();
         rates.push((threads, calls as f64 * threads as f64 / secs));
     }
+    // The path a job takes: workers lease pooled instances per call.
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<(), String> {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let plugin = plugin.clone();
+                let (src, dst, ctx) = (src.clone(), dst.clone(), ctx.clone());
+                s.spawn(move || -> Result<(), String> {
+                    for _ in 0..calls {
+                        plugin.decide(&src, &dst, &ctx).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "thread panicked".to_string())??;
+        }
+        Ok(())
+    })?;
+    let pooled = calls as f64 * 2.0 / t.elapsed().as_secs_f64();
     println!("plugin {path}");
     println!(
         "cold start: compile {:.1} ms; cached load {:.2} ms",
@@ -110,6 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             threads as f64 * 1e6 / rate
         );
     }
+    println!("decide: 2 threads leasing pooled instances: {pooled:.0} calls/s");
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
 }

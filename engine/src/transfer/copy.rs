@@ -14,7 +14,7 @@ use super::{Attempt, Progress, Work};
 use crate::error::EngineError;
 use crate::event::{CopyMethod, ErrorKind, Event, SkipReason};
 use crate::job::{CopyMode, PluginFailure};
-use crate::plugin::{JobContext, PluginDecision, PolicyInstance};
+use crate::plugin::{JobContext, PluginDecision};
 use crate::store::{BlobMeta, BlobStore, LocalStore, StoreError};
 
 enum Done {
@@ -57,26 +57,15 @@ pub(crate) async fn worker(
 /// Asks the job's plugin policy about a blob present at both ends. Returns
 /// the event to record instead of copying (a skip, or a contained plugin
 /// failure); `None` means copy, with the plugin's reason kept in `work`.
-/// `policy` is the worker's instance with its job context, made on first use
-/// (the context's strings are built once per worker, not per blob).
-fn gate(
-    ctx: &Attempt,
-    policy: &mut Option<(PolicyInstance, JobContext)>,
-    work: &mut Work,
-) -> Option<Event> {
+/// `job` is the worker's job context, built on first use (its strings once
+/// per worker, not per blob).
+fn gate(ctx: &Attempt, job: &mut Option<JobContext>, work: &mut Work) -> Option<Event> {
     let (Some(plugin), Some(dst)) = (&ctx.policy, work.ask_plugin.take()) else {
         return None;
     };
     let p = &ctx.progress;
-    let decided = match policy {
-        Some((inst, job)) => inst.decide(&work.meta, &dst, job),
-        None => plugin.instance().and_then(|mut inst| {
-            let job = job_context(ctx);
-            let d = inst.decide(&work.meta, &dst, &job);
-            *policy = Some((inst, job));
-            d
-        }),
-    };
+    let job = job.get_or_insert_with(|| job_context(ctx));
+    let decided = plugin.decide(&work.meta, &dst, job);
     let name = work.meta.name.clone();
     match decided {
         Ok(PluginDecision::Overwrite(reason)) => {
