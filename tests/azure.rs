@@ -76,7 +76,7 @@ impl Az {
     }
 
     fn store(&self, container: &str) -> AzureStore {
-        AzureStore::open(&self.account(), container, "", None).unwrap()
+        AzureStore::open(&self.account(), container, "", None, Default::default()).unwrap()
     }
 
     /// name -> (size, md5 of content) of every blob in a container.

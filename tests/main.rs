@@ -7,6 +7,8 @@ mod azure;
 mod copy;
 mod errors;
 mod events;
+mod fault_proxy;
+mod faults;
 mod modes;
 mod output;
 mod plugins;

@@ -424,6 +424,7 @@ pub struct Summary {
     pub skipped: u64,
     pub failed: u64,
     pub resumed: u64,
+    pub retries: u64,
 }
 
 impl Summary {
@@ -441,10 +442,17 @@ impl Summary {
         let (_, counts) = counts.split_once("), skipped ")?;
         let (skipped, counts) = counts.split_once(", failed ")?;
         let (failed_etc, _) = counts.rsplit_once(" in ")?;
-        let (failed, resumed) = match failed_etc.split_once(", ") {
-            Some((f, r)) => (f, num(r.strip_suffix(" already done")?)?),
-            None => (failed_etc, 0),
-        };
+        // Optional tails: ", N already done", ", N retries".
+        let mut parts = failed_etc.split(", ");
+        let failed = parts.next()?;
+        let (mut resumed, mut retries) = (0, 0);
+        for part in parts {
+            if let Some(n) = part.strip_suffix(" already done") {
+                resumed = num(n)?;
+            } else {
+                retries = num(part.strip_suffix(" retries")?)?;
+            }
+        }
         (job.len() == 36).then_some(())?;
         Some(Summary {
             job: job.to_string(),
@@ -454,6 +462,7 @@ impl Summary {
             skipped: num(skipped)?,
             failed: num(failed)?,
             resumed,
+            retries,
         })
     }
 }

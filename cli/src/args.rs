@@ -137,6 +137,22 @@ pub struct JobArgs {
     /// When the policy plugin fails on a blob: fail it (default) or skip it.
     #[arg(long, default_value = "fail", value_parser = parse_plugin_failure)]
     pub plugin_failure: PluginFailure,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+/// Retry settings for this run; each overrides ferry.toml's `[retry]`.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct RetryArgs {
+    /// Tries per request, the first included (default 6; 1 = no retries).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_tries: Option<u32>,
+    /// Seconds a request may go without an answer before it is retried (default 120).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub try_timeout: Option<u64>,
+    /// Seconds all tries of one request may take together (default 600).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub retry_for: Option<u64>,
 }
 
 fn parse_policy(s: &str) -> Result<PathBuf, String> {
@@ -176,6 +192,8 @@ pub struct RunArgs {
     /// Run with a policy plugin whose file changed since the job was submitted.
     #[arg(long)]
     pub allow_plugin_change: bool,
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 /// Parses `65536`, `4K`, `8M`, `8MiB`, `1G` (binary units).

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::EngineError;
+use crate::retry::RetryPolicy;
 use crate::store::azure::auth::AccountKey;
 
 /// Azurite's well-known development account (public, documented by Microsoft).
@@ -25,6 +27,48 @@ pub const DEFAULT_ACCOUNT: &str = "default";
 struct ConfigFile {
     #[serde(default)]
     accounts: BTreeMap<String, AccountEntry>,
+    #[serde(default)]
+    retry: RetrySection,
+}
+
+/// `[retry]`: every field optional, defaults from [`RetryPolicy`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySection {
+    max_tries: Option<u32>,
+    base_delay_ms: Option<u64>,
+    max_delay_ms: Option<u64>,
+    try_timeout_secs: Option<u64>,
+    max_elapsed_secs: Option<u64>,
+}
+
+impl RetrySection {
+    fn policy(&self, file: &Path) -> Result<RetryPolicy, EngineError> {
+        let d = RetryPolicy::default();
+        let p = RetryPolicy {
+            max_tries: self.max_tries.unwrap_or(d.max_tries),
+            base: self
+                .base_delay_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.base),
+            cap: self
+                .max_delay_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.cap),
+            try_timeout: self
+                .try_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.try_timeout),
+            max_elapsed: self
+                .max_elapsed_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.max_elapsed),
+        };
+        p.check().map_err(|e| {
+            EngineError::InvalidInput(format!("config {}: [retry] {e}", file.display()))
+        })?;
+        Ok(p)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +128,8 @@ pub struct Accounts {
     /// SAS tokens for raw container URLs, by URL without query: given on
     /// the command line, never logged.
     url_sas: BTreeMap<String, String>,
+    /// The config's `[retry]` section (defaults without one).
+    retry: RetryPolicy,
 }
 
 impl Accounts {
@@ -115,6 +161,7 @@ impl Accounts {
             let msg = e.message().replace('\n', " ");
             EngineError::InvalidInput(format!("config {} is not valid: {msg}", path.display()))
         })?;
+        out.retry = file.retry.policy(path)?;
         for (name, entry) in file.accounts {
             if !valid_account_name(&name) {
                 return Err(EngineError::InvalidInput(format!(
@@ -151,6 +198,11 @@ impl Accounts {
                 format!(" (known: {})", known.join(", "))
             }
         )))
+    }
+
+    /// How remote requests are retried, per the config.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
     }
 
     pub fn is_known(&self, name: &str) -> bool {

@@ -35,6 +35,7 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// Live counters for a progress display.
     pub progress: Arc<Progress>,
+    /// Overrides the config's `[retry]` section.
     pub retry: Option<RetryPolicy>,
     /// Use a policy plugin whose file changed since the job was submitted.
     pub allow_plugin_change: bool,
@@ -203,10 +204,12 @@ impl Engine {
             .or(spec.parallel.map(|p| p as usize))
             .unwrap_or_else(default_parallelism);
         let tag = job.tag();
+        let retry = opts.retry.unwrap_or_else(|| self.accounts.retry());
         let open = store::OpenOptions {
             temp_tag: &tag,
             accounts: &self.accounts,
             block_size: spec.block_size,
+            retry,
         };
         let src = store::open(&spec.src, &open)?;
         let dst = store::open(&spec.dst, &open)?;
@@ -238,9 +241,10 @@ impl Engine {
             dst,
             progress: opts.progress.clone(),
             cancel: opts.cancel.clone(),
-            retry: opts.retry.unwrap_or_default(),
+            retry,
             resuming: attempt > 1,
             policy,
+            listing_retries: Default::default(),
         });
         let end = transfer::run(ctx, parallel).await?;
         let totals = opts.progress.totals();

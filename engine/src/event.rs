@@ -2,6 +2,7 @@
 //! refactor cannot silently change what is on disk; every record carries a
 //! schema version so old logs keep replaying.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -111,6 +112,9 @@ pub struct Totals {
     pub failed: u64,
     /// Blobs already durably done by an earlier attempt.
     pub resumed: u64,
+    /// Retries of requests and blobs (records before it have none).
+    #[serde(default)]
+    pub retries: u64,
 }
 
 /// Everything that happens to a job.
@@ -131,6 +135,9 @@ pub enum Event {
         attempt: u32,
         blobs: u64,
         bytes: u64,
+        /// Retries while listing, by cause.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        retries: BTreeMap<String, u32>,
     },
     #[serde(rename = "BlobCopied")]
     BlobCopied {
@@ -146,6 +153,9 @@ pub enum Event {
         /// A plugin policy's reason (schema v1 records have none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// Retries it took, by cause (requests and whole-blob tries).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        retries: BTreeMap<String, u32>,
     },
     #[serde(rename = "BlobSkipped")]
     BlobSkipped {
@@ -162,6 +172,9 @@ pub enum Event {
         error_kind: ErrorKind,
         message: String,
         attempts: u32,
+        /// Retries before giving up, by cause.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        retries: BTreeMap<String, u32>,
     },
     #[serde(rename = "JobInterrupted")]
     JobInterrupted { attempt: u32, reason: String },
@@ -245,8 +258,10 @@ impl fmt::Display for Event {
                 attempt,
                 blobs,
                 bytes,
+                retries,
             } => {
-                write!(f, "attempt={attempt} blobs={blobs} bytes={bytes}")
+                write!(f, "attempt={attempt} blobs={blobs} bytes={bytes}")?;
+                write_retries(f, retries)
             }
             Event::BlobCopied {
                 name,
@@ -255,12 +270,14 @@ impl fmt::Display for Event {
                 method,
                 ms,
                 tries,
+                retries,
                 ..
             } => {
                 write!(
                     f,
                     "{name:?} bytes={bytes} reason={reason} method={method} ms={ms} tries={tries}"
-                )
+                )?;
+                write_retries(f, retries)
             }
             Event::BlobSkipped {
                 name,
@@ -274,11 +291,11 @@ impl fmt::Display for Event {
                 error_kind,
                 message,
                 attempts,
+                retries,
             } => {
-                write!(
-                    f,
-                    "{name:?} kind={error_kind} attempts={attempts}: {message}"
-                )
+                write!(f, "{name:?} kind={error_kind} attempts={attempts}")?;
+                write_retries(f, retries)?;
+                write!(f, ": {message}")
             }
             Event::JobInterrupted { attempt, reason } => write!(f, "attempt={attempt}: {reason}"),
             Event::JobFinished {
@@ -292,4 +309,14 @@ impl fmt::Display for Event {
             ),
         }
     }
+}
+
+/// ` retries=3 (503 ServerBusy: 2, timeout: 1)`, or nothing.
+fn write_retries(f: &mut fmt::Formatter<'_>, retries: &BTreeMap<String, u32>) -> fmt::Result {
+    if retries.is_empty() {
+        return Ok(());
+    }
+    let n: u32 = retries.values().sum();
+    let each: Vec<String> = retries.iter().map(|(c, k)| format!("{c}: {k}")).collect();
+    write!(f, " retries={n} ({})", each.join(", "))
 }

@@ -36,6 +36,9 @@ fn summary_json(s: &JobSummary) -> serde_json::Value {
         "failed": s.failed,
         "error": s.error,
         "elapsed_ms": s.elapsed().map(|d| d.num_milliseconds()),
+        "skipped_by_reason": s.skipped_by_reason,
+        "retries": s.retries(),
+        "retries_by_cause": s.retries_by_cause,
     })
 }
 
@@ -114,6 +117,14 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
     )?;
     if let Some(e) = &s.error {
         writeln!(out, "error     {e}")?;
+    }
+    if s.retries() > 0 {
+        let each: Vec<String> = s
+            .retries_by_cause
+            .iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect();
+        writeln!(out, "retries   {} ({})", s.retries(), each.join(", "))?;
     }
     for a in &s.attempts {
         let t = &a.totals;

@@ -2,16 +2,19 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use ferry_engine::config::Accounts;
 use ferry_engine::event::Outcome;
+use ferry_engine::retry::RetryPolicy;
+use ferry_engine::EngineError;
 use ferry_engine::{Address, Engine, JobId, JobSpec, Mode, Progress, RunOptions, RunReport};
 use indicatif::HumanBytes;
 use tokio_util::sync::CancellationToken;
 
 use super::{open, Output};
-use crate::args::{JobArgs, RunArgs};
+use crate::args::{JobArgs, RetryArgs, RunArgs};
 use crate::exit;
 use crate::progress::ProgressView;
 
@@ -117,7 +120,11 @@ pub fn copy(ctx: &Ctx, args: JobArgs) -> Result<u8> {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
         let id = engine.submit(spec).await?;
-        let report = attempt(&engine, id, None, cancel, out, false, false).await?;
+        let how = How {
+            retry: args.retry,
+            ..How::default()
+        };
+        let report = attempt(&engine, id, how, cancel, out).await?;
         print_stats(&engine, args.stats, report.elapsed);
         Ok(code_of(&report))
     })
@@ -137,16 +144,13 @@ pub fn run_queue(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             }
             let spec = engine.summary(id)?.spec;
             attach_sas(engine.accounts_mut(), spec.as_ref(), &args);
-            let report = attempt(
-                &engine,
-                id,
-                args.parallel,
-                cancel.clone(),
-                out,
-                false,
-                args.allow_plugin_change,
-            )
-            .await?;
+            let how = How {
+                parallel: args.parallel,
+                replay: false,
+                allow_plugin_change: args.allow_plugin_change,
+                retry: args.retry,
+            };
+            let report = attempt(&engine, id, how, cancel.clone(), out).await?;
             print_stats(&engine, args.stats, report.elapsed);
             ran += 1;
             worst = worst.max(code_of(&report));
@@ -167,40 +171,66 @@ pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
-        let report = attempt(
-            &engine,
-            id,
-            args.parallel,
-            cancel,
-            out,
-            true,
-            args.allow_plugin_change,
-        )
-        .await?;
+        let how = How {
+            parallel: args.parallel,
+            replay: true,
+            allow_plugin_change: args.allow_plugin_change,
+            retry: args.retry,
+        };
+        let report = attempt(&engine, id, how, cancel, out).await?;
         print_stats(&engine, args.stats, report.elapsed);
         Ok(code_of(&report))
     })
 }
 
+/// How to run one attempt.
+#[derive(Default)]
+struct How {
+    parallel: Option<u32>,
+    /// Resume (replay) rather than start.
+    replay: bool,
+    allow_plugin_change: bool,
+    retry: RetryArgs,
+}
+
+/// The config's retry policy with the command line's overrides, if any.
+fn retry_policy(engine: &Engine, args: RetryArgs) -> Result<Option<RetryPolicy>> {
+    if args.max_tries.is_none() && args.try_timeout.is_none() && args.retry_for.is_none() {
+        return Ok(None);
+    }
+    let mut p = engine.accounts().retry();
+    if let Some(n) = args.max_tries {
+        p.max_tries = n;
+    }
+    if let Some(s) = args.try_timeout {
+        p.try_timeout = Duration::from_secs(s);
+    }
+    if let Some(s) = args.retry_for {
+        p.max_elapsed = Duration::from_secs(s);
+    }
+    p.check()
+        .map_err(|e| EngineError::InvalidInput(format!("retry options: {e}")))?;
+    Ok(Some(p))
+}
+
 async fn attempt(
     engine: &Engine,
     id: JobId,
-    parallel: Option<u32>,
+    how: How,
     cancel: CancellationToken,
     out: Output,
-    replay: bool,
-    allow_plugin_change: bool,
 ) -> Result<RunReport> {
+    let retry = retry_policy(engine, how.retry)?;
     let progress = Arc::new(Progress::default());
     let view = (!out.quiet).then(|| ProgressView::start(progress.clone()));
     let opts = RunOptions {
-        parallel: parallel.map(|p| p as usize),
+        parallel: how.parallel.map(|p| p as usize),
         cancel,
         progress,
-        retry: None,
-        allow_plugin_change,
+        retry,
+        allow_plugin_change: how.allow_plugin_change,
     };
-    let report = if replay {
+    let report = if how.replay {
         engine.replay(id, opts).await
     } else {
         engine.run(id, opts).await
@@ -241,11 +271,14 @@ fn summary_line(r: &RunReport) -> String {
         None => "interrupted (ferry replay continues it)".to_string(),
         Some(o) => o.to_string(),
     };
-    let resumed = if t.resumed > 0 {
+    let mut resumed = if t.resumed > 0 {
         format!(", {} already done", t.resumed)
     } else {
         String::new()
     };
+    if t.retries > 0 {
+        resumed.push_str(&format!(", {} retries", t.retries));
+    }
     format!(
         "job {} attempt {}: {status}: copied {} files ({}), skipped {}, failed {}{resumed} in {:.2}s",
         r.job,

@@ -71,6 +71,10 @@ pub struct JobSummary {
     /// Skips over all attempts by reason (bounded: a handful of reasons).
     #[serde(default)]
     pub skipped_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Retries over all attempts by cause (`503 ServerBusy`, `timeout`, ...):
+    /// bounded by the handful of causes, not by blobs.
+    #[serde(default)]
+    pub retries_by_cause: std::collections::BTreeMap<String, u64>,
     /// Sequence number of the last event folded in.
     pub last_seq: u64,
 }
@@ -89,7 +93,24 @@ impl JobSummary {
             failed: 0,
             error: None,
             skipped_by_reason: Default::default(),
+            retries_by_cause: Default::default(),
             last_seq: 0,
+        }
+    }
+
+    /// Retries over all attempts.
+    pub fn retries(&self) -> u64 {
+        self.retries_by_cause.values().sum()
+    }
+
+    fn count_retries(&mut self, retries: &std::collections::BTreeMap<String, u32>) {
+        let mut n = 0;
+        for (cause, k) in retries {
+            *self.retries_by_cause.entry(cause.clone()).or_default() += *k as u64;
+            n += *k as u64;
+        }
+        if let Some(a) = self.attempts.last_mut() {
+            a.totals.retries += n;
         }
     }
 
@@ -122,14 +143,21 @@ impl JobSummary {
                     outcome: None,
                 });
             }
-            Event::ListingCompleted { blobs, bytes, .. } => {
+            Event::ListingCompleted {
+                blobs,
+                bytes,
+                retries,
+                ..
+            } => {
+                self.count_retries(retries);
                 if let Some(a) = self.attempts.last_mut() {
                     a.totals.listed = *blobs;
                     a.totals.listed_bytes = *bytes;
                     a.listing_completed = true;
                 }
             }
-            Event::BlobCopied { bytes, .. } => {
+            Event::BlobCopied { bytes, retries, .. } => {
+                self.count_retries(retries);
                 self.copied += 1;
                 self.copied_bytes += bytes;
                 if let Some(a) = self.attempts.last_mut() {
@@ -147,7 +175,8 @@ impl JobSummary {
                     a.totals.skipped += 1;
                 }
             }
-            Event::BlobFailed { .. } => {
+            Event::BlobFailed { retries, .. } => {
+                self.count_retries(retries);
                 self.failed += 1;
                 if let Some(a) = self.attempts.last_mut() {
                     a.totals.failed += 1;
@@ -254,12 +283,14 @@ mod tests {
                 ms: 1,
                 tries: 1,
                 detail: None,
+                retries: Default::default(),
             },
             Event::BlobFailed {
                 name: "y".into(),
                 error_kind: ErrorKind::Io,
                 message: "m".into(),
                 attempts: 1,
+                retries: Default::default(),
             },
             Event::JobFinished {
                 attempt: 1,
@@ -279,5 +310,48 @@ mod tests {
         assert_eq!(s.attempts.len(), 2);
         assert_eq!(s.copied_bytes, 10);
         assert_eq!(s.last_seq, 5);
+    }
+
+    #[test]
+    fn given_retried_blobs_and_listing_when_folded_then_retries_are_counted_by_cause() {
+        let job = JobId::new();
+        let mut s = JobSummary::new(job);
+        let causes = |pairs: &[(&str, u32)]| -> std::collections::BTreeMap<String, u32> {
+            pairs.iter().map(|(c, n)| (c.to_string(), *n)).collect()
+        };
+        let events = [
+            started(1),
+            Event::ListingCompleted {
+                attempt: 1,
+                blobs: 2,
+                bytes: 20,
+                retries: causes(&[("timeout", 1)]),
+            },
+            Event::BlobCopied {
+                name: "x".into(),
+                bytes: 10,
+                src_etag: "e".into(),
+                reason: crate::event::CopyReason::New,
+                method: crate::event::CopyMethod::Stream,
+                ms: 1,
+                tries: 1,
+                detail: None,
+                retries: causes(&[("503 ServerBusy", 2), ("timeout", 1)]),
+            },
+            Event::BlobFailed {
+                name: "y".into(),
+                error_kind: ErrorKind::Service,
+                message: "m".into(),
+                attempts: 1,
+                retries: causes(&[("503 ServerBusy", 5)]),
+            },
+        ];
+        for (i, e) in events.into_iter().enumerate() {
+            s.apply(&rec(job, i as u64, e));
+        }
+        assert_eq!(s.retries(), 9);
+        assert_eq!(s.retries_by_cause.get("503 ServerBusy"), Some(&7));
+        assert_eq!(s.retries_by_cause.get("timeout"), Some(&2));
+        assert_eq!(s.attempts[0].totals.retries, 9);
     }
 }

@@ -185,7 +185,9 @@ pub(crate) async fn azurite_store(block_size: Option<u64>) -> super::azure::Azur
     let az = crate::testkit::Azurite::shared();
     let acct = crate::config::parse_connection_string("t", &az.connection_string()).unwrap();
     let container = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
-    let store = super::azure::AzureStore::open(&acct, &container, "", block_size).unwrap();
+    let store =
+        super::azure::AzureStore::open(&acct, &container, "", block_size, Default::default())
+            .unwrap();
     store.prepare_destination().await.unwrap();
     store
 }

@@ -122,6 +122,27 @@ impl StoreError {
     }
 
     /// Whether trying again may succeed without anyone changing anything.
+    /// Why this error is worth another try of the whole blob, or `None`.
+    pub fn fault(&self) -> Option<crate::retry::Fault> {
+        if !self.is_transient() {
+            return None;
+        }
+        let cause = match self {
+            StoreError::SourceChanged { .. } => "source changed".to_string(),
+            StoreError::Service { status, code, .. } => {
+                format!("{status} {code}").trim().to_string()
+            }
+            StoreError::Io { cause, .. } => match cause.kind() {
+                std::io::ErrorKind::TimedOut => "timeout".into(),
+                std::io::ErrorKind::UnexpectedEof => "connection closed early".into(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+                k => format!("I/O: {k}"),
+            },
+            _ => "transient".into(),
+        };
+        Some(crate::retry::Fault::new(cause))
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::SourceChanged { .. } => true,
@@ -191,6 +212,8 @@ pub struct OpenOptions<'a> {
     pub temp_tag: &'a str,
     pub accounts: &'a Accounts,
     pub block_size: Option<u64>,
+    /// How requests to remote stores are retried.
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// Opens the store an address names.
@@ -208,6 +231,7 @@ pub fn open(addr: &Address, o: &OpenOptions<'_>) -> Result<Arc<dyn BlobStore>, E
                 container,
                 prefix,
                 o.block_size,
+                o.retry,
             )?),
             Account::Local(root) => {
                 let path = root.join(container).join(prefix);
@@ -221,6 +245,7 @@ pub fn open(addr: &Address, o: &OpenOptions<'_>) -> Result<Arc<dyn BlobStore>, E
                 &parsed,
                 o.accounts.url_sas(url),
                 o.block_size,
+                o.retry,
             )?)
         }
     })

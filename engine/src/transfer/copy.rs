@@ -1,6 +1,7 @@
 //! Copy workers: take planned blobs, copy them (retrying transient faults),
 //! and record each outcome.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use crate::error::EngineError;
 use crate::event::{CopyMethod, ErrorKind, Event, SkipReason};
 use crate::job::{CopyMode, PluginFailure};
 use crate::plugin::{JobContext, PluginDecision};
+use crate::retry::{self, RetryTally};
 use crate::store::{BlobMeta, BlobStore, LocalStore, StoreError};
 
 enum Done {
@@ -44,11 +46,14 @@ pub(crate) async fn worker(
                 continue;
             }
             let started = Instant::now();
-            let (res, tries) = ctx
-                .retry
-                .run(StoreError::is_transient, || copy_one(&ctx, &work))
-                .await;
-            let event = outcome(&ctx.progress, work, res, tries, started);
+            let tally = Arc::new(RetryTally::default());
+            let (res, tries) = retry::counted(
+                tally.clone(),
+                ctx.retry
+                    .run(StoreError::fault, &tally, || copy_one(&ctx, &work)),
+            )
+            .await;
+            let event = outcome(&ctx.progress, work, res, (tries, tally.take()), started);
             ctx.log.append(ctx.job, event).await?;
         }
     }
@@ -99,6 +104,7 @@ fn gate(ctx: &Attempt, job: &mut Option<JobContext>, work: &mut Work) -> Option<
                 error_kind: ErrorKind::Plugin,
                 message: e.to_string(),
                 attempts: 1,
+                retries: Default::default(),
             })
         }
     }
@@ -137,7 +143,8 @@ pub(crate) fn local_worker(
                 continue;
             }
             let started = Instant::now();
-            let (res, tries) = ctx.retry.run_blocking(StoreError::is_transient, || {
+            let tally = RetryTally::default();
+            let (res, tries) = ctx.retry.run_blocking(StoreError::fault, &tally, || {
                 if work.compare && dst.same_content(&src, &work.meta.name)? {
                     return Ok(Done::Identical);
                 }
@@ -147,7 +154,7 @@ pub(crate) fn local_worker(
                     bytes,
                 })
             });
-            let event = outcome(&ctx.progress, work, res, tries, started);
+            let event = outcome(&ctx.progress, work, res, (tries, tally.take()), started);
             ctx.log.append_blocking(ctx.job, event)?;
         }
     }
@@ -159,9 +166,11 @@ fn outcome(
     p: &Progress,
     work: Work,
     res: Result<Done, StoreError>,
-    tries: u32,
+    (tries, retries): (u32, BTreeMap<String, u32>),
     started: Instant,
 ) -> Event {
+    let n: u32 = retries.values().sum();
+    Progress::add(&p.retries, n as u64);
     let ms = started.elapsed().as_millis() as u64;
     let Work {
         meta,
@@ -182,6 +191,7 @@ fn outcome(
                 ms,
                 tries,
                 detail,
+                retries,
             }
         }
         Ok(Done::Identical) => {
@@ -201,6 +211,7 @@ fn outcome(
                 error_kind: e.kind(),
                 message: e.to_string(),
                 attempts: tries,
+                retries,
             }
         }
     }

@@ -36,6 +36,7 @@ pub struct Progress {
     pub failed: AtomicU64,
     pub resumed: AtomicU64,
     pub resumed_bytes: AtomicU64,
+    pub retries: AtomicU64,
 }
 
 impl Progress {
@@ -49,6 +50,7 @@ impl Progress {
             skipped: g(&self.skipped),
             failed: g(&self.failed),
             resumed: g(&self.resumed),
+            retries: g(&self.retries),
         }
     }
 
@@ -97,6 +99,8 @@ pub(crate) struct Attempt {
     pub resuming: bool,
     /// The job's plugin policy, if any (workers make their own instances).
     pub policy: Option<Arc<crate::plugin::PolicyPlugin>>,
+    /// Retries made by listing requests, by cause.
+    pub listing_retries: Arc<crate::retry::RetryTally>,
 }
 
 /// How an attempt ended.
@@ -127,7 +131,10 @@ pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd
         };
     }
     drop(rx);
-    let planned = plan::plan(&ctx, tx, &stop).await;
+    // Listing requests (pages, container checks) count into the listing's
+    // tally, recorded with ListingCompleted.
+    let planned =
+        crate::retry::counted(ctx.listing_retries.clone(), plan::plan(&ctx, tx, &stop)).await;
     if planned.is_err() {
         stop.cancel();
     }

@@ -105,6 +105,7 @@ pub(crate) async fn plan(
                     error_kind: error.kind(),
                     message: error.to_string(),
                     attempts: 1,
+                    retries: Default::default(),
                 };
                 ctx.log.append(ctx.job, event).await?;
                 continue;
@@ -203,10 +204,13 @@ pub(crate) async fn plan(
     }
     p.listing_done
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    let retries = ctx.listing_retries.take();
+    Progress::add(&p.retries, retries.values().map(|n| *n as u64).sum());
     let event = Event::ListingCompleted {
         attempt: ctx.attempt,
         blobs,
         bytes,
+        retries,
     };
     ctx.log.append(ctx.job, event).await?;
     Ok(())

@@ -12,8 +12,50 @@ pub fn is_transient(status: u16, code: &str) -> bool {
         || matches!(code, "ServerBusy" | "OperationTimedOut" | "InternalError")
 }
 
-/// Maps an SDK error on `what` (e.g. `prod:photos/a.jpg`) of `account`.
+/// Maps an SDK error on `what` (e.g. `prod:photos/a.jpg`) of `account`
+/// that came out of the request pipeline. The pipeline has already retried
+/// it as far as the policy allows, so it is final: a blob's worker must not
+/// retry it again (tries would multiply).
 pub fn map(err: &azure_core::Error, what: &str, account: &str) -> StoreError {
+    match map_body(err, what, account) {
+        StoreError::Service {
+            what,
+            status,
+            code,
+            transient: true,
+        } => StoreError::Service {
+            what: format!("{what}: gave up retrying"),
+            status,
+            code,
+            transient: false,
+        },
+        StoreError::Io { what, cause } => StoreError::Io {
+            what: format!("{what} (gave up retrying)"),
+            cause: io::Error::other(cause.to_string()),
+        },
+        e => e,
+    }
+}
+
+/// The short cause a transport error is counted under.
+pub fn io_cause(err: &azure_core::Error) -> String {
+    if matches!(err.kind(), azure_core::error::ErrorKind::Connection) {
+        return "cannot connect".into();
+    }
+    match io_kind(err) {
+        io::ErrorKind::ConnectionReset => "connection reset",
+        io::ErrorKind::ConnectionAborted => "connection aborted",
+        io::ErrorKind::ConnectionRefused => "connection refused",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::UnexpectedEof => "connection closed early",
+        _ => "connection error",
+    }
+    .into()
+}
+
+/// Maps an error that broke off a response body being streamed: past the
+/// pipeline, so still worth a retry of the whole blob if transient.
+pub fn map_body(err: &azure_core::Error, what: &str, account: &str) -> StoreError {
     use azure_core::error::ErrorKind as K;
     match err.kind() {
         K::HttpResponse {
@@ -53,6 +95,12 @@ fn io_kind(err: &azure_core::Error) -> io::ErrorKind {
     while let Some(s) = source {
         if let Some(e) = s.downcast_ref::<io::Error>() {
             return e.kind();
+        }
+        // The client's read timeout (a body or answer that stalled).
+        if s.downcast_ref::<reqwest::Error>()
+            .is_some_and(|e| e.is_timeout())
+        {
+            return io::ErrorKind::TimedOut;
         }
         source = s.source();
     }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod errors;
+mod retry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +28,7 @@ use tokio::task::JoinSet;
 
 use super::{names, BlobMeta, BlobProps, BlobStore, ByteStream, Listed, Listing, StoreError};
 use crate::config::{Auth, AzureAccount};
+use crate::retry::RetryPolicy;
 
 /// Default block size for uploads and server-side copies.
 pub const DEFAULT_BLOCK_SIZE: u64 = 8 * 1024 * 1024;
@@ -147,7 +149,7 @@ fn base64_encode(b: &[u8]) -> String {
 
 /// An HTTP client per store: pooled connections belong to the runtime
 /// that opened them, and a store lives within one runtime.
-fn http_client() -> Result<Arc<reqwest::Client>, StoreError> {
+fn http_client(try_timeout: std::time::Duration) -> Result<Arc<reqwest::Client>, StoreError> {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     // ring as rustls' crypto provider: no C toolchain beyond cc.
     PROVIDER.call_once(|| {
@@ -156,6 +158,8 @@ fn http_client() -> Result<Arc<reqwest::Client>, StoreError> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .connect_timeout(std::time::Duration::from_secs(10))
+        // A body that stops arriving is a stall like a late response.
+        .read_timeout(try_timeout)
         .build()
         .map(Arc::new)
         .map_err(|e| StoreError::io("HTTP client", std::io::Error::other(e.to_string())))
@@ -168,6 +172,7 @@ impl AzureStore {
         container: &str,
         prefix: &str,
         block_size: Option<u64>,
+        retry: RetryPolicy,
     ) -> Result<Self, StoreError> {
         let label = if prefix.is_empty() {
             format!("{}:{container}", acct.name)
@@ -190,7 +195,7 @@ impl AzureStore {
             prefix,
             container_url,
             acct.auth.clone(),
-            block_size,
+            (block_size, retry),
         )
     }
 
@@ -199,6 +204,7 @@ impl AzureStore {
         url: &url::Url,
         sas: Option<&str>,
         block_size: Option<u64>,
+        retry: RetryPolicy,
     ) -> Result<Self, StoreError> {
         let bad = |why: &str| StoreError::InvalidName {
             name: url.to_string(),
@@ -251,7 +257,7 @@ impl AzureStore {
             &prefix,
             container_url,
             Auth::Sas(sas.to_string()),
-            block_size,
+            (block_size, retry),
         )
     }
 
@@ -262,7 +268,7 @@ impl AzureStore {
         prefix: &str,
         container_url: url::Url,
         auth: Auth,
-        block_size: Option<u64>,
+        (block_size, retry): (Option<u64>, RetryPolicy),
     ) -> Result<Self, StoreError> {
         let mut options = ClientOptions::default();
         options.per_try_policies.push(Arc::new(ContentMd5Policy));
@@ -275,11 +281,15 @@ impl AzureStore {
                         key: key.clone(),
                     }))
             }
+            // Per call, before the retries: added once, not once per try.
             Auth::Sas(sas) => options
-                .per_try_policies
+                .per_call_policies
                 .push(Arc::new(SasPolicy(Arc::new(sas.clone())))),
         }
-        options.transport = Some(Transport::new(http_client()?));
+        options
+            .per_call_policies
+            .push(Arc::new(retry::RetryRequests(retry)));
+        options.transport = Some(Transport::new(http_client(retry.try_timeout)?));
         // ferry retries itself (and counts the retries); the SDK must not.
         options.retry = RetryOptions::none();
         let client = Arc::new(
@@ -427,7 +437,7 @@ impl AzureStore {
             if tasks.len() >= BLOCK_PARALLELISM {
                 join_one(&mut tasks).await?;
             }
-            tasks.spawn(async move {
+            tasks.spawn(crate::retry::inherit(async move {
                 let opts = BlockBlobClientStageBlockFromUrlOptions {
                     source_range: Some(HttpRange::new(offset, len)),
                     source_if_match: Some(etag.into()),
@@ -437,7 +447,7 @@ impl AzureStore {
                     .await
                     .map(|_| ())
                     .map_err(|e| this.err(&e, &n))
-            });
+            }));
             offset += len;
             index += 1;
         }
@@ -592,7 +602,9 @@ impl BlobStore for AzureStore {
         let (this, n) = (self.clone(), name.to_string());
         Ok(rsp
             .body
-            .map(move |c| c.map_err(|e| this.err(&e, &n)))
+            .map(move |c| {
+                c.map_err(|e| errors::map_body(&e, &this.what(&n), &this.display_account))
+            })
             .boxed())
     }
 
@@ -647,13 +659,13 @@ impl BlobStore for AzureStore {
                     join_one(&mut tasks).await?;
                 }
                 let (blob, this, n) = (blob.clone(), self.clone(), meta.name.clone());
-                tasks.spawn(async move {
+                tasks.spawn(crate::retry::inherit(async move {
                     let len = block.len() as u64;
                     blob.stage_block(&id, len, block.into(), None)
                         .await
                         .map(|_| ())
                         .map_err(|e| this.err(&e, &n))
-                });
+                }));
             }
         }
         while !tasks.is_empty() {
