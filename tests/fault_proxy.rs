@@ -52,6 +52,8 @@ pub struct Counts {
     pub injected: Mutex<BTreeMap<&'static str, u64>>,
     /// Request body bytes forwarded upstream, by method.
     pub body_bytes: Mutex<BTreeMap<String, u64>>,
+    /// Put Block requests forwarded (with their whole body).
+    pub block_puts: AtomicU64,
 }
 
 impl Counts {
@@ -241,6 +243,13 @@ async fn handle(
         .unwrap()
         .entry(parts.method.to_string())
         .or_default() += body.len() as u64;
+    if parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "comp=block"))
+    {
+        shared.counts.block_puts.fetch_add(1, Ordering::Relaxed);
+    }
     let path = parts
         .uri
         .path_and_query()

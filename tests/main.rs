@@ -5,6 +5,7 @@ mod util;
 
 mod azure;
 mod copy;
+mod crash;
 mod errors;
 mod events;
 mod fault_proxy;

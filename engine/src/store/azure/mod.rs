@@ -17,7 +17,7 @@ use azure_core::http::{ClientOptions, Context, Request, RetryOptions, Transport}
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockFromUrlOptions,
-    BlockBlobClientUploadOptions, BlockLookupList, HttpRange, ListBlobsIncludeItem,
+    BlockBlobClientUploadOptions, BlockListType, BlockLookupList, HttpRange, ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::{Bytes, BytesMut};
@@ -419,14 +419,20 @@ impl AzureStore {
         let blob = Arc::new(self.client.blob_client(&name).block_blob_client());
         let source = src.source_url(&meta.name)?;
         let bs = self.block_size_for(meta.size);
+        let staged = self.staged_blocks(&blob, meta, bs).await;
         let mut ids = Vec::new();
         let mut tasks = JoinSet::new();
         let mut offset = 0u64;
         let mut index = 0u64;
         while offset < meta.size {
             let len = bs.min(meta.size - offset);
-            let id = block_id(index);
+            let id = block_id(&meta.etag, bs, index);
             ids.push(id.clone());
+            if staged.get(&id) == Some(&len) {
+                offset += len;
+                index += 1;
+                continue;
+            }
             let (blob, source, etag, this, n) = (
                 blob.clone(),
                 source.clone(),
@@ -456,6 +462,34 @@ impl AzureStore {
         }
         self.commit(&blob, ids, meta, meta.md5.map(|m| m.to_vec()))
             .await
+    }
+
+    /// Blocks staged but not committed (id -> size), left by an earlier try
+    /// that died before Put Block List. Empty if none, or if the list cannot
+    /// be had (then everything is sent, as before).
+    async fn staged_blocks(
+        &self,
+        blob: &azure_storage_blob::BlockBlobClient,
+        meta: &BlobMeta,
+        bs: u64,
+    ) -> HashMap<Vec<u8>, u64> {
+        if meta.size <= bs {
+            return HashMap::new();
+        }
+        let list = match blob.get_block_list(BlockListType::Uncommitted, None).await {
+            Ok(r) => r.into_model().ok(),
+            Err(_) => None,
+        };
+        let staged: HashMap<Vec<u8>, u64> = list
+            .and_then(|l| l.uncommitted_blocks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|b| Some((b.name?, u64::try_from(b.size?).ok()?)))
+            .collect();
+        if !staged.is_empty() {
+            tracing::debug!(blob = %meta.name, blocks = staged.len(), "found staged blocks");
+        }
+        staged
     }
 
     async fn commit(
@@ -496,10 +530,17 @@ async fn join_one(tasks: &mut JoinSet<Result<(), StoreError>>) -> Result<(), Sto
     }
 }
 
-/// Block ids must all have the same length within a blob; deterministic ids
-/// let a later attempt recognise blocks it already staged.
-fn block_id(index: u64) -> Vec<u8> {
-    format!("ferry-block-{index:012}").into_bytes()
+/// Block ids must all have the same length within a blob. They name the
+/// source version and block size, so a later try (after a crash or a broken
+/// connection) can recognise the blocks it already staged, and never mix in
+/// blocks of another version of the source.
+fn block_id(src_etag: &str, block_size: u64, index: u64) -> Vec<u8> {
+    let mut h = Md5::new();
+    h.update(src_etag.as_bytes());
+    h.update(block_size.to_le_bytes());
+    let d = h.finalize();
+    let key = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    format!("ferry-{key:016x}-{index:08}").into_bytes()
 }
 
 fn percent_decode(s: &str) -> String {
@@ -638,7 +679,9 @@ impl BlobStore for AzureStore {
                 .map(|_| ())
                 .map_err(|e| self.err(&e, &meta.name));
         }
-        // Large: stage blocks as the data arrives, a few in flight at once.
+        // Large: stage blocks as the data arrives, a few in flight at once;
+        // blocks an interrupted earlier try staged are not sent again.
+        let staged = self.staged_blocks(&blob, meta, bs).await;
         let mut whole = Md5::new();
         let mut ids = Vec::new();
         let mut tasks = JoinSet::new();
@@ -653,8 +696,11 @@ impl BlobStore for AzureStore {
                 let take = (bs as usize).min(buf.len());
                 let block: Bytes = buf.split_to(take).freeze();
                 whole.update(&block);
-                let id = block_id(ids.len() as u64);
+                let id = block_id(&meta.etag, bs, ids.len() as u64);
                 ids.push(id.clone());
+                if staged.get(&id) == Some(&(block.len() as u64)) {
+                    continue;
+                }
                 if tasks.len() >= BLOCK_PARALLELISM {
                     join_one(&mut tasks).await?;
                 }
