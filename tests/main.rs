@@ -4,6 +4,7 @@
 mod util;
 
 mod azure;
+mod bad_input;
 mod copy;
 mod crash;
 mod errors;

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::util::*;
 
 /// A shipped plugin, built by `scripts/test`.
-fn shipped(name: &str) -> PathBuf {
+pub(crate) fn shipped(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("plugins/target/wasm32-wasip2/release/{name}.wasm"));
     assert!(
@@ -22,7 +22,12 @@ fn shipped(name: &str) -> PathBuf {
 /// A policy component from WAT: `decide` gets its params by pointer (they
 /// do not fit in 16 flat values) and returns a pointer to its result, per
 /// the component model's canonical ABI. `$body` computes that pointer.
-fn policy_fixture(dir: &Path, name: &str, decide_body: &str, configure_body: &str) -> PathBuf {
+pub(crate) fn policy_fixture(
+    dir: &Path,
+    name: &str,
+    decide_body: &str,
+    configure_body: &str,
+) -> PathBuf {
     let wat = format!(
         r#"(module
   (memory (export "memory") 2)
@@ -67,7 +72,7 @@ fn policy_fixture(dir: &Path, name: &str, decide_body: &str, configure_body: &st
 }
 
 /// configure -> ok(): result<_, string> with discriminant 0 at address 16.
-const CONFIGURE_OK: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
+pub(crate) const CONFIGURE_OK: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
 /// decide -> overwrite(""): variant case 0, empty string.
 const OVERWRITE: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 0)) (i32.store (i32.const 24) (i32.const 0)) (i32.const 16)";
 

@@ -1,5 +1,6 @@
 //! Command-line syntax (clap derive).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -59,7 +60,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Failed blobs to list (0 = all).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 50)]
         failures: usize,
     },
     /// Print the event log (all jobs, or one).
@@ -81,7 +82,7 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
         /// Failures listed by the built-in formats (the rest are counted).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 100)]
         max_examples: usize,
         /// key=value passed to a formatter plugin's configure (repeatable).
         #[arg(long = "plugin-config", value_parser = parse_kv)]
@@ -106,9 +107,11 @@ pub enum PluginCommand {
 #[derive(Debug, Args)]
 pub struct JobArgs {
     /// Source: a folder, account:container[/prefix], or a container URL with a SAS.
-    pub src: String,
+    // OsString, so a path that is not UTF-8 gets ferry's message naming it
+    // rather than clap's "invalid UTF-8 was detected in one or more arguments".
+    pub src: OsString,
     /// Destination: a folder (created if missing), account:container[/prefix], or a container URL with a SAS.
-    pub dst: String,
+    pub dst: OsString,
     /// What to do with blobs that exist at the destination.
     #[arg(long, default_value = "incremental", value_parser = parse_mode)]
     pub mode: Mode,
@@ -116,11 +119,11 @@ pub struct JobArgs {
     #[arg(long, conflicts_with = "mode")]
     pub incremental: bool,
     /// Parallel copies (default: 8 x cores).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub parallel: Option<u32>,
     /// Block size for large Azure blobs, e.g. 8MiB, 4M, 65536 (default 8 MiB,
     /// doubled to stay under 50,000 blocks).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub block_size: Option<u64>,
     /// Azure to Azure: `server` (Put Block From URL, default) or `stream` (through ferry).
     #[arg(long, default_value = "server", value_parser = parse_copy_mode)]
@@ -145,13 +148,13 @@ pub struct JobArgs {
 #[derive(Debug, Args, Clone, Copy, Default)]
 pub struct RetryArgs {
     /// Tries per request, the first included (default 6; 1 = no retries).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_tries: Option<u32>,
     /// Seconds a request may go without an answer before it is retried (default 120).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub try_timeout: Option<u64>,
     /// Seconds all tries of one request may take together (default 600).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub retry_for: Option<u64>,
 }
 
@@ -178,7 +181,7 @@ fn parse_plugin_failure(s: &str) -> Result<PluginFailure, String> {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Parallel copies for this run (default: the job's setting, else 8 x cores).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub parallel: Option<u32>,
     /// Print event-log writer statistics (events, batches, busy time) to stderr.
     #[arg(long)]
@@ -199,6 +202,11 @@ pub struct RunArgs {
 /// Parses `65536`, `4K`, `8M`, `8MiB`, `1G` (binary units).
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "size {s:?} is negative; give a number of bytes, e.g. 8MiB"
+        ));
+    }
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num

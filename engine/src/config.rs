@@ -329,7 +329,10 @@ pub fn parse_connection_string(name: &str, cs: &str) -> Result<AzureAccount, Str
         fields.get("sharedaccesssignature"),
     ) {
         (Some(k), _) => Auth::SharedKey(AccountKey::from_base64(k)?),
-        (None, Some(sas)) => Auth::Sas(sas.trim_start_matches('?').to_string()),
+        (None, Some(sas)) => {
+            crate::job::check_sas_expiry(endpoint.as_str(), sas).map_err(|e| e.to_string())?;
+            Auth::Sas(sas.trim_start_matches('?').to_string())
+        }
         (None, None) => {
             return Err("connection string has neither AccountKey nor SharedAccessSignature".into())
         }
@@ -353,6 +356,7 @@ fn parse_sas_url(name: &str, s: &str) -> Result<AzureAccount, String> {
     let mut endpoint = url.clone();
     endpoint.set_query(None);
     let endpoint = parse_endpoint(endpoint.as_str())?;
+    crate::job::check_sas_expiry(endpoint.as_str(), &sas).map_err(|e| e.to_string())?;
     let account =
         account_from_endpoint(&endpoint).ok_or("cannot tell the account name from the SAS URL")?;
     Ok(AzureAccount {

@@ -155,6 +155,9 @@ impl Address {
             url.set_query(None);
             url.set_fragment(None);
             let bare = url.as_str().trim_end_matches('/').to_string();
+            if let Some(sas) = &sas {
+                check_sas_expiry(&bare, sas)?;
+            }
             return Ok(ParsedAddress {
                 address: Address::AzureUrl { url: bare },
                 sas,
@@ -215,6 +218,69 @@ impl Address {
     pub fn is_azure(&self) -> bool {
         matches!(self, Address::Azure { .. } | Address::AzureUrl { .. })
     }
+
+    /// Whether `other` is a different place under this Azure container
+    /// prefix (same account and container, prefix below this one), or
+    /// below this container URL. Local folders are compared by `validate`
+    /// on the real paths.
+    fn contains(&self, other: &Address) -> bool {
+        let under = |outer: &str, inner: &str| {
+            outer != inner && (outer.is_empty() || inner.starts_with(&format!("{outer}/")))
+        };
+        match (self, other) {
+            (
+                Address::Azure {
+                    account: a1,
+                    container: c1,
+                    prefix: p1,
+                },
+                Address::Azure {
+                    account: a2,
+                    container: c2,
+                    prefix: p2,
+                },
+            ) => a1 == a2 && c1 == c2 && under(p1, p2),
+            (Address::AzureUrl { url: u1 }, Address::AzureUrl { url: u2 }) => {
+                !u1.is_empty() && under(u1, u2)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Refuses a SAS whose expiry (`se=`) has passed, before any request: the
+/// service would only answer "authorization failure". A SAS without a
+/// readable expiry is left for the service to judge.
+pub fn check_sas_expiry(url: &str, sas: &str) -> Result<(), EngineError> {
+    let query = sas.trim_start_matches('?');
+    let Some((_, se)) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "se")
+    else {
+        return Ok(());
+    };
+    let Some(expiry) = parse_sas_time(&se) else {
+        return Ok(());
+    };
+    if expiry <= chrono::Utc::now() {
+        return Err(EngineError::InvalidInput(format!(
+            "the SAS for {url} expired at {}; create a new one",
+            expiry.format("%Y-%m-%d %H:%M:%S UTC")
+        )));
+    }
+    Ok(())
+}
+
+/// The ISO 8601 forms a SAS's `se`/`st` take: `2024-05-01T12:00:00Z`,
+/// `2024-05-01T12:00Z` or `2024-05-01`.
+fn parse_sas_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%MZ") {
+        return Some(Utc.from_utc_datetime(&t));
+    }
+    let day = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0)?))
 }
 
 /// Azure's container naming rules, checked before any request.
@@ -345,6 +411,20 @@ impl JobSpec {
             return Err(EngineError::InvalidInput(format!(
                 "source and destination are the same ({}); choose another destination",
                 self.src
+            )));
+        }
+        // Prefixes of one container nest like folders: a destination inside
+        // the source would be listed (and copied) again on every run.
+        if self.src.contains(&self.dst) {
+            return Err(EngineError::InvalidInput(format!(
+                "destination {} is inside the source {}; choose a destination outside it",
+                self.dst, self.src
+            )));
+        }
+        if self.dst.contains(&self.src) {
+            return Err(EngineError::InvalidInput(format!(
+                "source {} is inside the destination {}; copying would write over the source",
+                self.src, self.dst
             )));
         }
         let (Some(src), Some(dst)) = (self.src.local_path(), self.dst.local_path()) else {
@@ -492,6 +572,58 @@ mod tests {
         for bad in ["dev:Photos", "dev:ab", "dev:a--b"] {
             let err = Address::parse(bad, &accounts).unwrap_err().to_string();
             assert!(err.contains("invalid container name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn azure_prefixes_nest_like_folders() {
+        let az = |c: &str, p: &str| Address::Azure {
+            account: "dev".into(),
+            container: c.into(),
+            prefix: p.into(),
+        };
+        let spec = |src: Address, dst: Address| JobSpec {
+            src,
+            dst,
+            mode: Mode::Full,
+            parallel: None,
+            block_size: None,
+            copy_method: CopyMode::Server,
+            policy_plugin: None,
+            plugin_failure: Default::default(),
+        };
+        let err = |s: JobSpec| s.validate().unwrap_err().to_string();
+        assert!(err(spec(az("c", ""), az("c", "backup"))).contains("inside the source"));
+        assert!(err(spec(az("c", "a"), az("c", "a/b"))).contains("inside the source"));
+        assert!(err(spec(az("c", "a/b"), az("c", "a"))).contains("inside the destination"));
+        spec(az("c", "ab"), az("c", "abc")).validate().unwrap();
+        spec(az("c", "a"), az("d", "a/b")).validate().unwrap();
+        let url = |u: &str| Address::AzureUrl { url: u.into() };
+        assert!(err(spec(url("http://h/acct/c"), url("http://h/acct/c/x"))).contains("inside"));
+        spec(url("http://h/acct/c"), url("http://h/acct/cc"))
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn expired_sas_tokens_are_refused_before_any_request() {
+        let no = Accounts::default();
+        let err = Address::parse(
+            "https://a.blob.core.windows.net/c?sv=2020-12-06&se=2020-01-01T00%3A00%3A00Z&sig=SECRET",
+            &no,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("expired at 2020-01-01 00:00:00 UTC"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+        for se in ["2020-01-01", "2020-01-01T10:00Z"] {
+            assert!(
+                check_sas_expiry("u", &format!("se={se}&sig=x")).is_err(),
+                "{se}"
+            );
+        }
+        for ok in ["se=2999-01-01T00:00:00Z&sig=x", "sig=x", "se=garbage&sig=x"] {
+            check_sas_expiry("u", ok).unwrap();
         }
     }
 

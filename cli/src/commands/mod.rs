@@ -13,6 +13,10 @@ use crate::args::{Cli, Command, PluginCommand};
 
 /// Runs the command; returns the exit code (errors map to codes in main).
 pub fn dispatch(cli: Cli) -> Result<u8> {
+    run(cli).map_err(crate::exit::printable_error)
+}
+
+fn run(cli: Cli) -> Result<u8> {
     let state = state_dir(cli.state)?;
     let out = Output { quiet: cli.quiet };
     let ctx = run::Ctx {

@@ -1,6 +1,7 @@
 //! copy, submit, run and replay: the commands that change the log.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,13 @@ impl Ctx {
 /// Parses the job's addresses; a container URL's SAS goes into `accounts`
 /// (memory only), never into the spec.
 fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec> {
-    let mut addr = |input: &str| -> Result<Address> {
+    let mut addr = |input: &OsStr| -> Result<Address> {
+        let input = input.to_str().ok_or_else(|| {
+            EngineError::InvalidInput(format!(
+                "path {} is not valid UTF-8; rename it or copy its parent",
+                Path::new(input).display()
+            ))
+        })?;
         let parsed = Address::parse(input, accounts)?;
         if let (Address::AzureUrl { url }, Some(sas)) = (&parsed.address, &parsed.sas) {
             accounts.set_url_sas(url, sas);
@@ -80,14 +87,33 @@ fn with_policy(engine: &Engine, args: &JobArgs, mut spec: JobSpec) -> Result<Job
     Ok(spec)
 }
 
-/// Gives a job's container URLs the SAS passed to this run.
-fn attach_sas(accounts: &mut Accounts, spec: Option<&JobSpec>, args: &RunArgs) {
-    let Some(spec) = spec else { return };
+/// Gives a job's container URLs the SAS passed to this run; refuses one
+/// that has already expired.
+fn attach_sas(accounts: &mut Accounts, spec: Option<&JobSpec>, args: &RunArgs) -> Result<()> {
+    let Some(spec) = spec else { return Ok(()) };
     for (addr, sas) in [(&spec.src, &args.src_sas), (&spec.dst, &args.dst_sas)] {
         if let (Address::AzureUrl { url }, Some(sas)) = (addr, sas) {
+            ferry_engine::job::check_sas_expiry(url, sas)?;
             accounts.set_url_sas(url, sas);
         }
     }
+    Ok(())
+}
+
+/// `copy` runs the job right away, so a container URL needs its SAS now
+/// (`submit` may leave it to `run`/`replay --src-sas/--dst-sas`).
+fn require_sas(spec: &JobSpec, accounts: &Accounts) -> Result<()> {
+    for addr in [&spec.src, &spec.dst] {
+        if let Address::AzureUrl { url } = addr {
+            if accounts.url_sas(url).is_none() {
+                return Err(EngineError::InvalidInput(format!(
+                    "container URL {url} has no SAS; append it (URL?sv=...&sig=...)"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -113,6 +139,7 @@ pub fn copy(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     let out = ctx.out;
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
+    require_sas(&spec, &accounts)?;
     let engine = ctx.engine(accounts)?;
     let spec = with_policy(&engine, &args, spec)?;
     let rt = runtime()?;
@@ -143,7 +170,7 @@ pub fn run_queue(ctx: &Ctx, args: RunArgs) -> Result<u8> {
                 break;
             }
             let spec = engine.summary(id)?.spec;
-            attach_sas(engine.accounts_mut(), spec.as_ref(), &args);
+            attach_sas(engine.accounts_mut(), spec.as_ref(), &args)?;
             let how = How {
                 parallel: args.parallel,
                 replay: false,
@@ -167,7 +194,7 @@ pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
     let mut engine = ctx.engine(ctx.accounts()?)?;
     let id = engine.resolve(job)?;
     let spec = engine.summary(id)?.spec;
-    attach_sas(engine.accounts_mut(), spec.as_ref(), &args);
+    attach_sas(engine.accounts_mut(), spec.as_ref(), &args)?;
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
@@ -269,7 +296,7 @@ fn summary_line(r: &RunReport) -> String {
     let t = &r.totals;
     let status = match &r.outcome {
         None => "interrupted (ferry replay continues it)".to_string(),
-        Some(o) => o.to_string(),
+        Some(o) => exit::printable(&o.to_string()),
     };
     let mut resumed = if t.resumed > 0 {
         format!(", {} already done", t.resumed)
@@ -297,6 +324,7 @@ fn code_of(r: &RunReport) -> u8 {
         Some(Outcome::Succeeded) => exit::OK,
         Some(Outcome::CompletedWithFailures) => exit::BLOBS_FAILED,
         Some(Outcome::Failed { message }) => {
+            let message = exit::printable(message);
             eprintln!("ferry: error: job {} failed: {message}", r.job);
             exit::JOB_FAILED
         }

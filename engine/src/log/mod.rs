@@ -223,8 +223,16 @@ fn writer_gone() -> EngineError {
 }
 
 fn open_error(path: &Path, e: sled::Error) -> EngineError {
+    use std::io::ErrorKind as K;
     match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+        // The disk, not the log, is the problem: restoring a backup (what
+        // "corrupt" advises) would not help.
+        sled::Error::Io(io)
+            if matches!(
+                io.kind(),
+                K::PermissionDenied | K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem
+            ) =>
+        {
             EngineError::StateIo {
                 path: path.to_path_buf(),
                 cause: io,

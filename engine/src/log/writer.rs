@@ -294,7 +294,7 @@ impl WriterState {
                     .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
             if let Err(e) = result {
-                error = Some(format!("{} ({})", e, self.path.display()));
+                error = Some(format!("{} ({})", describe(&e), self.path.display()));
             }
         }
         self.stats.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
@@ -310,7 +310,9 @@ impl WriterState {
                 }
             }
             Some(msg) => {
-                tracing::error!(error = %msg, "event log write failed");
+                // Not an error line of its own: every caller gets this as
+                // `EngineError::LogWrite` and reports it (once).
+                tracing::debug!(error = %msg, "event log write failed");
                 if let Ok(mut g) = self.failed.lock() {
                     g.get_or_insert_with(|| msg.clone());
                 }
@@ -395,5 +397,38 @@ impl WriterState {
         self.summaries
             .get_mut(&job)
             .ok_or_else(|| "summary cache".to_string())
+    }
+}
+
+/// sled's error as one readable line. sled hands out copies of an I/O error
+/// it met earlier whose text is the original's Debug form (`Os { code: 28,
+/// kind: StorageFull, .. }`); those are described like the original.
+fn describe(e: &sled::Error) -> String {
+    let sled::Error::Io(io) = e else {
+        return e.to_string();
+    };
+    let text = io.to_string();
+    let code = io.raw_os_error().or_else(|| {
+        text.strip_prefix("Os { code: ")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|c| c.parse().ok())
+    });
+    match code {
+        Some(code) => format!("IO error: {}", std::io::Error::from_raw_os_error(code)),
+        None => format!("IO error: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn io_errors_read_the_same_however_sled_copied_them() {
+        let original = sled::Error::Io(std::io::Error::from_raw_os_error(28));
+        let copy = original.clone();
+        assert_eq!(
+            super::describe(&original),
+            "IO error: No space left on device (os error 28)"
+        );
+        assert_eq!(super::describe(&copy), super::describe(&original));
     }
 }

@@ -94,8 +94,10 @@ impl LocalStore {
             None => self.create_temp(&tmp, before.mode())?,
         };
         let done = (|| {
-            let n = copy_data(&input, &out, meta.size)
-                .map_err(|e| StoreError::io(format!("copying {}", from.display()), e))?;
+            let n = copy_data(&input, &out, meta.size).map_err(|e| {
+                let what = format!("copying {} to {}", from.display(), to.display());
+                StoreError::io(what, e)
+            })?;
             let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
             // The mode given at creation is filtered by the umask: set it exactly.
             out.set_permissions(before.permissions()).map_err(dst_err)?;

@@ -81,7 +81,7 @@ pub enum StoreError {
     SourceChanged { name: String },
     #[error("{what}: {why}")]
     Conflict { what: String, why: String },
-    #[error("{what}: the service answered {status} {code}")]
+    #[error("{what}: the service answered {}", answer(*.status, .code))]
     Service {
         what: String,
         status: u16,
@@ -90,6 +90,15 @@ pub enum StoreError {
     },
     #[error("{what}: {cause}")]
     Io { what: String, cause: std::io::Error },
+}
+
+/// `503 ServerBusy`, or just `500` when the service gave no error code.
+fn answer(status: u16, code: &str) -> String {
+    if code.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status} {code}")
+    }
 }
 
 impl StoreError {

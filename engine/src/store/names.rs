@@ -23,6 +23,11 @@ pub fn check(name: &str) -> Result<(), StoreError> {
     if name.contains('\0') {
         return bad("contains a NUL byte");
     }
+    // Azure cannot list them back in XML, and in messages and terminals
+    // they do damage (escape sequences, line breaks): no backend takes them.
+    if name.chars().any(char::is_control) {
+        return bad("contains a control character; rename it");
+    }
     for part in name.split('/') {
         match part {
             "" => return bad("empty path segment ('//' or trailing '/')"),
@@ -49,6 +54,11 @@ mod tests {
             "a//b",
             "a/",
             "a\0b",
+            "esc\x1b[31m",
+            "line\nbreak",
+            "tab\there",
+            "del\x7f",
+            "c1\u{85}",
         ] {
             assert!(check(bad).is_err(), "{bad:?} should be refused");
         }
