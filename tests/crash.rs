@@ -60,7 +60,7 @@ fn attempt_of(e: &serde_json::Value, events: &[serde_json::Value]) -> u64 {
         .iter()
         .filter(|x| ev_type(x) == "JobStarted" && x["seq"].as_u64().unwrap() <= seq)
         .map(|x| ev_data(x)["attempt"].as_u64().unwrap())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 

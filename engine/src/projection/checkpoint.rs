@@ -109,6 +109,7 @@ mod tests {
                 error_kind: ErrorKind::Io,
                 message: "boom".into(),
                 attempts: 3,
+                retries: Default::default(),
             },
         ));
         assert!(!cp.blobs["a"].is_done_for("e1"));
@@ -123,6 +124,7 @@ mod tests {
                 ms: 0,
                 tries: 1,
                 detail: None,
+                retries: Default::default(),
             },
         ));
         assert!(cp.blobs["a"].is_done_for("e1"));

@@ -24,13 +24,13 @@ pub fn map(err: &azure_core::Error, what: &str, account: &str) -> StoreError {
             code,
             transient: true,
         } => StoreError::Service {
-            what: format!("{what}: gave up retrying"),
+            what,
             status,
             code,
             transient: false,
         },
         StoreError::Io { what, cause } => StoreError::Io {
-            what: format!("{what} (gave up retrying)"),
+            what,
             cause: io::Error::other(cause.to_string()),
         },
         e => e,
