@@ -7,6 +7,7 @@ mod azure;
 mod bad_input;
 mod copy;
 mod crash;
+mod daemon;
 mod errors;
 mod events;
 mod fault_proxy;

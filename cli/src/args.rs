@@ -91,6 +91,91 @@ pub enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Cron schedules that submit a job per fire (run by `ferry daemon`).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Run queued jobs, fire schedules and retry failed jobs until stopped.
+    Daemon(DaemonArgs),
+    /// What the daemon is doing: running jobs, the queue, next fires.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: it will not run again (a running one stops at a blob boundary).
+    Cancel { job: String },
+    /// Hold a job until `ferry resume` (a running one stops at a blob boundary).
+    Pause { job: String },
+    /// Put a paused job back in the queue.
+    Resume { job: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule: CRON (6 fields with seconds, or 5; UTC unless --tz) submits SRC -> DST.
+    Add(Box<ScheduleAddArgs>),
+    /// List schedules with their next fire.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a schedule and its next 5 fires.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule (its past jobs stay in the log).
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    /// Letters, digits, '-' and '_'.
+    pub name: String,
+    /// e.g. "0 30 23 * * Mon-Thu" (sec min hour day month weekday).
+    pub cron: String,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// IANA time zone the cron is read in, e.g. Europe/Paris (default UTC).
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// While the previous run is queued or running: skip (default), queue, or allow.
+    #[arg(long, default_value = "skip")]
+    pub overlap: ferry_engine::schedule::Overlap,
+    /// Fires missed while no daemon ran: latest (default), all, or none.
+    #[arg(long, default_value = "latest")]
+    pub catch_up: ferry_engine::schedule::CatchUp,
+    /// Missed fires older than this many seconds are not caught up.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    pub catch_up_window: u64,
+    /// Times the daemon replays a failed job of this schedule.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Jobs running at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Replays of a failed job (schedules have their own --max-retries).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_retries: u32,
+    /// Seconds before the first replay of a failed job; doubles each time.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]
+    pub retry_delay: f64,
+    /// Parallel copies per job (default: the job's, else 8 x cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub parallel: Option<u32>,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]

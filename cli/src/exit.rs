@@ -63,6 +63,15 @@ impl std::fmt::Display for Printable {
 
 impl std::error::Error for Printable {}
 
+/// An error with its exit code decided elsewhere (by the daemon that ran
+/// the request), made safe to print.
+pub fn coded(text: &str, code: u8) -> Printable {
+    Printable {
+        text: printable(text),
+        code,
+    }
+}
+
 /// Makes an error safe to print as one line: escape sequences, carriage
 /// returns and other control characters in it (from paths and names as
 /// typed) are shown escaped, not sent to the terminal.

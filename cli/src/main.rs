@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod control;
 mod exit;
 mod progress;
 mod signals;

@@ -39,7 +39,16 @@ pub struct RunOptions {
     pub retry: Option<RetryPolicy>,
     /// Use a policy plugin whose file changed since the job was submitted.
     pub allow_plugin_change: bool,
+    /// Why `cancel` was cancelled, recorded in `JobInterrupted` (default:
+    /// "stopped on request (signal)").
+    pub stop_reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// Run by the daemon: marked in `JobStarted.worker`, so a restarted
+    /// daemon knows which interrupted jobs were its own to pick up.
+    pub by_daemon: bool,
 }
+
+/// Marks the worker of attempts a daemon ran.
+pub const DAEMON_WORKER_SUFFIX: &str = " (daemon)";
 
 /// An open state dir. Holds its lock for as long as it lives.
 pub struct Engine {
@@ -104,6 +113,22 @@ impl Engine {
         &self.log
     }
 
+    /// Enqueues a schedule's job under the id its `ScheduleFired` named.
+    pub async fn submit_scheduled(
+        &self,
+        id: JobId,
+        spec: JobSpec,
+        schedule: &str,
+    ) -> Result<(), EngineError> {
+        spec.validate()?;
+        let event = Event::JobSubmitted {
+            spec: Box::new(spec),
+            schedule: Some(schedule.to_string()),
+        };
+        self.log.append_durable(id, event).await?;
+        Ok(())
+    }
+
     /// Checks and enqueues a job; returns once `JobSubmitted` is durable.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobId, EngineError> {
         spec.validate()?;
@@ -113,6 +138,7 @@ impl Engine {
                 id,
                 Event::JobSubmitted {
                     spec: Box::new(spec),
+                    schedule: None,
                 },
             )
             .await?;
@@ -186,6 +212,18 @@ impl Engine {
                 why: "already succeeded; nothing to replay (submit a new job to copy again)".into(),
             });
         }
+        if summary.state == JobState::Cancelled {
+            return Err(EngineError::WrongState {
+                job: job.to_string(),
+                why: "was cancelled; submit a new job to copy again".into(),
+            });
+        }
+        if summary.state == JobState::Paused {
+            return Err(EngineError::WrongState {
+                job: job.to_string(),
+                why: format!("is paused; `ferry resume {job}` first"),
+            });
+        }
         self.attempt(summary, opts).await
     }
 
@@ -220,7 +258,10 @@ impl Engine {
             None => None,
         };
         let started = Instant::now();
-        let worker = format!("{}:{}", hostname(), std::process::id());
+        let mut worker = format!("{}:{}", hostname(), std::process::id());
+        if opts.by_daemon {
+            worker.push_str(DAEMON_WORKER_SUFFIX);
+        }
         let parallelism = parallel as u32;
         self.log
             .append_durable(
@@ -250,7 +291,12 @@ impl Engine {
         let totals = opts.progress.totals();
         let outcome = match end {
             AttemptEnd::Interrupted => {
-                let reason = "stopped on request (signal)".to_string();
+                let reason = opts
+                    .stop_reason
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_else(|| "stopped on request (signal)".to_string());
                 self.log
                     .append_durable(job, Event::JobInterrupted { attempt, reason })
                     .await?;
@@ -442,8 +488,10 @@ impl Engine {
                 self.summary(job)?;
                 Box::new(self.log.events(job))
             }
+            // Everything: the control stream (schedules) first, then jobs.
             None => {
-                let ids = self.log.job_ids()?;
+                let mut ids = vec![JobId::CONTROL];
+                ids.extend(self.log.job_ids()?);
                 Box::new(ids.into_iter().flat_map(move |id| self.log.events(id)))
             }
         })

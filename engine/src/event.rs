@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobId, JobSpec};
+use crate::schedule::ScheduleDef;
 
 /// Schema version written into every new record.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -122,7 +123,12 @@ pub struct Totals {
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     #[serde(rename = "JobSubmitted")]
-    JobSubmitted { spec: Box<JobSpec> },
+    JobSubmitted {
+        spec: Box<JobSpec>,
+        /// The schedule whose fire submitted it (absent: submitted by hand).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule: Option<String>,
+    },
     #[serde(rename = "JobStarted")]
     JobStarted {
         attempt: u32,
@@ -178,6 +184,39 @@ pub enum Event {
     },
     #[serde(rename = "JobInterrupted")]
     JobInterrupted { attempt: u32, reason: String },
+    /// Cancelled: it will not run again. A running attempt stopped at a
+    /// blob boundary first (its `JobInterrupted` comes before this).
+    #[serde(rename = "JobCancelled")]
+    JobCancelled { reason: String, by: String },
+    /// Held: not started (queued) or stopped at a blob boundary (running)
+    /// until `JobResumed`.
+    #[serde(rename = "JobPaused")]
+    JobPaused { by: String },
+    #[serde(rename = "JobResumed")]
+    JobResumed { by: String },
+    /// The daemon will replay this failed job at `at` (retry `retry` of
+    /// the schedule's or daemon's maximum).
+    #[serde(rename = "JobRetryPlanned")]
+    JobRetryPlanned { retry: u32, at: DateTime<Utc> },
+    // Control stream (see `JobId::CONTROL`): schedules.
+    #[serde(rename = "ScheduleAdded")]
+    ScheduleAdded { def: Box<ScheduleDef>, by: String },
+    #[serde(rename = "ScheduleRemoved")]
+    ScheduleRemoved { name: String, by: String },
+    /// A fire submitted `job`.
+    #[serde(rename = "ScheduleFired")]
+    ScheduleFired {
+        name: String,
+        due: DateTime<Utc>,
+        job: JobId,
+    },
+    /// A fire did not submit a job (overlap, or a missed fire not caught up).
+    #[serde(rename = "ScheduleSkipped")]
+    ScheduleSkipped {
+        name: String,
+        due: DateTime<Utc>,
+        reason: String,
+    },
     #[serde(rename = "JobFinished")]
     JobFinished {
         attempt: u32,
@@ -198,6 +237,14 @@ impl Event {
             Event::BlobFailed { .. } => "BlobFailed",
             Event::JobInterrupted { .. } => "JobInterrupted",
             Event::JobFinished { .. } => "JobFinished",
+            Event::JobCancelled { .. } => "JobCancelled",
+            Event::JobPaused { .. } => "JobPaused",
+            Event::JobResumed { .. } => "JobResumed",
+            Event::JobRetryPlanned { .. } => "JobRetryPlanned",
+            Event::ScheduleAdded { .. } => "ScheduleAdded",
+            Event::ScheduleRemoved { .. } => "ScheduleRemoved",
+            Event::ScheduleFired { .. } => "ScheduleFired",
+            Event::ScheduleSkipped { .. } => "ScheduleSkipped",
         }
     }
 
@@ -209,6 +256,14 @@ impl Event {
                 | Event::JobStarted { .. }
                 | Event::JobInterrupted { .. }
                 | Event::JobFinished { .. }
+                | Event::JobCancelled { .. }
+                | Event::JobPaused { .. }
+                | Event::JobResumed { .. }
+                | Event::JobRetryPlanned { .. }
+                | Event::ScheduleAdded { .. }
+                | Event::ScheduleRemoved { .. }
+                | Event::ScheduleFired { .. }
+                | Event::ScheduleSkipped { .. }
         )
     }
 }
@@ -241,7 +296,7 @@ impl fmt::Display for Outcome {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::JobSubmitted { spec } => {
+            Event::JobSubmitted { spec, .. } => {
                 write!(f, "{} -> {} mode={}", spec.src, spec.dst, spec.mode)
             }
             Event::JobStarted {
@@ -306,6 +361,31 @@ impl fmt::Display for Event {
                 f,
                 "attempt={attempt} {outcome}: copied={} skipped={} failed={} resumed={}",
                 totals.copied, totals.skipped, totals.failed, totals.resumed
+            ),
+            Event::JobCancelled { reason, by } => write!(f, "by {by}: {reason}"),
+            Event::JobPaused { by } | Event::JobResumed { by } => write!(f, "by {by}"),
+            Event::JobRetryPlanned { retry, at } => {
+                write!(f, "retry {retry} at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+            }
+            Event::ScheduleAdded { def, by } => write!(
+                f,
+                "{:?} cron={:?} tz={} by {by}: {} -> {}",
+                def.name,
+                def.cron,
+                def.tz.as_deref().unwrap_or("UTC"),
+                def.spec.src,
+                def.spec.dst
+            ),
+            Event::ScheduleRemoved { name, by } => write!(f, "{name:?} by {by}"),
+            Event::ScheduleFired { name, due, job } => write!(
+                f,
+                "{name:?} due {} -> job {job}",
+                due.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            Event::ScheduleSkipped { name, due, reason } => write!(
+                f,
+                "{name:?} due {}: {reason}",
+                due.format("%Y-%m-%d %H:%M:%S UTC")
             ),
         }
     }

@@ -16,6 +16,10 @@ use crate::error::EngineError;
 pub struct JobId(pub Uuid);
 
 impl JobId {
+    /// The control stream: schedule events, which belong to no job. The nil
+    /// UUID sorts before every v7 id, so it is never taken for a job.
+    pub const CONTROL: JobId = JobId(Uuid::nil());
+
     pub fn new() -> Self {
         JobId(Uuid::now_v7())
     }

@@ -7,24 +7,28 @@
 //! The engine never prints; callers (the `ferry` CLI) decide what to show.
 
 pub mod config;
+pub mod daemon;
 mod engine;
 pub mod error;
 pub mod event;
 pub mod job;
+mod jobctl;
 pub mod log;
 pub mod plugin;
 pub mod policy;
 pub mod projection;
 pub mod report;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 #[doc(hidden)]
 pub mod testkit;
 pub mod transfer;
 
-pub use engine::{default_parallelism, Engine, RunOptions, Verification};
+pub use engine::{default_parallelism, Engine, RunOptions, Verification, DAEMON_WORKER_SUFFIX};
 pub use error::EngineError;
 pub use event::{Event, EventRecord};
 pub use job::{Address, JobId, JobSpec, Mode};
+pub use jobctl::actor;
 pub use projection::{JobState, JobSummary};
 pub use transfer::{Progress, RunReport};

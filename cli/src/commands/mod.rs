@@ -1,15 +1,20 @@
 //! One module per group of subcommands; `dispatch` picks one.
 
+mod daemon;
+mod jobctl;
 mod query;
 mod report;
 mod run;
+mod schedule;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ferry_engine::Engine;
+use ferry_engine::projection::BlobState;
+use ferry_engine::{Engine, EventRecord, JobId, JobSummary};
 
 use crate::args::{Cli, Command, PluginCommand};
+use crate::control::{self, Access, Request};
 
 /// Runs the command; returns the exit code (errors map to codes in main).
 pub fn dispatch(cli: Cli) -> Result<u8> {
@@ -27,15 +32,46 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Copy(job) => run::copy(&ctx, job),
         Command::Submit(job) => run::submit(&ctx, job),
+        Command::Schedule(cmd) => schedule::schedule(&ctx, cmd),
+        Command::Daemon(args) => daemon::daemon(&ctx, args),
+        Command::Status { json } => daemon::status(&state, json),
+        Command::Cancel { job } => jobctl::control(&state, &job, jobctl::Action::Cancel, out.quiet),
+        Command::Pause { job } => jobctl::control(&state, &job, jobctl::Action::Pause, out.quiet),
+        Command::Resume { job } => jobctl::control(&state, &job, jobctl::Action::Resume, out.quiet),
         Command::Run(args) => run::run_queue(&ctx, args),
         Command::Replay { job, run } => run::replay(&ctx, &job, run),
-        Command::Jobs { json } => query::jobs(&open(&state)?, json),
+        Command::Jobs { json } => match control::access(&state)? {
+            Access::Local(engine) => query::jobs(&engine, json),
+            Access::Daemon(sock) => {
+                let v = control::call(&sock, &Request::Jobs)?;
+                let jobs: Vec<JobSummary> = serde_json::from_value(v["jobs"].clone())?;
+                let running: Vec<JobId> = serde_json::from_value(v["running"].clone())?;
+                query::print_jobs(&jobs, &running, json)
+            }
+        },
         Command::Show {
             job,
             json,
             failures,
-        } => query::show(&open(&state)?, &job, json, failures),
-        Command::Events { job, json } => query::events(&open(&state)?, job.as_deref(), json),
+        } => match control::access(&state)? {
+            Access::Local(engine) => query::show(&engine, &job, json, failures),
+            Access::Daemon(sock) => {
+                let v = control::call(&sock, &Request::Show { job })?;
+                let summary: JobSummary = serde_json::from_value(v["summary"].clone())?;
+                let fails: Vec<(String, BlobState)> =
+                    serde_json::from_value(v["failures"].clone())?;
+                let running: Vec<JobId> = serde_json::from_value(v["running"].clone())?;
+                query::print_show(&summary, &fails, &running, json, failures)
+            }
+        },
+        Command::Events { job, json } => match control::access(&state)? {
+            Access::Local(engine) => query::events(&engine, job.as_deref(), json),
+            Access::Daemon(sock) => {
+                let v = control::call(&sock, &Request::Events { job })?;
+                let recs: Vec<EventRecord> = serde_json::from_value(v)?;
+                query::print_events(recs.into_iter().map(Ok), json)
+            }
+        },
         Command::VerifyLog { job } => query::verify(&open(&state)?, job.as_deref(), out),
         Command::Report {
             job,

@@ -3,7 +3,8 @@
 use std::io::{BufWriter, Write};
 
 use anyhow::Result;
-use ferry_engine::{Engine, JobSummary};
+use ferry_engine::projection::BlobState;
+use ferry_engine::{Engine, EventRecord, JobId, JobState, JobSummary};
 use indicatif::HumanBytes;
 use serde_json::json;
 
@@ -23,10 +24,21 @@ fn route(s: &JobSummary) -> String {
         .unwrap_or_default()
 }
 
-fn summary_json(s: &JobSummary) -> serde_json::Value {
+/// The state to show: a job a live daemon is running is running; any other
+/// job still marked running was left by a process that died.
+fn state_of(s: &JobSummary, running: &[JobId]) -> JobState {
+    if running.contains(&s.id) {
+        JobState::Running
+    } else {
+        s.effective_state()
+    }
+}
+
+fn summary_json(s: &JobSummary, running: &[JobId]) -> serde_json::Value {
     json!({
         "id": s.id,
-        "state": s.effective_state(),
+        "state": state_of(s, running),
+        "schedule": s.schedule,
         "spec": s.spec,
         "submitted_at": s.submitted_at,
         "attempts": s.attempts,
@@ -43,10 +55,14 @@ fn summary_json(s: &JobSummary) -> serde_json::Value {
 }
 
 pub fn jobs(engine: &Engine, json: bool) -> Result<u8> {
-    let jobs = engine.jobs()?;
+    print_jobs(&engine.jobs()?, &[], json)
+}
+
+/// `running`: jobs a live daemon is running.
+pub fn print_jobs(jobs: &[JobSummary], running: &[JobId], json: bool) -> Result<u8> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     if json {
-        let all: Vec<_> = jobs.iter().map(summary_json).collect();
+        let all: Vec<_> = jobs.iter().map(|s| summary_json(s, running)).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
         return Ok(exit::OK);
     }
@@ -55,12 +71,12 @@ pub fn jobs(engine: &Engine, json: bool) -> Result<u8> {
         "{:<36}  {:<23}  {:>8}  {:>8}  {:>6}  {:>10}  {:>8}  ROUTE",
         "ID", "STATE", "COPIED", "SKIPPED", "FAILED", "BYTES", "ELAPSED"
     )?;
-    for s in &jobs {
+    for s in jobs {
         writeln!(
             out,
             "{:<36}  {:<23}  {:>8}  {:>8}  {:>6}  {:>10}  {:>8}  {}",
             s.id.to_string(),
-            s.effective_state().to_string(),
+            state_of(s, running).to_string(),
             s.copied,
             s.skipped,
             s.failed,
@@ -76,6 +92,16 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
     let id = engine.resolve(job)?;
     let s = engine.summary(id)?;
     let failures = engine.failures(id)?;
+    print_show(&s, &failures, &[], json, max_failures)
+}
+
+pub fn print_show(
+    s: &JobSummary,
+    failures: &[(String, BlobState)],
+    running: &[JobId],
+    json: bool,
+    max_failures: usize,
+) -> Result<u8> {
     let limit = if max_failures == 0 {
         usize::MAX
     } else {
@@ -83,7 +109,7 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
     };
     let mut out = BufWriter::new(std::io::stdout().lock());
     if json {
-        let mut v = summary_json(&s);
+        let mut v = summary_json(s, running);
         v["failures"] = failures
             .iter()
             .take(limit)
@@ -94,7 +120,17 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
         return Ok(exit::OK);
     }
     writeln!(out, "job       {}", s.id)?;
-    writeln!(out, "state     {}", s.effective_state())?;
+    writeln!(out, "state     {}", state_of(s, running))?;
+    if let Some(name) = &s.schedule {
+        writeln!(out, "schedule  {name}")?;
+    }
+    if let Some((n, at)) = s.retry_planned {
+        writeln!(
+            out,
+            "retry     {n} planned at {}",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        )?;
+    }
     if let Some(spec) = &s.spec {
         writeln!(out, "source    {}", spec.src)?;
         writeln!(out, "dest      {}", spec.dst)?;
@@ -113,7 +149,7 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
         HumanBytes(s.copied_bytes),
         s.skipped,
         s.failed,
-        elapsed(&s)
+        elapsed(s)
     )?;
     if let Some(e) = &s.error {
         writeln!(out, "error     {e}")?;
@@ -178,8 +214,12 @@ pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Resu
 
 pub fn events(engine: &Engine, job: Option<&str>, json: bool) -> Result<u8> {
     let id = job.map(|j| engine.resolve(j)).transpose()?;
+    print_events(engine.events(id)?.map(|r| r.map_err(Into::into)), json)
+}
+
+pub fn print_events(recs: impl Iterator<Item = Result<EventRecord>>, json: bool) -> Result<u8> {
     let mut out = BufWriter::new(std::io::stdout().lock());
-    for rec in engine.events(id)? {
+    for rec in recs {
         let rec = rec?;
         if json {
             serde_json::to_writer(&mut out, &rec)?;

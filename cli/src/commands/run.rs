@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{open, Output};
 use crate::args::{JobArgs, RetryArgs, RunArgs};
+use crate::control::{self, Access, Request};
 use crate::exit;
 use crate::progress::ProgressView;
 
@@ -29,7 +30,7 @@ pub struct Ctx {
 impl Ctx {
     /// The accounts: `--config`/`FERRY_CONFIG`, else `ferry.toml` in the
     /// state dir if there is one, plus `AZURE_STORAGE_CONNECTION_STRING`.
-    fn accounts(&self) -> Result<Accounts> {
+    pub(crate) fn accounts(&self) -> Result<Accounts> {
         let default = self.state.join("ferry.toml");
         let path = match &self.config {
             Some(p) => Some(p.clone()),
@@ -40,14 +41,14 @@ impl Ctx {
 
     /// Opens the state dir with the accounts loaded; `sas` pairs a job's
     /// container URLs with the SAS given for them this time.
-    fn engine(&self, accounts: Accounts) -> Result<Engine> {
+    pub(crate) fn engine(&self, accounts: Accounts) -> Result<Engine> {
         Ok(open(&self.state)?.with_accounts(accounts))
     }
 }
 
 /// Parses the job's addresses; a container URL's SAS goes into `accounts`
 /// (memory only), never into the spec.
-fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec> {
+pub(crate) fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec> {
     let mut addr = |input: &OsStr| -> Result<Address> {
         let input = input.to_str().ok_or_else(|| {
             EngineError::InvalidInput(format!(
@@ -78,7 +79,7 @@ fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec> {
 }
 
 /// Pins the policy plugin (hash) after checking it loads and configures.
-fn with_policy(engine: &Engine, args: &JobArgs, mut spec: JobSpec) -> Result<JobSpec> {
+pub(crate) fn with_policy(engine: &Engine, args: &JobArgs, mut spec: JobSpec) -> Result<JobSpec> {
     if let Some(path) = &args.policy {
         spec.policy_plugin = Some(engine.prepare_policy(path, args.plugin_config.clone())?);
     } else if !args.plugin_config.is_empty() {
@@ -116,7 +117,7 @@ fn require_sas(spec: &JobSpec, accounts: &Accounts) -> Result<()> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
@@ -126,9 +127,28 @@ pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     let out = ctx.out;
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
-    let engine = ctx.engine(accounts)?;
-    let spec = with_policy(&engine, &args, spec)?;
-    let id = runtime()?.block_on(engine.submit(spec))?;
+    let id = match control::access(&ctx.state)? {
+        Access::Local(engine) => {
+            let engine = engine.with_accounts(accounts);
+            let spec = with_policy(&engine, &args, spec)?;
+            runtime()?.block_on(engine.submit(spec))?
+        }
+        Access::Daemon(_) if args.policy.is_some() => {
+            return Err(EngineError::InvalidInput(
+                "jobs with a policy plugin are submitted while the daemon is stopped (the plugin is checked and pinned by hash then)".into(),
+            )
+            .into());
+        }
+        Access::Daemon(sock) => {
+            let v = control::call(
+                &sock,
+                &Request::Submit {
+                    spec: Box::new(spec),
+                },
+            )?;
+            serde_json::from_value(v)?
+        }
+    };
     if !out.quiet {
         println!("{id}");
     }
@@ -256,6 +276,7 @@ async fn attempt(
         progress,
         retry,
         allow_plugin_change: how.allow_plugin_change,
+        ..RunOptions::default()
     };
     let report = if how.replay {
         engine.replay(id, opts).await

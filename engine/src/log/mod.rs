@@ -143,8 +143,8 @@ impl EventLog {
             })
     }
 
-    /// All job ids, oldest first. Jumps from job to job instead of scanning
-    /// every key, so it costs one seek per job.
+    /// All job ids, oldest first (not the control stream). Jumps from job to
+    /// job instead of scanning every key, so it costs one seek per job.
     pub fn job_ids(&self) -> Result<Vec<JobId>, EngineError> {
         let mut out = Vec::new();
         let mut from: Vec<u8> = Vec::new();
@@ -157,7 +157,9 @@ impl EventLog {
                 .get(..16)
                 .and_then(JobId::from_slice)
                 .ok_or_else(|| self.corrupt("a key shorter than a job id"))?;
-            out.push(job);
+            if job != JobId::CONTROL {
+                out.push(job);
+            }
             from = keys::after_job(job).to_vec();
         }
         Ok(out)

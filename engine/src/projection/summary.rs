@@ -18,6 +18,10 @@ pub enum JobState {
     Succeeded,
     CompletedWithFailures,
     Failed,
+    /// Held by `ferry pause` until `ferry resume`.
+    Paused,
+    /// Stopped for good by `ferry cancel`.
+    Cancelled,
 }
 
 impl fmt::Display for JobState {
@@ -29,6 +33,8 @@ impl fmt::Display for JobState {
             JobState::Succeeded => "succeeded",
             JobState::CompletedWithFailures => "completed-with-failures",
             JobState::Failed => "failed",
+            JobState::Paused => "paused",
+            JobState::Cancelled => "cancelled",
         })
     }
 }
@@ -71,6 +77,15 @@ pub struct JobSummary {
     /// Skips over all attempts by reason (bounded: a handful of reasons).
     #[serde(default)]
     pub skipped_by_reason: std::collections::BTreeMap<String, u64>,
+    /// The schedule that submitted it, if any.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// The daemon's planned replay of a failed job: which retry, and when.
+    #[serde(default)]
+    pub retry_planned: Option<(u32, DateTime<Utc>)>,
+    /// Replays the daemon has planned so far.
+    #[serde(default)]
+    pub retries_planned: u32,
     /// Retries over all attempts by cause (`503 ServerBusy`, `timeout`, ...):
     /// bounded by the handful of causes, not by blobs.
     #[serde(default)]
@@ -94,6 +109,9 @@ impl JobSummary {
             error: None,
             skipped_by_reason: Default::default(),
             retries_by_cause: Default::default(),
+            schedule: None,
+            retry_planned: None,
+            retries_planned: 0,
             last_seq: 0,
         }
     }
@@ -118,7 +136,8 @@ impl JobSummary {
     pub fn apply(&mut self, rec: &EventRecord) {
         self.last_seq = rec.seq;
         match &rec.event {
-            Event::JobSubmitted { spec } => {
+            Event::JobSubmitted { spec, schedule } => {
+                self.schedule = schedule.clone();
                 self.spec = Some((**spec).clone());
                 self.submitted_at = Some(rec.at);
                 self.state = JobState::Queued;
@@ -129,6 +148,7 @@ impl JobSummary {
                 parallelism,
             } => {
                 self.state = JobState::Running;
+                self.retry_planned = None;
                 self.failed = 0;
                 self.error = None;
                 self.attempts.push(AttemptSummary {
@@ -183,7 +203,10 @@ impl JobSummary {
                 }
             }
             Event::JobInterrupted { reason, .. } => {
-                self.state = JobState::Interrupted;
+                // A pause or cancel recorded first keeps its state.
+                if !matches!(self.state, JobState::Paused | JobState::Cancelled) {
+                    self.state = JobState::Interrupted;
+                }
                 if let Some(a) = self.attempts.last_mut() {
                     a.ended_at = Some(rec.at);
                     a.outcome = Some(format!("interrupted: {reason}"));
@@ -210,6 +233,31 @@ impl JobSummary {
                     }
                 }
             }
+            Event::JobCancelled { reason, .. } => {
+                self.state = JobState::Cancelled;
+                self.retry_planned = None;
+                self.error = Some(format!("cancelled: {reason}"));
+                if let Some(a) = self.attempts.last_mut().filter(|a| a.ended_at.is_none()) {
+                    a.ended_at = Some(rec.at);
+                    a.outcome = Some(format!("cancelled: {reason}"));
+                }
+            }
+            Event::JobPaused { .. } => {
+                self.state = JobState::Paused;
+            }
+            Event::JobResumed { .. } => {
+                // Back in the queue: its next attempt resumes from the
+                // checkpoint if it has run before.
+                self.state = JobState::Queued;
+            }
+            Event::JobRetryPlanned { retry, at } => {
+                self.retry_planned = Some((*retry, *at));
+                self.retries_planned = *retry;
+            }
+            Event::ScheduleAdded { .. }
+            | Event::ScheduleRemoved { .. }
+            | Event::ScheduleFired { .. }
+            | Event::ScheduleSkipped { .. } => {}
         }
     }
 
@@ -272,6 +320,7 @@ mod tests {
         let events = [
             Event::JobSubmitted {
                 spec: Box::new(spec),
+                schedule: None,
             },
             started(1),
             Event::BlobCopied {

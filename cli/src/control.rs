@@ -1,0 +1,175 @@
+//! Talking to a running daemon. sled lets one process open a state dir, so
+//! while `ferry daemon` holds it, other ferry commands (submit, cancel,
+//! pause, resume, schedules, status, jobs, show) send their request over a
+//! Unix socket in the state dir and the daemon does the work. One JSON line
+//! each way; the socket is created 0600 in a dir only its owner can enter.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ferry_engine::daemon::Daemon;
+use ferry_engine::schedule::ScheduleDef;
+use ferry_engine::{Engine, EngineError, JobSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::exit;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Submit { spec: Box<JobSpec> },
+    Cancel { job: String, by: String },
+    Pause { job: String, by: String },
+    Resume { job: String, by: String },
+    ScheduleAdd { def: Box<ScheduleDef>, by: String },
+    ScheduleRemove { name: String, by: String },
+    Schedules,
+    Status,
+    Jobs,
+    Show { job: String },
+    Events { job: Option<String> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Response {
+    Ok { ok: Value },
+    Err { error: String, code: u8 },
+}
+
+/// The daemon's socket in a state dir.
+pub fn socket_path(state: &Path) -> PathBuf {
+    state.join("daemon.sock")
+}
+
+/// Where a command's work happens.
+pub enum Access {
+    /// This process holds the state dir.
+    Local(Engine),
+    /// A daemon holds it; ask it.
+    Daemon(PathBuf),
+}
+
+/// Opens the state dir, or finds the daemon that holds it. Any other
+/// holder (a foreground `ferry copy`) is the usual "in use" error.
+pub fn access(state: &Path) -> Result<Access> {
+    match Engine::open(state) {
+        Ok(e) => Ok(Access::Local(e)),
+        Err(e @ EngineError::StateLocked { .. }) => {
+            let sock = socket_path(state);
+            if UnixStream::connect(&sock).is_ok() {
+                Ok(Access::Daemon(sock))
+            } else {
+                Err(e.into())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends one request to the daemon and returns its answer, or its error
+/// with the exit code the daemon chose.
+pub fn call(sock: &Path, req: &Request) -> Result<Value> {
+    let mut stream = UnixStream::connect(sock)
+        .with_context(|| format!("cannot reach the daemon at {}", sock.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("the daemon did not answer")?;
+    match serde_json::from_str::<Response>(&answer)
+        .with_context(|| format!("the daemon's answer is not valid: {answer:?}"))?
+    {
+        Response::Ok { ok } => Ok(ok),
+        Response::Err { error, code } => Err(anyhow::Error::new(exit::coded(&error, code))),
+    }
+}
+
+/// Serves requests until the listener is dropped (the daemon stops).
+pub async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            let Ok(Some(line)) = lines.next_line().await else {
+                return;
+            };
+            let response = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => match handle(&daemon, req).await {
+                    Ok(v) => Response::Ok { ok: v },
+                    Err(e) => Response::Err {
+                        error: format!("{e:#}").replace('\n', " "),
+                        code: exit::code_for(&e),
+                    },
+                },
+                Err(e) => Response::Err {
+                    error: format!("malformed request: {e}"),
+                    code: exit::USAGE,
+                },
+            };
+            let mut text = serde_json::to_string(&response).unwrap_or_default();
+            text.push('\n');
+            let _ = write.write_all(text.as_bytes()).await;
+        });
+    }
+}
+
+async fn handle(d: &Daemon, req: Request) -> Result<Value> {
+    let e = d.engine();
+    Ok(match req {
+        Request::Submit { spec } => {
+            let id = e.submit(*spec).await?;
+            d.nudge();
+            json!(id)
+        }
+        Request::Cancel { job, by } => json!(d.cancel(e.resolve(&job)?, &by).await?),
+        Request::Pause { job, by } => json!(d.pause(e.resolve(&job)?, &by).await?),
+        Request::Resume { job, by } => {
+            d.resume(e.resolve(&job)?, &by).await?;
+            Value::Null
+        }
+        Request::ScheduleAdd { def, by } => {
+            e.add_schedule(*def, &by).await?;
+            d.nudge();
+            Value::Null
+        }
+        Request::ScheduleRemove { name, by } => {
+            e.remove_schedule(&name, &by).await?;
+            Value::Null
+        }
+        Request::Schedules => json!({
+            "now": d.now(),
+            "schedules": e.schedules()?,
+        }),
+        Request::Status => json!(d.status()?),
+        Request::Jobs => json!({
+            "jobs": e.jobs()?,
+            "running": d.status()?.running.iter().map(|r| r.job).collect::<Vec<_>>(),
+        }),
+        Request::Events { job } => {
+            let id = job.map(|j| e.resolve(&j)).transpose()?;
+            json!(e.events(id)?.collect::<Result<Vec<_>, _>>()?)
+        }
+        Request::Show { job } => {
+            let id = e.resolve(&job)?;
+            json!({
+                "summary": e.summary(id)?,
+                "failures": e.failures(id)?,
+                "running": d.status()?.running.iter().map(|r| r.job).collect::<Vec<_>>(),
+            })
+        }
+    })
+}

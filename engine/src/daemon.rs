@@ -1,0 +1,545 @@
+//! The daemon: drains the queue with a bounded number of concurrent jobs,
+//! fires schedules (a job per fire), replays failed jobs with backoff, and
+//! picks up the jobs it was running when it last stopped. All its decisions
+//! are recorded as events before they take effect, so a restart resumes
+//! from the log, never from memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::DAEMON_WORKER_SUFFIX;
+use crate::error::EngineError;
+use crate::event::{Event, Totals};
+use crate::job::JobId;
+use crate::projection::{JobState, JobSummary};
+use crate::schedule::{self, FireAction};
+use crate::{Engine, Progress, RunOptions};
+
+/// Wall-clock time, injectable so schedules can be tested without waiting.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Starts at a chosen instant and advances with real time: lets a test put
+/// the daemon a few seconds before a fire (`FERRY_TEST_NOW`).
+pub struct OffsetClock {
+    offset: chrono::Duration,
+}
+
+impl OffsetClock {
+    pub fn starting_at(t: DateTime<Utc>) -> OffsetClock {
+        OffsetClock {
+            offset: t - Utc::now(),
+        }
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Jobs running at once.
+    pub max_jobs: usize,
+    /// Replays of a failed job (a schedule's own setting wins for its jobs).
+    pub max_retries: u32,
+    /// First retry delay; doubles per retry.
+    pub retry_delay: Duration,
+    /// Longest sleep between looks at the log.
+    pub tick: Duration,
+    /// A fire at most this late is on time (not a missed fire).
+    pub grace: Duration,
+    /// Parallel copies per job (default: the job's, else 8 x cores).
+    pub parallel: Option<usize>,
+    /// How long a stop waits for running jobs to reach a blob boundary.
+    pub stop_timeout: Duration,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            max_jobs: 2,
+            max_retries: 5,
+            retry_delay: Duration::from_secs(30),
+            tick: Duration::from_secs(5),
+            grace: Duration::from_secs(60),
+            parallel: None,
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A job this daemon is running.
+struct Running {
+    cancel: CancellationToken,
+    stop_reason: Arc<Mutex<Option<String>>>,
+    progress: Arc<Progress>,
+    started_at: DateTime<Utc>,
+    schedule: Option<String>,
+}
+
+/// A planned replay: the job, which retry, when.
+pub type PlannedRetry = (JobId, u32, DateTime<Utc>);
+/// A schedule's name and its next fire (none if it never fires again).
+pub type NextFire = (String, Option<DateTime<Utc>>);
+
+/// What `ferry status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub max_jobs: usize,
+    pub running: Vec<RunningStatus>,
+    pub queued: Vec<JobId>,
+    pub retries_planned: Vec<PlannedRetry>,
+    pub next_fires: Vec<NextFire>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningStatus {
+    pub job: JobId,
+    pub schedule: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub totals: Totals,
+}
+
+pub struct Daemon {
+    engine: Arc<Engine>,
+    opts: DaemonOptions,
+    clock: Arc<dyn Clock>,
+    started_at: DateTime<Utc>,
+    running: Mutex<HashMap<JobId, Running>>,
+    /// Serialises "look at a job's state, then act on it" between the loop
+    /// and control requests, so a pause cannot slip between a start
+    /// decision and the start.
+    ops: tokio::sync::Mutex<()>,
+    wake: tokio::sync::Notify,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Daemon {
+    pub fn new(engine: Arc<Engine>, opts: DaemonOptions, clock: Arc<dyn Clock>) -> Arc<Daemon> {
+        let started_at = clock.now();
+        Arc::new(Daemon {
+            engine,
+            opts,
+            clock,
+            started_at,
+            running: Mutex::new(HashMap::new()),
+            ops: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Works until `shutdown`, then stops running jobs at blob boundaries
+    /// (waiting at most `stop_timeout`) and returns.
+    pub async fn run(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), EngineError> {
+        tracing::info!(max_jobs = self.opts.max_jobs, "daemon started");
+        loop {
+            let next = self.tick().await?;
+            let now = self.clock.now();
+            let wait = (next - now)
+                .to_std()
+                .unwrap_or_default()
+                .min(self.opts.tick);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+        self.stop_all("daemon stopping");
+        let mut tasks = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return Ok(()),
+        };
+        let drained = tokio::time::timeout(self.opts.stop_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("jobs did not stop in time; they resume when the daemon restarts");
+        }
+        tracing::info!("daemon stopped");
+        Ok(())
+    }
+
+    fn stop_all(&self, why: &str) {
+        if let Ok(running) = self.running.lock() {
+            for r in running.values() {
+                if let Ok(mut reason) = r.stop_reason.lock() {
+                    *reason = Some(why.to_string());
+                }
+                r.cancel.cancel();
+            }
+        }
+    }
+
+    fn is_running(&self, job: JobId) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains_key(&job))
+            .unwrap_or(false)
+    }
+
+    /// A job's state as this process sees it: a job it is running is
+    /// running, not "left running by a dead process".
+    fn live_state(&self, s: &JobSummary) -> JobState {
+        if s.state == JobState::Running && self.is_running(s.id) {
+            JobState::Running
+        } else {
+            s.effective_state()
+        }
+    }
+
+    /// One look at the log: fire schedules, plan retries, start jobs.
+    /// Returns when to look again at the latest.
+    async fn tick(self: &Arc<Self>) -> Result<DateTime<Utc>, EngineError> {
+        let _ops = self.ops.lock().await;
+        let now = self.clock.now();
+        let mut next = now + chrono::Duration::from_std(self.opts.tick).unwrap_or_default();
+        let schedules = self.engine.schedules()?;
+        for (name, st) in &schedules.by_name {
+            let cron = match st.def.cron() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(schedule = %name, "schedule has an invalid cron: {e}");
+                    continue;
+                }
+            };
+            // A fire recorded but whose job was never submitted (the
+            // daemon died in between) is completed now, not fired again.
+            if let Some(job) = st.last_job {
+                if let Err(EngineError::UnknownJob(_)) = self.engine.summary(job) {
+                    self.engine
+                        .submit_scheduled(job, st.def.spec.clone(), name)
+                        .await?;
+                }
+            }
+            for action in schedule::due_fires(st, &cron, now, self.opts.grace) {
+                self.act(name, st, action).await?;
+            }
+            if let Some(t) = cron.next_after(now) {
+                next = next.min(t);
+            }
+        }
+        let jobs = self.engine.jobs()?;
+        for s in &jobs {
+            if let Some(t) = self.plan_retry(s, &schedules, now).await? {
+                next = next.min(t);
+            }
+        }
+        let jobs = self.engine.jobs()?;
+        self.start_jobs(&jobs, &schedules, now)?;
+        Ok(next)
+    }
+
+    async fn act(
+        &self,
+        name: &str,
+        st: &schedule::ScheduleState,
+        action: FireAction,
+    ) -> Result<(), EngineError> {
+        let event = match action {
+            FireAction::Skip { due, reason } => Event::ScheduleSkipped {
+                name: name.to_string(),
+                due,
+                reason,
+            },
+            FireAction::Fire(due) => {
+                let previous = match st.last_job {
+                    Some(j) => match self.engine.summary(j) {
+                        Ok(s) => Some((j, self.live_state(&s))),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                match schedule::overlap_reason(st.def.overlap, previous) {
+                    Some(reason) => Event::ScheduleSkipped {
+                        name: name.to_string(),
+                        due,
+                        reason,
+                    },
+                    None => {
+                        // Fired first, then submitted: a crash in between is
+                        // repaired on restart (see `tick`), never doubled.
+                        let job = JobId::new();
+                        let fired = Event::ScheduleFired {
+                            name: name.to_string(),
+                            due,
+                            job,
+                        };
+                        self.engine
+                            .log()
+                            .append_durable(JobId::CONTROL, fired)
+                            .await?;
+                        self.engine
+                            .submit_scheduled(job, st.def.spec.clone(), name)
+                            .await?;
+                        tracing::info!(schedule = %name, %job, "schedule fired");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.engine
+            .log()
+            .append_durable(JobId::CONTROL, event)
+            .await?;
+        Ok(())
+    }
+
+    /// Plans the next replay of a failed job this daemon ran. Returns when
+    /// a planned retry is due.
+    async fn plan_retry(
+        &self,
+        s: &JobSummary,
+        schedules: &schedule::Schedules,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        if !matches!(s.state, JobState::Failed | JobState::CompletedWithFailures)
+            || !last_run_by_daemon(s)
+        {
+            return Ok(None);
+        }
+        if let Some((_, at)) = s.retry_planned {
+            return Ok(Some(at));
+        }
+        let max = s
+            .schedule
+            .as_ref()
+            .and_then(|n| schedules.by_name.get(n))
+            .map(|st| st.def.max_retries)
+            .unwrap_or(self.opts.max_retries);
+        if s.retries_planned >= max {
+            return Ok(None);
+        }
+        let retry = s.retries_planned + 1;
+        let delay = self
+            .opts
+            .retry_delay
+            .saturating_mul(1 << (retry - 1).min(16));
+        let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.engine
+            .log()
+            .append_durable(s.id, Event::JobRetryPlanned { retry, at })
+            .await?;
+        Ok(Some(at))
+    }
+
+    fn start_jobs(
+        self: &Arc<Self>,
+        jobs: &[JobSummary],
+        schedules: &schedule::Schedules,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        for s in jobs {
+            if self.running.lock().map(|r| r.len()).unwrap_or(usize::MAX) >= self.opts.max_jobs {
+                break;
+            }
+            if self.is_running(s.id) {
+                continue;
+            }
+            let replay = match s.effective_state() {
+                JobState::Queued => !s.attempts.is_empty(),
+                JobState::Failed | JobState::CompletedWithFailures => match s.retry_planned {
+                    Some((_, at)) if at <= now => true,
+                    _ => continue,
+                },
+                // Its own job, left by a stop or a crash.
+                JobState::Interrupted if last_run_by_daemon(s) => true,
+                _ => continue,
+            };
+            if let Some(name) = &s.schedule {
+                let overlap = schedules
+                    .by_name
+                    .get(name)
+                    .map(|st| st.def.overlap)
+                    .unwrap_or_default();
+                let same_running = self.running.lock().is_ok_and(|r| {
+                    r.values()
+                        .any(|x| x.schedule.as_deref() == Some(name.as_str()))
+                });
+                if !schedule::may_start(overlap, same_running) {
+                    continue;
+                }
+            }
+            self.start(s, replay);
+        }
+        Ok(())
+    }
+
+    fn start(self: &Arc<Self>, s: &JobSummary, replay: bool) {
+        let job = s.id;
+        let opts = RunOptions {
+            parallel: self.opts.parallel,
+            by_daemon: true,
+            ..RunOptions::default()
+        };
+        let running = Running {
+            cancel: opts.cancel.clone(),
+            stop_reason: opts.stop_reason.clone(),
+            progress: opts.progress.clone(),
+            started_at: self.clock.now(),
+            schedule: s.schedule.clone(),
+        };
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(job, running);
+        }
+        let me = self.clone();
+        let task = async move {
+            let result = if replay {
+                me.engine.replay(job, opts).await
+            } else {
+                me.engine.run(job, opts).await
+            };
+            match result {
+                Ok(r) => tracing::info!(%job, outcome = ?r.outcome, "job ended"),
+                Err(e) => tracing::warn!(%job, "job could not run: {e}"),
+            }
+            if let Ok(mut r) = me.running.lock() {
+                r.remove(&job);
+            }
+            me.wake.notify_one();
+        };
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.spawn(task);
+        }
+        tracing::info!(%job, replay, "job started");
+    }
+
+    /// Wakes the loop (a job was submitted or resumed).
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Cancels a job; a running one stops at a blob boundary.
+    pub async fn cancel(&self, job: JobId, by: &str) -> Result<JobState, EngineError> {
+        let _ops = self.ops.lock().await;
+        let state = self
+            .engine
+            .cancel(job, &format!("cancelled by {by}"), by)
+            .await?;
+        self.stop(job, &format!("cancelled by {by}"));
+        Ok(state)
+    }
+
+    /// Pauses a job; a running one stops at a blob boundary.
+    pub async fn pause(&self, job: JobId, by: &str) -> Result<JobState, EngineError> {
+        let _ops = self.ops.lock().await;
+        let state = self.engine.pause(job, by).await?;
+        self.stop(job, &format!("paused by {by}"));
+        Ok(state)
+    }
+
+    pub async fn resume(&self, job: JobId, by: &str) -> Result<(), EngineError> {
+        let _ops = self.ops.lock().await;
+        self.engine.resume(job, by).await?;
+        self.nudge();
+        Ok(())
+    }
+
+    fn stop(&self, job: JobId, why: &str) {
+        if let Ok(running) = self.running.lock() {
+            if let Some(r) = running.get(&job) {
+                if let Ok(mut reason) = r.stop_reason.lock() {
+                    *reason = Some(why.to_string());
+                }
+                r.cancel.cancel();
+            }
+        }
+    }
+
+    pub fn status(&self) -> Result<DaemonStatus, EngineError> {
+        let now = self.clock.now();
+        let running = self
+            .running
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .map(|(job, x)| RunningStatus {
+                        job: *job,
+                        schedule: x.schedule.clone(),
+                        started_at: x.started_at,
+                        totals: x.progress.totals(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (queued, retries_planned) = queue_of(&self.engine.jobs()?);
+        Ok(DaemonStatus {
+            pid: std::process::id(),
+            started_at: self.started_at,
+            now,
+            max_jobs: self.opts.max_jobs,
+            running,
+            queued,
+            retries_planned,
+            next_fires: next_fires(&self.engine, now)?,
+        })
+    }
+}
+
+/// Queued jobs and planned retries, oldest first.
+pub fn queue_of(jobs: &[JobSummary]) -> (Vec<JobId>, Vec<PlannedRetry>) {
+    let queued = jobs
+        .iter()
+        .filter(|s| s.state == JobState::Queued)
+        .map(|s| s.id)
+        .collect();
+    let retries = jobs
+        .iter()
+        .filter_map(|s| s.retry_planned.map(|(n, at)| (s.id, n, at)))
+        .collect();
+    (queued, retries)
+}
+
+/// Each schedule's next fire after `now`.
+pub fn next_fires(
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<Vec<NextFire>, EngineError> {
+    Ok(engine
+        .schedules()?
+        .by_name
+        .iter()
+        .map(|(n, st)| {
+            (
+                n.clone(),
+                st.def.cron().ok().and_then(|c| c.next_after(now)),
+            )
+        })
+        .collect())
+}
+
+fn last_run_by_daemon(s: &JobSummary) -> bool {
+    s.attempts
+        .last()
+        .is_some_and(|a| a.worker.ends_with(DAEMON_WORKER_SUFFIX))
+}

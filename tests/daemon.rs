@@ -1,0 +1,315 @@
+//! The daemon end to end: a schedule fires at a (controlled) time, its job
+//! runs and completes, SIGTERM stops the daemon, a restart does not run the
+//! fire again; overlapping fires are skipped with a reason; pause, resume
+//! and cancel reach a running job through the control socket; failed jobs
+//! are replayed with backoff; a job stopped by SIGTERM is picked up again.
+//! The clock is set with FERRY_TEST_NOW (it then runs in real time), so no
+//! test waits for a real schedule.
+
+use std::time::{Duration, Instant};
+
+use ferry_engine::testkit::{Azurite, DEV_ACCOUNT, DEV_KEY};
+use serde_json::Value;
+
+use crate::fault_proxy::{FaultProxy, Faults};
+use crate::util::*;
+
+/// Polls `f` every 50 ms until it returns Some, for at most `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn daemon(env: &Env, now: Option<&str>, extra: &[&str]) -> Running {
+    let mut f = env.ferry();
+    f.args(["daemon", "--quiet"]).args(extra);
+    if let Some(t) = now {
+        f.env("FERRY_TEST_NOW", t);
+    }
+    let d = f.spawn();
+    // Up once the control socket answers.
+    wait_for(20, "the daemon's socket", || {
+        std::os::unix::net::UnixStream::connect(env.state.join("daemon.sock"))
+            .ok()
+            .map(|_| ())
+    });
+    d
+}
+
+/// SIGTERM, and the daemon must exit 0 within `secs`.
+fn stop(d: Running, secs: u64) {
+    d.signal(libc::SIGTERM);
+    let out = d.wait_timeout(Duration::from_secs(secs));
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+fn control_events(env: &Env) -> Vec<Value> {
+    env.events(None)
+        .into_iter()
+        .filter(|e| e["job"] == "00000000-0000-0000-0000-000000000000")
+        .collect()
+}
+
+fn state(env: &Env, job: &str) -> String {
+    env.show_json(job)["state"].as_str().unwrap().to_string()
+}
+
+fn status(env: &Env) -> Value {
+    let out = env.ferry().args(["status", "--json"]).run().success();
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+/// A destination account behind a proxy that delays every request, so a
+/// job runs long enough to be paused, cancelled or overlapped.
+fn slow_remote(env: &Env, delay_ms: u64) -> FaultProxy {
+    let azurite = Azurite::shared();
+    let proxy = FaultProxy::start(
+        &format!("http://127.0.0.1:{}", azurite.port),
+        Faults {
+            slow: 1.0,
+            slow_for: Duration::from_millis(delay_ms),
+            ..Faults::default()
+        },
+    );
+    write(
+        &env.state.join("ferry.toml"),
+        format!(
+            "[accounts.slow]\nconnection_string = \"AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};BlobEndpoint={}/{DEV_ACCOUNT}\"\n",
+            proxy.base
+        ),
+    );
+    proxy
+}
+
+fn files(env: &Env, n: usize) {
+    for i in 0..n {
+        write(&env.src.join(format!("f{i:04}.txt")), format!("file {i}"));
+    }
+}
+
+#[test]
+fn a_schedule_fires_its_job_runs_and_a_restart_does_not_run_it_again() {
+    let env = Env::new();
+    files(&env, 20);
+    env.ferry()
+        .args(["schedule", "add", "nightly", "0 30 23 * * Mon-Thu"])
+        .arg(&env.src)
+        .arg(&env.dst)
+        .run()
+        .success();
+    let show = env
+        .ferry()
+        .args(["schedule", "show", "nightly", "--json"])
+        .env("FERRY_TEST_NOW", "2026-11-27T12:00:00Z")
+        .run()
+        .success();
+    let show: Value = serde_json::from_str(&show.stdout).unwrap();
+    // From Friday noon: Mon, Tue, Wed, Thu, then Mon again.
+    assert_eq!(
+        show["next"],
+        serde_json::json!([
+            "2026-11-30T23:30:00Z",
+            "2026-12-01T23:30:00Z",
+            "2026-12-02T23:30:00Z",
+            "2026-12-03T23:30:00Z",
+            "2026-12-07T23:30:00Z"
+        ])
+    );
+
+    // Thursday 23:29:58: the fire is two seconds away.
+    let d = daemon(&env, Some("2026-11-26T23:29:58Z"), &[]);
+    let job = wait_for(30, "the scheduled job to succeed", || {
+        let jobs = env.jobs_json();
+        let j = jobs.first()?;
+        (j["state"] == "succeeded").then(|| j["id"].as_str().unwrap().to_string())
+    });
+    assert_same_tree(&env.src, &env.dst);
+    assert_eq!(env.show_json(&job)["schedule"], "nightly");
+    stop(d, 15);
+
+    // Restarted after the fire: nothing runs twice.
+    let d = daemon(&env, Some("2026-11-26T23:30:05Z"), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        env.jobs_json().len(),
+        1,
+        "the fire ran again after a restart"
+    );
+    stop(d, 15);
+    let fired: Vec<Value> = control_events(&env)
+        .into_iter()
+        .filter(|e| ev_type(e) == "ScheduleFired")
+        .collect();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(ev_data(&fired[0])["due"], "2026-11-26T23:30:00Z");
+    assert_eq!(ev_data(&fired[0])["job"], job.as_str());
+    env.verify_log_ok(None);
+}
+
+#[test]
+fn an_overlapping_fire_is_skipped_with_a_reason() {
+    let env = Env::new();
+    let _proxy = slow_remote(&env, 40);
+    files(&env, 60);
+    let c = format!("overlap-{}", std::process::id());
+    env.ferry()
+        .args(["schedule", "add", "often", "* * * * * *", "--parallel", "1"])
+        .arg(&env.src)
+        .arg(format!("slow:{c}"))
+        .run()
+        .success();
+    let d = daemon(&env, None, &["--jobs", "4"]);
+    let skipped = wait_for(30, "a ScheduleSkipped", || {
+        control_events(&env)
+            .into_iter()
+            .find(|e| ev_type(e) == "ScheduleSkipped")
+    });
+    let reason = ev_data(&skipped)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("still"), "{reason}");
+    // Skip means one job at a time, however many fires passed.
+    let running = status(&env)["running"].as_array().unwrap().len();
+    assert!(running <= 1, "overlap skip ran {running} jobs at once");
+    stop(d, 20);
+}
+
+#[test]
+fn pause_resume_and_cancel_reach_a_running_job() {
+    let env = Env::new();
+    let _proxy = slow_remote(&env, 30);
+    files(&env, 300);
+    let c = format!("ctl-{}", std::process::id());
+    let d = daemon(&env, None, &["--jobs", "1"]);
+    // Submitted through the daemon.
+    let out = env
+        .ferry()
+        .args(["submit", "--parallel", "1"])
+        .arg(&env.src)
+        .arg(format!("slow:{c}"))
+        .run()
+        .success();
+    let job = out.stdout.trim().to_string();
+    wait_for(20, "the job to run", || {
+        (status(&env)["running"][0]["job"] == job.as_str()).then_some(())
+    });
+    env.ferry().args(["pause", &job]).run().success();
+    wait_for(20, "the pause", || {
+        (state(&env, &job) == "paused" && status(&env)["running"].as_array()?.is_empty())
+            .then_some(())
+    });
+    // A paused job is not started again by the daemon.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(&env, &job), "paused");
+    env.ferry().args(["resume", &job]).run().success();
+    wait_for(20, "the job to run again", || {
+        (status(&env)["running"][0]["job"] == job.as_str()).then_some(())
+    });
+    env.ferry().args(["cancel", &job]).run().success();
+    wait_for(20, "the cancel", || {
+        (state(&env, &job) == "cancelled" && status(&env)["running"].as_array()?.is_empty())
+            .then_some(())
+    });
+    // Cancelled for good: cancel again, resume and pause are refused.
+    env.ferry()
+        .args(["cancel", &job])
+        .run()
+        .error(7, "cancelled");
+    env.ferry()
+        .args(["resume", &job])
+        .run()
+        .error(7, "not paused");
+    stop(d, 20);
+    env.ferry()
+        .args(["replay", &job])
+        .run()
+        .error(7, "cancelled");
+
+    let events = env.events(Some(&job));
+    let kinds: Vec<&str> = events.iter().map(ev_type).collect();
+    for k in ["JobPaused", "JobResumed", "JobCancelled"] {
+        assert!(kinds.contains(&k), "no {k}: {kinds:?}");
+    }
+    let reasons: Vec<&str> = of_type(&events, "JobInterrupted")
+        .iter()
+        .map(|e| ev_data(e)["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].starts_with("paused by "), "{reasons:?}");
+    assert!(reasons[1].starts_with("cancelled by "), "{reasons:?}");
+    let by = ev_data(of_type(&events, "JobPaused")[0])["by"]
+        .as_str()
+        .unwrap();
+    assert!(by.contains('@'), "{by}");
+    env.verify_log_ok(Some(&job));
+}
+
+#[test]
+fn a_failed_job_is_replayed_with_backoff_up_to_the_limit() {
+    let env = Env::new();
+    files(&env, 3);
+    let d = daemon(&env, None, &["--max-retries", "2", "--retry-delay", "0.2"]);
+    let gone = env.path("gone");
+    std::fs::rename(&env.src, &gone).unwrap();
+    let out = env
+        .ferry()
+        .arg("submit")
+        .arg(&gone)
+        .arg(&env.dst)
+        .run()
+        .success();
+    let job = out.stdout.trim().to_string();
+    std::fs::remove_dir_all(&gone).unwrap();
+    wait_for(20, "three failed attempts", || {
+        let s = env.show_json(&job);
+        (s["attempts"].as_array()?.len() == 3 && s["state"] == "failed").then_some(())
+    });
+    // No fourth attempt.
+    std::thread::sleep(Duration::from_millis(1200));
+    stop(d, 15);
+    let events = env.events(Some(&job));
+    assert_eq!(of_type(&events, "JobStarted").len(), 3);
+    let planned: Vec<u64> = of_type(&events, "JobRetryPlanned")
+        .iter()
+        .map(|e| ev_data(e)["retry"].as_u64().unwrap())
+        .collect();
+    assert_eq!(planned, vec![1, 2]);
+}
+
+#[test]
+fn a_job_stopped_by_sigterm_is_picked_up_by_the_next_daemon() {
+    let env = Env::new();
+    let _proxy = slow_remote(&env, 30);
+    files(&env, 200);
+    let c = format!("pickup-{}", std::process::id());
+    let d = daemon(&env, None, &["--jobs", "1"]);
+    let out = env
+        .ferry()
+        .args(["submit", "--parallel", "2"])
+        .arg(&env.src)
+        .arg(format!("slow:{c}"))
+        .run()
+        .success();
+    let job = out.stdout.trim().to_string();
+    wait_for(20, "some progress", || {
+        let s = status(&env);
+        (s["running"][0]["totals"]["copied"].as_u64()? > 5).then_some(())
+    });
+    let t = Instant::now();
+    stop(d, 20);
+    eprintln!("FIGURES daemon stop with a running job: {:?}", t.elapsed());
+    assert_eq!(state(&env, &job), "interrupted");
+    let d = daemon(&env, None, &["--jobs", "1"]);
+    wait_for(60, "the job to finish", || {
+        (state(&env, &job) == "succeeded").then_some(())
+    });
+    stop(d, 15);
+    let events = env.events(Some(&job));
+    assert_eq!(of_type(&events, "JobStarted").len(), 2);
+    let copied = of_type(&events, "BlobCopied").len() + of_type(&events, "BlobSkipped").len();
+    assert!(copied >= 200, "{copied}");
+    env.verify_log_ok(Some(&job));
+}
