@@ -242,8 +242,13 @@ impl Daemon {
                         .await?;
                 }
             }
+            // The previous job as of each fire: an earlier fire of this
+            // same tick may have just submitted one.
+            let mut last_job = st.last_job;
             for action in schedule::due_fires(st, &cron, now, self.opts.grace) {
-                self.act(name, st, action).await?;
+                if let Some(job) = self.act(name, st, last_job, action).await? {
+                    last_job = Some(job);
+                }
             }
             if let Some(t) = cron.next_after(now) {
                 next = next.min(t);
@@ -260,12 +265,14 @@ impl Daemon {
         Ok(next)
     }
 
+    /// Records one fire's outcome; returns the job it submitted, if any.
     async fn act(
         &self,
         name: &str,
         st: &schedule::ScheduleState,
+        last_job: Option<JobId>,
         action: FireAction,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<JobId>, EngineError> {
         let event = match action {
             FireAction::Skip { due, reason } => Event::ScheduleSkipped {
                 name: name.to_string(),
@@ -273,7 +280,7 @@ impl Daemon {
                 reason,
             },
             FireAction::Fire(due) => {
-                let previous = match st.last_job {
+                let previous = match last_job {
                     Some(j) => match self.engine.summary(j) {
                         Ok(s) => Some((j, self.live_state(&s))),
                         Err(_) => None,
@@ -303,7 +310,7 @@ impl Daemon {
                             .submit_scheduled(job, st.def.spec.clone(), name)
                             .await?;
                         tracing::info!(schedule = %name, %job, "schedule fired");
-                        return Ok(());
+                        return Ok(Some(job));
                     }
                 }
             }
@@ -312,7 +319,7 @@ impl Daemon {
             .log()
             .append_durable(JobId::CONTROL, event)
             .await?;
-        Ok(())
+        Ok(None)
     }
 
     /// Plans the next replay of a failed job this daemon ran. Returns when

@@ -524,7 +524,15 @@ impl Engine {
                 self.summary(j)?;
                 vec![j]
             }
-            None => self.log.job_ids()?,
+            None => {
+                // The control stream (schedules) too, when it exists: same
+                // gap and summary checks (its summary folds nothing).
+                let mut ids = self.log.job_ids()?;
+                if self.log.summary(JobId::CONTROL)?.is_some() {
+                    ids.insert(0, JobId::CONTROL);
+                }
+                ids
+            }
         };
         let mut v = Verification::default();
         for id in ids {
