@@ -241,3 +241,34 @@ fn replay_with_parallel_overrides_for_that_attempt() {
     assert_eq!(parallelism_of(&env, &id, 1), 8 * cores() as u64);
     assert_eq!(parallelism_of(&env, &id, 2), 7);
 }
+
+#[test]
+fn a_queued_job_whose_store_cannot_open_fails_on_the_record_and_the_queue_goes_on() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a", b"1")]);
+    let config = env.state.join("ferry.toml");
+    write(
+        &config,
+        "[accounts.az]\nconnection_string = \"UseDevelopmentStorage=true\"\n",
+    );
+    let first = submit(&env, &env.src, std::path::Path::new("az:photos"), &[]);
+    let second = submit(&env, &env.src, &env.dst, &[]);
+    // The account disappears from the config before the queue runs.
+    write(&config, "");
+    let out = env.ferry().arg("run").run().code(6);
+    assert!(out.stderr.contains("unknown account \"az\""), "{out:?}");
+    let shown = env.show_json(&first);
+    assert_eq!(shown["state"], "failed");
+    assert!(shown["error"].as_str().unwrap().contains("unknown account"));
+    assert_eq!(env.show_json(&second)["state"], "succeeded");
+    assert_same_tree(&env.src, &env.dst);
+    // Recorded as an attempt, so `ferry replay` is the way back.
+    env.ferry()
+        .args(["replay", &first])
+        .run()
+        .error(6, "unknown account");
+    assert_eq!(
+        env.show_json(&first)["attempts"].as_array().unwrap().len(),
+        2
+    );
+}

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Accounts;
 use crate::error::EngineError;
-use crate::event::{Event, EventRecord};
+use crate::event::{Event, EventRecord, Outcome};
 use crate::job::PluginRef;
 use crate::job::{JobId, JobSpec};
 use crate::log::EventLog;
@@ -249,19 +249,32 @@ impl Engine {
             block_size: spec.block_size,
             retry,
         };
-        let src = store::open(&spec.src, &open)?;
-        let dst = store::open(&spec.dst, &open)?;
+        let started = Instant::now();
+        let mut worker = format!("{}:{}", hostname(), std::process::id());
+        if opts.by_daemon {
+            worker.push_str(DAEMON_WORKER_SUFFIX);
+        }
+        // A store that cannot be opened (an account gone from the config, a
+        // container URL whose SAS was not given again) fails this attempt
+        // on the record, so the queue moves on and `ferry show` says why;
+        // `ferry replay` runs it again once fixed.
+        let opened =
+            store::open(&spec.src, &open).and_then(|src| Ok((src, store::open(&spec.dst, &open)?)));
+        let (src, dst) = match opened {
+            Ok(pair) => pair,
+            Err(e @ (EngineError::Store(_) | EngineError::InvalidInput(_))) => {
+                return self
+                    .record_failed_start(job, attempt, worker, parallel, e, started)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
         // A plugin that cannot load or refuses its configuration stops the
         // job before it starts.
         let policy = match &spec.policy_plugin {
             Some(r) => Some(self.load_policy(r, opts.allow_plugin_change)?),
             None => None,
         };
-        let started = Instant::now();
-        let mut worker = format!("{}:{}", hostname(), std::process::id());
-        if opts.by_daemon {
-            worker.push_str(DAEMON_WORKER_SUFFIX);
-        }
         let parallelism = parallel as u32;
         self.log
             .append_durable(
@@ -317,6 +330,40 @@ impl Engine {
             attempt,
             outcome,
             totals,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// An attempt that failed before copying anything, recorded as such.
+    async fn record_failed_start(
+        &self,
+        job: JobId,
+        attempt: u32,
+        worker: String,
+        parallel: usize,
+        e: EngineError,
+        started: Instant,
+    ) -> Result<RunReport, EngineError> {
+        let started_event = Event::JobStarted {
+            attempt,
+            worker,
+            parallelism: parallel as u32,
+        };
+        self.log.append_durable(job, started_event).await?;
+        let outcome = Outcome::Failed {
+            message: e.to_string(),
+        };
+        let finished = Event::JobFinished {
+            attempt,
+            outcome: outcome.clone(),
+            totals: Default::default(),
+        };
+        self.log.append_durable(job, finished).await?;
+        Ok(RunReport {
+            job,
+            attempt,
+            outcome: Some(outcome),
+            totals: Default::default(),
             elapsed: started.elapsed(),
         })
     }
