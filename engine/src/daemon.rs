@@ -528,10 +528,7 @@ pub fn queue_of(jobs: &[JobSummary]) -> (Vec<JobId>, Vec<PlannedRetry>) {
 }
 
 /// Each schedule's next fire after `now`.
-pub fn next_fires(
-    engine: &Engine,
-    now: DateTime<Utc>,
-) -> Result<Vec<NextFire>, EngineError> {
+pub fn next_fires(engine: &Engine, now: DateTime<Utc>) -> Result<Vec<NextFire>, EngineError> {
     Ok(engine
         .schedules()?
         .by_name
