@@ -5,6 +5,7 @@ mod util;
 
 mod azure;
 mod bad_input;
+mod containment;
 mod copy;
 mod crash;
 mod daemon;
@@ -18,4 +19,5 @@ mod plugins;
 mod query;
 mod queue;
 mod resume;
+mod secrets;
 mod signals;

@@ -6,6 +6,7 @@ mod commands;
 mod control;
 mod exit;
 mod progress;
+mod redact;
 mod signals;
 
 use std::process::ExitCode;
@@ -13,15 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        eprintln!("ferry: internal error (a bug, please report it): {msg}");
-    }));
+    std::panic::set_hook(Box::new(|info| eprintln!("{}", panic_line(info.payload()))));
     let args = match args::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -35,6 +28,9 @@ fn main() -> ExitCode {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
+            // clap quotes a stray argument, which may be a SAS given
+            // without --src-sas/--dst-sas.
+            let first = redact::redact(first);
             eprintln!("ferry: error: {first}; see `ferry --help`");
             return ExitCode::from(exit::USAGE);
         }
@@ -49,9 +45,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line, credentials masked (a config
+/// parser may quote a connection string it could not place).
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    redact::redact(&format!("{e:#}").replace('\n', " "))
+}
+
+/// What the panic hook prints: the panic's message, credentials masked.
+fn panic_line(payload: &(dyn std::any::Any + Send)) -> String {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!(
+        "ferry: internal error (a bug, please report it): {}",
+        redact::redact(&msg).replace('\n', " ")
+    )
 }
 
 fn init_tracing() {
@@ -61,10 +71,43 @@ fn init_tracing() {
     // (RUST_LOG=sled=warn shows it).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled=off"));
+    // Every line is masked before it reaches stderr: at debug/trace level
+    // dependencies log URLs and headers.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(redact::RedactingStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_panic_hook_masks_credentials_in_the_message() {
+        let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+        let owned: Box<dyn std::any::Any + Send> = Box::new(format!(
+            "request to http://h/c?sv=1&sig=abc%2Bdef failed\nwith AccountName=a;AccountKey={key}"
+        ));
+        let line = panic_line(owned.as_ref());
+        assert_eq!(
+            line,
+            "ferry: internal error (a bug, please report it): request to http://h/c?sv=1&sig=<redacted> failed with AccountName=a;AccountKey=<redacted>"
+        );
+        let fixed: Box<dyn std::any::Any + Send> = Box::new("static sig=abcdefgh");
+        assert!(panic_line(fixed.as_ref()).ends_with("static sig=<redacted>"));
+    }
+
+    #[test]
+    fn error_lines_mask_credentials() {
+        let e = anyhow::anyhow!(
+            "config x.toml is not valid: invalid type: string \"BlobEndpoint=http://h;SharedAccessSignature=sv=1&sig=abc\""
+        );
+        assert_eq!(
+            one_line(&e),
+            "config x.toml is not valid: invalid type: string \"BlobEndpoint=http://h;SharedAccessSignature=<redacted>\""
+        );
+    }
 }

@@ -14,9 +14,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use formatter::{FormatterInstance, FormatterPlugin};
@@ -25,8 +27,10 @@ pub use policy::{JobContext, PluginDecision, PolicyInstance, PolicyPlugin};
 /// Epoch ticks are this long; a call's backstop is `DEADLINE_TICKS` of them.
 const TICK: Duration = Duration::from_millis(100);
 /// Wall-clock backstop per call (2 s): fuel stops loops long before; this
-/// catches a guest blocked in a host call. Epochs measure wall time, so a
-/// short deadline would kill ordinary calls on a loaded machine.
+/// stops a guest whose host calls are slow (fuel counts only its own
+/// instructions). Epochs measure wall time, so a short deadline would kill
+/// ordinary calls on a loaded machine. An epoch cannot interrupt a host call
+/// in progress, so no host call may block: see [`FrozenTime`].
 const DEADLINE_TICKS: u64 = 20;
 /// Instructions (roughly) a policy may spend per `decide`/`configure`.
 pub const POLICY_FUEL: u64 = 50_000_000;
@@ -103,6 +107,44 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenMonotonic {
     }
 }
 
+/// `wasi:clocks/monotonic-clock` with time that does not pass: `now` is 0
+/// and a subscription (a sleep) is ready at once. WASI's own version sleeps
+/// for real in the host, where neither fuel nor the epoch deadline can stop
+/// it, so a plugin asking for an hour's sleep would hold its worker for an
+/// hour. Clocks, stdin (empty) and stdout/stderr (memory) are the only
+/// things a plugin can wait on; with this, nothing blocks.
+struct FrozenTime;
+
+impl wasmtime::component::HasData for FrozenTime {
+    type Data<'a> = &'a mut HostState;
+}
+
+/// A pollable that is always ready.
+struct Ready;
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for Ready {
+    async fn ready(&mut self) {}
+}
+
+impl monotonic_clock::Host for &mut HostState {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(0)
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<u64> {
+        Ok(1_000_000_000)
+    }
+
+    fn subscribe_instant(&mut self, _when: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        self.ready_now()
+    }
+
+    fn subscribe_duration(&mut self, _when: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        self.ready_now()
+    }
+}
+
 impl HostState {
     fn new(name: Arc<str>) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
@@ -129,6 +171,11 @@ impl HostState {
             limits,
             stderr,
         }
+    }
+
+    fn ready_now(&mut self) -> wasmtime::Result<Resource<DynPollable>> {
+        let ready = self.table.push(Ready)?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, ready)
     }
 
     pub(crate) fn log(&self, level: u8, message: &str) {
@@ -319,6 +366,11 @@ impl LoadedPlugin {
         }
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| self.invalid(e))?;
+        // Replace WASI's monotonic clock (whose sleeps block in the host).
+        linker.allow_shadowing(true);
+        monotonic_clock::add_to_linker::<HostState, FrozenTime>(&mut linker, |s| s)
+            .map_err(|e| self.invalid(e))?;
+        linker.allow_shadowing(false);
         add(&mut linker).map_err(|e| self.invalid(e))?;
         linker
             .instantiate_pre(&self.component)

@@ -1,8 +1,11 @@
 //! The local filesystem backend: a folder is a container, files are blobs.
 
+use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,20 +55,81 @@ impl LocalStore {
         Ok(self.root.join(name))
     }
 
-    fn temp_path(&self, path: &Path) -> PathBuf {
-        let base = path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
+    /// The temp file name for a blob whose file name is `base`, in the same folder.
+    fn temp_name(&self, base: &str) -> CString {
         let fixed = 1 + 1 + self.temp_tag.len() + TEMP_SUFFIX.len();
         let base = if base.len() + fixed <= names::MAX_COMPONENT {
-            base.into_owned()
+            base.to_string()
         } else {
             // Keep temp names within NAME_MAX: a short, unique stand-in.
             let digest = short_hash(base.as_bytes());
-            format!("{}~{digest}", truncate(&base, 64))
+            format!("{}~{digest}", truncate(base, 64))
         };
-        path.with_file_name(format!(".{base}.{}{TEMP_SUFFIX}", self.temp_tag))
+        // A checked name has no NUL, nor does the tag.
+        CString::new(format!(".{base}.{}{TEMP_SUFFIX}", self.temp_tag)).unwrap_or_default()
+    }
+
+    /// Opens the folder a blob goes in by walking down from the root one
+    /// component at a time, creating missing folders and never following a
+    /// symbolic link below the root (`O_NOFOLLOW` on each step, so a link
+    /// swapped in meanwhile is refused too); refuses a link at the blob's
+    /// own name as well. Everything after works relative to this folder, so
+    /// nothing is ever written outside the root.
+    fn open_parent(&self, name: &str, to: &Path) -> Result<Parent, StoreError> {
+        self.walk_to_parent(name, to, true)
+    }
+
+    /// The folder of an existing blob, walked the same way but creating
+    /// nothing.
+    fn open_existing_parent(&self, name: &str, to: &Path) -> Result<Parent, StoreError> {
+        self.walk_to_parent(name, to, false)
+    }
+
+    fn walk_to_parent(&self, name: &str, to: &Path, create: bool) -> Result<Parent, StoreError> {
+        names::check(name)?;
+        let (dirs, base) = name.rsplit_once('/').unwrap_or(("", name));
+        let root_err = |e| StoreError::io(format!("destination {}", self.root.display()), e);
+        // The root itself is the user's choice and may be a link.
+        let root = cstring(self.root.as_os_str().as_bytes()).map_err(root_err)?;
+        let mut dir = match open_dir(libc::AT_FDCWD, &root, false) {
+            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(self.root.as_path()).map_err(root_err)?;
+                open_dir(libc::AT_FDCWD, &root, false)
+            }
+            other => other,
+        }
+        .map_err(root_err)?;
+        let mut walked = self.root.to_path_buf();
+        for part in dirs.split('/').filter(|p| !p.is_empty()) {
+            walked.push(part);
+            let c = cstring(part.as_bytes()).map_err(|e| StoreError::io(name, e))?;
+            let opened = match open_dir(dir.as_raw_fd(), &c, true) {
+                Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                    // SAFETY: a valid directory descriptor and NUL-terminated name.
+                    let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) };
+                    let made = if rc == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    };
+                    match made {
+                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+                        _ => open_dir(dir.as_raw_fd(), &c, true),
+                    }
+                }
+                other => other,
+            };
+            dir = opened.map_err(|e| refused(dir.as_raw_fd(), &c, &walked, e))?;
+        }
+        let base = cstring(base.as_bytes()).map_err(|e| StoreError::io(name, e))?;
+        if is_link(dir.as_raw_fd(), &base) {
+            return Err(link_refused(to));
+        }
+        Ok(Parent {
+            dir,
+            base,
+            to: to.to_path_buf(),
+        })
     }
 
     /// Copies one file from another local store with the kernel's
@@ -85,13 +149,14 @@ impl LocalStore {
                 name: meta.name.clone(),
             });
         }
-        let tmp = self.temp_path(&to);
-        let anonymous = self.create_anonymous(&to, before.mode())?;
+        let parent = self.open_parent(&meta.name, &to)?;
+        let tmp = self.temp_name(&base_name(&meta.name));
+        let anonymous = parent.create_anonymous(before.mode())?;
         let out = match &anonymous {
             Some(f) => f
                 .try_clone()
                 .map_err(|e| StoreError::io(format!("destination {}", to.display()), e))?,
-            None => self.create_temp(&tmp, before.mode())?,
+            None => parent.create_temp(&tmp, before.mode())?,
         };
         let done = (|| {
             let n = copy_data(&input, &out, meta.size).map_err(|e| {
@@ -113,55 +178,26 @@ impl LocalStore {
         })();
         drop(out);
         match anonymous {
-            Some(file) => done.and_then(|n| publish(&file, &tmp, &to).map(|_| n)),
-            None => self.finish(done, &tmp, &to),
-        }
-    }
-
-    /// An unnamed file (O_TMPFILE) in the blob's folder, creating folders as
-    /// needed; `None` where the filesystem has no O_TMPFILE. Until it is
-    /// linked in, a crash leaves nothing behind, and linking it costs one
-    /// directory update instead of a create plus a rename.
-    fn create_anonymous(&self, to: &Path, mode: u32) -> Result<Option<File>, StoreError> {
-        let Some(dir) = to.parent() else {
-            return Ok(None);
-        };
-        let err = |e| StoreError::io(format!("destination {}", to.display()), e);
-        let open = || {
-            fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_TMPFILE)
-                .mode(mode & 0o7777)
-                .open(dir)
-        };
-        let res = match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(err)?;
-                open()
-            }
-            other => other,
-        };
-        match res {
-            Ok(f) => Ok(Some(f)),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(err(e)),
+            Some(file) => done.and_then(|n| parent.publish(&file, &tmp).map(|_| n)),
+            None => parent.finish(done, &tmp),
         }
     }
 
     /// Whether this store's blob `name` has the same bytes as `other`'s. Blocking.
     pub fn same_content(&self, other: &LocalStore, name: &str) -> Result<bool, StoreError> {
-        let open = |s: &LocalStore| -> Result<File, StoreError> {
-            let p = s.path_for(name)?;
-            File::open(&p).map_err(|e| StoreError::io(p.display().to_string(), e))
+        // This store is the destination: its file is read without following
+        // links (the source's file links are followed, as its listing does).
+        let mut a = {
+            let to = self.path_for(name)?;
+            let parent = self.open_existing_parent(name, &to)?;
+            parent
+                .open_blob()
+                .map_err(|e| StoreError::io(to.display().to_string(), e))?
         };
-        let (mut a, mut b) = (open(self)?, open(other)?);
+        let mut b = {
+            let p = other.path_for(name)?;
+            File::open(&p).map_err(|e| StoreError::io(p.display().to_string(), e))?
+        };
         let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
         let err = |e| StoreError::io(name.to_string(), e);
         loop {
@@ -175,90 +211,200 @@ impl LocalStore {
             }
         }
     }
+}
 
-    fn create_temp(&self, tmp: &Path, mode: u32) -> Result<File, StoreError> {
-        let err = |e| StoreError::io(format!("destination {}", tmp.display()), e);
-        let create = || {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode & 0o7777)
-                .open(tmp)
+/// The folder a blob goes in, opened below the root without following links.
+struct Parent {
+    dir: OwnedFd,
+    /// The blob's file name in `dir`.
+    base: CString,
+    /// The blob's full path, for messages only.
+    to: PathBuf,
+}
+
+impl Parent {
+    fn err(&self) -> impl Fn(io::Error) -> StoreError + '_ {
+        |e| StoreError::io(format!("destination {}", self.to.display()), e)
+    }
+
+    /// An unnamed file (O_TMPFILE) in the folder; `None` where the
+    /// filesystem has no O_TMPFILE. Until it is linked in, a crash leaves
+    /// nothing behind, and linking it costs one directory update instead of
+    /// a create plus a rename.
+    fn create_anonymous(&self, mode: u32) -> Result<Option<File>, StoreError> {
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_WRONLY | libc::O_TMPFILE | libc::O_CLOEXEC,
+                (mode & 0o7777) as libc::c_uint,
+            )
         };
-        match create() {
-            Ok(f) => Ok(f),
-            // Create parents lazily: most files land in folders that exist.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = tmp.parent() {
-                    fs::create_dir_all(parent).map_err(err)?;
-                }
-                create().map_err(err)
+        match owned(fd) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                Ok(None)
             }
-            Err(e) => Err(err(e)),
+            Err(e) => Err(self.err()(e)),
         }
+    }
+
+    /// A new temp file named `tmp` in the folder. A file already there (left
+    /// by a killed attempt of this job, or a link someone put there) is
+    /// removed first, and the new one is created exclusively and without
+    /// following links, so nothing is ever written through that name.
+    fn create_temp(&self, tmp: &CStr, mode: u32) -> Result<File, StoreError> {
+        unlink(self.dir.as_raw_fd(), tmp);
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                tmp.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                (mode & 0o7777) as libc::c_uint,
+            )
+        };
+        owned(fd).map(File::from).map_err(self.err())
+    }
+
+    /// Opens the existing blob for reading, refusing a link.
+    fn open_blob(&self) -> io::Result<File> {
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                self.base.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        owned(fd).map(File::from)
     }
 
     /// Renames the finished temp file into place, or removes it on failure.
-    fn finish<T>(
-        &self,
-        done: Result<T, StoreError>,
-        tmp: &Path,
-        to: &Path,
-    ) -> Result<T, StoreError> {
-        let renamed = done.and_then(|v| {
-            fs::rename(tmp, to)
-                .map(|_| v)
-                .map_err(|e| StoreError::io(format!("destination {}", to.display()), e))
-        });
+    /// A rename replaces the name itself: it never follows a link there.
+    fn finish<T>(&self, done: Result<T, StoreError>, tmp: &CStr) -> Result<T, StoreError> {
+        let renamed = done.and_then(|v| self.rename(tmp).map(|_| v));
         if renamed.is_err() {
-            let _ = fs::remove_file(tmp);
+            unlink(self.dir.as_raw_fd(), tmp);
         }
         renamed
     }
-}
 
-/// Gives a finished O_TMPFILE file its name: linked straight in when the name
-/// is free, else linked under the temp name and renamed over the old file
-/// (atomic replace).
-fn publish(file: &File, tmp: &Path, to: &Path) -> Result<(), StoreError> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let cstr =
-        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let link = |target: &Path| -> io::Result<()> {
-        let proc = cstr(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
-        let target = cstr(target)?;
-        // SAFETY: both strings are valid NUL-terminated paths for the call.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc.as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
+    fn rename(&self, tmp: &CStr) -> Result<(), StoreError> {
+        let d = self.dir.as_raw_fd();
+        // SAFETY: valid directory descriptors and NUL-terminated names.
+        let rc = unsafe { libc::renameat(d, tmp.as_ptr(), d, self.base.as_ptr()) };
         if rc == 0 {
             Ok(())
         } else {
-            Err(io::Error::last_os_error())
+            Err(self.err()(io::Error::last_os_error()))
         }
-    };
-    let err = |e| StoreError::io(format!("destination {}", to.display()), e);
-    match link(to) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // A temp file left by a killed attempt of this job: replace it.
-            let _ = fs::remove_file(tmp);
-            link(tmp).map_err(err)?;
-            fs::rename(tmp, to).map_err(|e| {
-                let _ = fs::remove_file(tmp);
-                err(e)
-            })
-        }
-        Err(e) => Err(err(e)),
     }
+
+    /// Gives a finished O_TMPFILE file its name: linked straight in when the
+    /// name is free, else linked under the temp name and renamed over the
+    /// old file (atomic replace).
+    fn publish(&self, file: &File, tmp: &CStr) -> Result<(), StoreError> {
+        let link = |target: &CStr| -> io::Result<()> {
+            let proc = cstring(format!("/proc/self/fd/{}", file.as_raw_fd()).as_bytes())?;
+            // SAFETY: valid descriptors and NUL-terminated paths for the call.
+            let rc = unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    proc.as_ptr(),
+                    self.dir.as_raw_fd(),
+                    target.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        match link(&self.base) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A temp file left by a killed attempt of this job: replace it.
+                unlink(self.dir.as_raw_fd(), tmp);
+                link(tmp).map_err(self.err())?;
+                self.rename(tmp)
+                    .inspect_err(|_| unlink(self.dir.as_raw_fd(), tmp))
+            }
+            Err(e) => Err(self.err()(e)),
+        }
+    }
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+fn owned(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: a descriptor just returned by the kernel, owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// Opens a folder relative to `at`; with `no_follow`, a link there fails
+/// (ELOOP) instead of being followed.
+fn open_dir(at: RawFd, name: &CStr, no_follow: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    if no_follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    // SAFETY: `at` is AT_FDCWD or a valid directory descriptor; `name` is
+    // NUL-terminated.
+    owned(unsafe { libc::openat(at, name.as_ptr(), flags) })
+}
+
+/// Whether `name` in the folder `dir` is a symbolic link.
+fn is_link(dir: RawFd, name: &CStr) -> bool {
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, NUL-terminated name, writable stat buffer.
+    let rc = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFLNK
+}
+
+fn unlink(dir: RawFd, name: &CStr) {
+    // SAFETY: valid descriptor and NUL-terminated name; failure is ignored
+    // (the file may not exist).
+    unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+}
+
+/// The error for a blob whose path goes through, or ends at, a link.
+fn link_refused(path: &Path) -> StoreError {
+    StoreError::Conflict {
+        what: format!("destination {}", path.display()),
+        why: "is a symbolic link; ferry never writes through links in a destination \
+              (remove the link, or copy into the folder it points to)"
+            .into(),
+    }
+}
+
+/// Maps a failure to open folder `name` while walking down to a blob: a
+/// link gets its own message; the rest as any I/O error on that folder.
+fn refused(dir: RawFd, name: &CStr, walked: &Path, e: io::Error) -> StoreError {
+    if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) && is_link(dir, name) {
+        link_refused(walked)
+    } else {
+        StoreError::io(format!("destination {}", walked.display()), e)
+    }
+}
+
+fn base_name(name: &str) -> String {
+    name.rsplit('/').next().unwrap_or(name).to_string()
 }
 
 /// Copies `size` bytes in the kernel (copy_file_range), falling back to a
@@ -418,14 +564,18 @@ impl BlobStore for LocalStore {
 
     async fn write(&self, meta: &BlobMeta, mut data: ByteStream) -> Result<(), StoreError> {
         let to = self.path_for(&meta.name)?;
-        let tmp = self.temp_path(&to);
-        let dst_err = |e| StoreError::io(format!("destination {}", tmp.display()), e);
-        let file = {
+        let tmp = self.temp_name(&base_name(&meta.name));
+        let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
+        let (parent, file) = {
             let this = self.clone();
-            let tmp = tmp.clone();
-            tokio::task::spawn_blocking(move || this.create_temp(&tmp, 0o666))
-                .await
-                .map_err(|e| dst_err(io::Error::other(e)))??
+            let (name, to, tmp) = (meta.name.clone(), to.clone(), tmp.clone());
+            tokio::task::spawn_blocking(move || {
+                let parent = this.open_parent(&name, &to)?;
+                let file = parent.create_temp(&tmp, 0o666)?;
+                Ok::<_, StoreError>((parent, file))
+            })
+            .await
+            .map_err(|e| dst_err(io::Error::other(e)))??
         };
         let mut file = tokio::fs::File::from_std(file);
         let written: Result<(), StoreError> = async {
@@ -438,8 +588,7 @@ impl BlobStore for LocalStore {
                 .map_err(dst_err)
         }
         .await;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.finish(written, &tmp, &to))
+        tokio::task::spawn_blocking(move || parent.finish(written, &tmp))
             .await
             .map_err(|e| StoreError::io(meta.name.clone(), io::Error::other(e)))?
     }
@@ -573,4 +722,118 @@ fn read_sorted(
     }
     out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// A source store with `names` and a destination whose `dirlink` and
+    /// `filelink` point into `outside/`.
+    fn setup(names: &[&str]) -> (tempfile::TempDir, LocalStore, LocalStore, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let (src, dst, outside) = (
+            d.path().join("src"),
+            d.path().join("dst"),
+            d.path().join("out"),
+        );
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), b"precious").unwrap();
+        fs::create_dir_all(dst.join("real")).unwrap();
+        symlink(&outside, dst.join("dirlink")).unwrap();
+        symlink(outside.join("victim"), dst.join("filelink")).unwrap();
+        for n in names {
+            let p = src.join(n);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, n.as_bytes()).unwrap();
+        }
+        let tag = "0123456789ab";
+        let (s, t) = (
+            LocalStore::with_temp_tag(&src, tag),
+            LocalStore::with_temp_tag(&dst, tag),
+        );
+        (d, s, t, outside)
+    }
+
+    fn listed_meta(store: &LocalStore, name: &str) -> BlobMeta {
+        let m = fs::metadata(store.root().join(name)).unwrap();
+        meta_of(name.to_string(), &m)
+    }
+
+    fn outside_untouched(outside: &Path) {
+        let names: Vec<_> = fs::read_dir(outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["victim"], "something was written outside");
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn copies_never_go_through_a_link_in_the_destination() {
+        let names = [
+            "dirlink/x",
+            "dirlink/new/y",
+            "filelink",
+            "real/ok",
+            "fresh/dir/ok",
+        ];
+        let (_d, src, dst, outside) = setup(&names);
+        for name in names {
+            let res = dst.copy_file_from(&src, &listed_meta(&src, name));
+            if name.contains("link") {
+                let err = res.expect_err(name);
+                assert!(matches!(err, StoreError::Conflict { .. }), "{name}: {err}");
+                assert!(err.to_string().contains("symbolic link"), "{err}");
+            } else {
+                res.unwrap();
+                assert_eq!(fs::read(dst.root().join(name)).unwrap(), name.as_bytes());
+            }
+        }
+        outside_untouched(&outside);
+        assert!(fs::symlink_metadata(dst.root().join("filelink"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // Reading the destination for a comparison does not follow links either.
+        let err = dst.same_content(&src, "filelink").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn streamed_writes_never_go_through_a_link_nor_a_planted_temp_link() {
+        let (_d, _src, dst, outside) = setup(&[]);
+        let write = |name: &str| {
+            let meta = BlobMeta {
+                name: name.into(),
+                size: 3,
+                modified: Utc::now(),
+                etag: String::new(),
+                md5: None,
+                props: None,
+            };
+            let data = futures::stream::once(async { Ok(bytes::Bytes::from_static(b"new")) });
+            let dst = dst.clone();
+            async move { dst.write(&meta, data.boxed()).await }
+        };
+        for name in ["dirlink/x", "dirlink/new/y", "filelink"] {
+            let err = write(name).await.expect_err(name);
+            assert!(err.to_string().contains("symbolic link"), "{name}: {err}");
+        }
+        // A link where the temp file goes (its name is predictable).
+        symlink(
+            outside.join("victim"),
+            dst.root().join("real/.planted.0123456789ab.ferry-tmp"),
+        )
+        .unwrap();
+        write("real/planted").await.unwrap();
+        assert_eq!(fs::read(dst.root().join("real/planted")).unwrap(), b"new");
+        assert!(!dst
+            .root()
+            .join("real/.planted.0123456789ab.ferry-tmp")
+            .exists());
+        outside_untouched(&outside);
+    }
 }
