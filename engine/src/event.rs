@@ -12,7 +12,7 @@ use crate::job::{JobId, JobSpec};
 use crate::schedule::ScheduleDef;
 
 /// Schema version written into every new record.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// One entry of the log: an event of one job at a gap-free sequence number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,7 +177,9 @@ pub enum Event {
         name: String,
         error_kind: ErrorKind,
         message: String,
-        attempts: u32,
+        /// Tries of the whole blob (1 = failed on the first). Named
+        /// `attempts` in schema 1 (upcast on read): "attempt" is a job's run.
+        tries: u32,
         /// Retries before giving up, by cause.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         retries: BTreeMap<String, u32>,
@@ -345,10 +347,10 @@ impl fmt::Display for Event {
                 name,
                 error_kind,
                 message,
-                attempts,
+                tries,
                 retries,
             } => {
-                write!(f, "{name:?} kind={error_kind} attempts={attempts}")?;
+                write!(f, "{name:?} kind={error_kind} tries={tries}")?;
                 write_retries(f, retries)?;
                 write!(f, ": {message}")
             }

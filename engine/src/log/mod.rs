@@ -2,6 +2,7 @@
 //! read side (scans of events, checkpoint entries and summaries).
 
 pub mod keys;
+mod upcast;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -133,9 +134,11 @@ impl EventLog {
         self.tree()
             .scan_prefix(keys::event_prefix(job))
             .flat_map(move |kv| {
-                let chunk: Result<Vec<EventRecord>, EngineError> = kv
-                    .map_err(|e| self.corrupt(e))
-                    .and_then(|(_, v)| self.decode("event chunk", &v));
+                let chunk: Result<Vec<EventRecord>, EngineError> =
+                    kv.map_err(|e| self.corrupt(e)).and_then(|(_, v)| {
+                        upcast::decode_chunk(&v)
+                            .map_err(|e| self.corrupt(format!("undecodable event chunk: {e}")))
+                    });
                 match chunk {
                     Ok(recs) => recs.into_iter().map(Ok).collect::<Vec<_>>(),
                     Err(e) => vec![Err(e)],
@@ -242,4 +245,10 @@ fn open_error(path: &Path, e: sled::Error) -> EngineError {
         }
         other => EngineError::corrupt(path, other),
     }
+}
+
+/// Decodes a stored event chunk (upcasting old records), for fixtures.
+#[cfg(test)]
+pub(crate) fn decode_chunk_for_tests(bytes: &[u8]) -> Vec<EventRecord> {
+    upcast::decode_chunk(bytes).unwrap()
 }

@@ -371,7 +371,7 @@ impl WriterState {
             .map_err(|e| e.to_string())?;
         let next = match last {
             Some((_, v)) => {
-                let chunk: Vec<EventRecord> = rmp_serde::from_slice(&v)
+                let chunk = super::upcast::decode_chunk(&v)
                     .map_err(|e| format!("undecodable event chunk: {e}"))?;
                 chunk
                     .last()

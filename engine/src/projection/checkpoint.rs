@@ -108,7 +108,7 @@ mod tests {
                 name: "a".into(),
                 error_kind: ErrorKind::Io,
                 message: "boom".into(),
-                attempts: 3,
+                tries: 3,
                 retries: Default::default(),
             },
         ));

@@ -338,7 +338,7 @@ mod tests {
                 name: "y".into(),
                 error_kind: ErrorKind::Io,
                 message: "m".into(),
-                attempts: 1,
+                tries: 1,
                 retries: Default::default(),
             },
             Event::JobFinished {
@@ -391,7 +391,7 @@ mod tests {
                 name: "y".into(),
                 error_kind: ErrorKind::Service,
                 message: "m".into(),
-                attempts: 1,
+                tries: 1,
                 retries: causes(&[("503 ServerBusy", 5)]),
             },
         ];

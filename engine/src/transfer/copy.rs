@@ -103,7 +103,7 @@ fn gate(ctx: &Attempt, job: &mut Option<JobContext>, work: &mut Work) -> Option<
                 name,
                 error_kind: ErrorKind::Plugin,
                 message: e.to_string(),
-                attempts: 1,
+                tries: 1,
                 retries: Default::default(),
             })
         }
@@ -210,7 +210,7 @@ fn outcome(
                 name: meta.name,
                 error_kind: e.kind(),
                 message: e.to_string(),
-                attempts: tries,
+                tries,
                 retries,
             }
         }

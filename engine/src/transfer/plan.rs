@@ -104,7 +104,7 @@ pub(crate) async fn plan(
                     name,
                     error_kind: error.kind(),
                     message: error.to_string(),
-                    attempts: 1,
+                    tries: 1,
                     retries: Default::default(),
                 };
                 ctx.log.append(ctx.job, event).await?;
