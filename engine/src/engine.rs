@@ -1,6 +1,7 @@
 //! The engine facade: opens a state dir, submits and runs jobs, and answers
 //! questions from the log.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use crate::log::EventLog;
 use crate::plugin::{
     self, FormatterInstance, FormatterPlugin, LoadedPlugin, PluginHost, PolicyPlugin,
 };
-use crate::projection::{BlobState, BlobStatus, Checkpoint, JobState, JobSummary};
+use crate::projection::{BlobState, BlobStatus, Checkpoint, History, JobState, JobSummary};
 use crate::report::{self, Formatter, OutcomeStream, ReportSummary};
 use crate::retry::RetryPolicy;
 use crate::store;
@@ -206,6 +207,7 @@ impl Engine {
     /// Resumes a job: a new attempt that copies only what is not durably done.
     pub async fn replay(&self, job: JobId, opts: RunOptions) -> Result<RunReport, EngineError> {
         let summary = self.summary(job)?;
+        refuse_pruned(&summary)?;
         if summary.state == JobState::Succeeded {
             return Err(EngineError::WrongState {
                 job: job.to_string(),
@@ -233,6 +235,8 @@ impl Engine {
         opts: RunOptions,
     ) -> Result<RunReport, EngineError> {
         let job = summary.id;
+        // Also here: a pruned failed job paused and resumed is queued again.
+        refuse_pruned(&summary)?;
         let spec = summary.spec.clone().ok_or_else(|| {
             EngineError::corrupt(&self.dir, format!("job {job} has no JobSubmitted event"))
         })?;
@@ -564,7 +568,14 @@ impl Engine {
     }
 
     /// Replays the log of each job (or one) and compares every cached
-    /// projection with the fold. Returns the differences found.
+    /// projection with the fold: summaries, checkpoint entries and the
+    /// history index. Returns the differences found.
+    ///
+    /// A pruned job keeps only job-level events (original seqs, so gaps are
+    /// expected): its seqs must rise, its summary must agree on the
+    /// job-level fields (the counts are from before pruning), and its
+    /// history lines, which no longer have events behind them, are kept as
+    /// they are.
     pub fn verify(&self, job: Option<JobId>) -> Result<Verification, EngineError> {
         let ids = match job {
             Some(j) => {
@@ -581,26 +592,43 @@ impl Engine {
                 ids
             }
         };
+        let whole = job.is_none();
         let mut v = Verification::default();
+        // Index lines the events give, over every job checked; compared with
+        // the stored index in one scan at the end.
+        let mut history = History::default();
+        let mut checked: HashMap<JobId, bool> = HashMap::new();
         for id in ids {
             v.jobs += 1;
+            let stored = self.log.summary(id)?;
+            let pruned = stored.as_ref().is_some_and(|s| s.pruned);
+            checked.insert(id, pruned);
             let mut summary = JobSummary::new(id);
             let mut checkpoint = Checkpoint::default();
+            let mut last: Option<u64> = None;
             for (i, rec) in self.log.events(id).enumerate() {
                 let rec = rec?;
                 v.events += 1;
-                if rec.seq != i as u64 {
+                let in_order = if pruned {
+                    last.map_or(rec.seq == 0, |l| rec.seq > l)
+                } else {
+                    rec.seq == i as u64
+                };
+                if !in_order {
                     v.problems.push(format!(
                         "job {id}: event #{i} has seq {} (gap in the log)",
                         rec.seq
                     ));
                     break;
                 }
+                last = Some(rec.seq);
                 summary.apply(&rec);
                 checkpoint.apply(&rec);
+                history.apply(&rec);
             }
-            match self.log.summary(id)? {
+            match stored {
                 Some(cached) if cached == summary => {}
+                Some(cached) if pruned && job_level(&cached) == job_level(&summary) => {}
                 Some(cached) => v.problems.push(format!(
                     "job {id}: cached summary differs from the replay (cached state {}, {} copied; replay state {}, {} copied)",
                     cached.state, cached.copied, summary.state, summary.copied
@@ -632,8 +660,112 @@ impl Engine {
             }
             v.blobs += checkpoint.blobs.len() as u64;
         }
+        self.verify_history(history, &checked, whole, &mut v)?;
         Ok(v)
     }
+
+    /// Compares the stored history index with the lines rebuilt from the
+    /// events of the `checked` jobs (id -> pruned). Lines of other jobs are
+    /// only checked when the whole log is (`whole`): their job must exist.
+    fn verify_history(
+        &self,
+        rebuilt: History,
+        checked: &HashMap<JobId, bool>,
+        whole: bool,
+        v: &mut Verification,
+    ) -> Result<(), EngineError> {
+        let mut expected = rebuilt.lines;
+        let mut first: Option<String> = None;
+        let mut problems = 0usize;
+        let mut note = |first: &mut Option<String>, what: String| {
+            problems += 1;
+            first.get_or_insert(what);
+        };
+        for line in self.log.history_prefix("") {
+            let line = line?;
+            let (address, job, seq) = (line.address, line.job, line.seq);
+            match checked.get(&job) {
+                // A pruned job's lines outlive its blob events on purpose.
+                Some(true) => v.history += 1,
+                Some(false) => {
+                    v.history += 1;
+                    let key = (address, job, seq);
+                    match expected.remove(&key) {
+                        Some(e) if e == line.entry => {}
+                        Some(_) => note(
+                            &mut first,
+                            format!(
+                                "job {job}: history line of {:?} (seq {seq}) differs from the replay",
+                                key.0
+                            ),
+                        ),
+                        None => note(
+                            &mut first,
+                            format!(
+                                "job {job}: history line of {:?} (seq {seq}) has no event behind it",
+                                key.0
+                            ),
+                        ),
+                    }
+                }
+                None if whole => note(
+                    &mut first,
+                    format!("history line of {address:?} names job {job}, which does not exist"),
+                ),
+                None => {}
+            }
+        }
+        if let Some(((address, job, seq), _)) = expected.iter().next() {
+            note(
+                &mut first,
+                format!("job {job}: history line of {address:?} (seq {seq}) is missing"),
+            );
+            problems += expected.len() - 1;
+        }
+        if let Some(first) = first {
+            v.problems.push(first);
+            // The rest are counted, not listed: one corrupt range could
+            // otherwise print a line per blob.
+            for _ in 1..problems {
+                v.problems.push("(another history line differs)".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pruned job cannot run again: its per-blob events and checkpoint are
+/// gone, so an attempt would copy everything again under an old job's name.
+fn refuse_pruned(summary: &JobSummary) -> Result<(), EngineError> {
+    if summary.pruned {
+        return Err(EngineError::WrongState {
+            job: summary.id.to_string(),
+            why: "was pruned (`ferry prune` removed its per-blob events and checkpoint), so it cannot be replayed; submit a new job to copy again".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The parts of a summary that only job-level events decide: what a pruned
+/// job's remaining events must still fold to (its counts came from the
+/// blob events that are gone).
+fn job_level(s: &JobSummary) -> JobSummary {
+    let mut s = s.clone();
+    s.copied = 0;
+    s.copied_bytes = 0;
+    s.skipped = 0;
+    s.failed = 0;
+    s.skipped_by_reason.clear();
+    s.retries_by_cause.clear();
+    s.pruned = false;
+    for a in &mut s.attempts {
+        a.totals.copied = 0;
+        a.totals.copied_bytes = 0;
+        a.totals.skipped = 0;
+        a.totals.failed = 0;
+        a.totals.retries = 0;
+    }
+    s
 }
 
 /// What `verify` checked and found.
@@ -642,6 +774,8 @@ pub struct Verification {
     pub jobs: u64,
     pub events: u64,
     pub blobs: u64,
+    /// History index lines checked.
+    pub history: u64,
     pub problems: Vec<String>,
 }
 

@@ -1,5 +1,6 @@
 //! The event log: one sled tree, one writer thread (see `writer`), and the
-//! read side (scans of events, checkpoint entries and summaries).
+//! read side (scans of events, checkpoint entries, summaries and the history
+//! index).
 
 pub mod keys;
 mod upcast;
@@ -13,13 +14,24 @@ use serde::de::DeserializeOwned;
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord};
 use crate::job::JobId;
-use crate::projection::{BlobState, JobSummary};
+use crate::projection::{BlobState, HistoryEntry, HistoryLine, JobSummary};
 
 pub use writer::WriterStats;
 use writer::{Cmd, Writer};
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 16 << 20;
+
+/// What a prune removed (or, dry, would remove) from one job.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PruneStats {
+    pub events: u64,
+    /// Checkpoint entries.
+    pub entries: u64,
+    /// Bytes of keys and values removed (rewritten chunks count the
+    /// difference). The files shrink later, as sled reuses the space.
+    pub bytes: u64,
+}
 
 /// Handle to the log. Cloning is cheap; all clones share one writer thread.
 #[derive(Clone)]
@@ -160,7 +172,7 @@ impl EventLog {
                 .get(..16)
                 .and_then(JobId::from_slice)
                 .ok_or_else(|| self.corrupt("a key shorter than a job id"))?;
-            if job != JobId::CONTROL {
+            if job != JobId::CONTROL && job != keys::INDEX {
                 out.push(job);
             }
             from = keys::after_job(job).to_vec();
@@ -207,6 +219,84 @@ impl EventLog {
             })
     }
 
+    /// Writes a whole job from an export: `records` keep their seq and time
+    /// (already upcast), and its summary, checkpoint and history lines are
+    /// built exactly as appends would. Refused if the job exists. Durable on
+    /// return; all or nothing.
+    pub async fn import(
+        &self,
+        job: JobId,
+        records: Vec<EventRecord>,
+        pruned: bool,
+    ) -> Result<u64, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .writer
+            .send(Cmd::Import {
+                job,
+                records,
+                pruned,
+                ack: tx,
+            })
+            .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Removes a finished job's blob events and checkpoint entries, keeping
+    /// its job-level events, summary (marked pruned) and history lines; with
+    /// `dry_run` only counts. Durable on return.
+    pub async fn prune(&self, job: JobId, dry_run: bool) -> Result<PruneStats, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .writer
+            .send(Cmd::Prune {
+                job,
+                dry_run,
+                ack: tx,
+            })
+            .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// History lines of exactly `address`, newest job first (within a job,
+    /// the latest event first). Reverse range scan: stops after what is read.
+    pub fn history_exact(
+        &self,
+        address: &str,
+    ) -> impl Iterator<Item = Result<HistoryLine, EngineError>> + '_ {
+        self.tree()
+            .scan_prefix(keys::history_exact(address))
+            .rev()
+            .map(move |kv| self.history_line(kv))
+    }
+
+    /// History lines of every address starting with `prefix` (raw text), in
+    /// key order: by address, then oldest job first.
+    pub fn history_prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Iterator<Item = Result<HistoryLine, EngineError>> + '_ {
+        self.tree()
+            .scan_prefix(keys::history_prefix(prefix))
+            .map(move |kv| self.history_line(kv))
+    }
+
+    fn history_line(
+        &self,
+        kv: Result<(sled::IVec, sled::IVec), sled::Error>,
+    ) -> Result<HistoryLine, EngineError> {
+        let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+        let (address, job, seq) =
+            keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
+        let entry: HistoryEntry = self.decode("history line", &v)?;
+        Ok(HistoryLine {
+            address: address.to_string(),
+            job,
+            seq,
+            entry,
+        })
+    }
+
     /// Overwrites a raw key. Only for tests that corrupt a projection on purpose.
     #[doc(hidden)]
     pub fn put_raw_for_tests(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
@@ -215,6 +305,19 @@ impl EventLog {
             .map_err(|e| self.corrupt(e))?;
         self.tree().flush().map_err(|e| self.corrupt(e))?;
         Ok(())
+    }
+
+    /// Removes a raw key. Only for tests that corrupt a projection on purpose.
+    #[doc(hidden)]
+    pub fn remove_raw_for_tests(&self, key: &[u8]) -> Result<(), EngineError> {
+        self.tree().remove(key).map_err(|e| self.corrupt(e))?;
+        self.tree().flush().map_err(|e| self.corrupt(e))?;
+        Ok(())
+    }
+
+    /// Bytes sled holds on disk for this log (its files), for prune reports.
+    pub fn size_on_disk(&self) -> Result<u64, EngineError> {
+        self.tree().size_on_disk().map_err(|e| self.corrupt(e))
     }
 
     /// Stops the writer after it has drained its queue.
@@ -245,6 +348,12 @@ fn open_error(path: &Path, e: sled::Error) -> EngineError {
         }
         other => EngineError::corrupt(path, other),
     }
+}
+
+/// Decodes one exported record (`serde_json` of an [`EventRecord`]),
+/// upcasting an older schema as stored chunks are.
+pub fn decode_json_record(value: serde_json::Value) -> Result<EventRecord, String> {
+    upcast::decode_json_record(value)
 }
 
 /// Decodes a stored event chunk (upcasting old records), for fixtures.

@@ -40,6 +40,80 @@ pub fn decode_chunk(bytes: &[u8]) -> Result<Vec<EventRecord>, String> {
     rmp_serde::from_slice(&upcast_bytes).map_err(|e| e.to_string())
 }
 
+/// Decodes one record as `serde_json` wrote it (an export line), upcasting
+/// an older schema with the same steps as stored chunks.
+pub fn decode_json_record(value: serde_json::Value) -> Result<EventRecord, String> {
+    let v = value
+        .get("v")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or("a record without a schema version")?;
+    if v > SCHEMA_VERSION as u64 {
+        return Err(newer(v));
+    }
+    if v == SCHEMA_VERSION as u64 {
+        return serde_json::from_value(value).map_err(|e| e.to_string());
+    }
+    // The steps work on MessagePack values; JSON maps onto them and back
+    // without loss for what records hold (strings, integers, maps, lists).
+    let mut rec = json_to_msgpack(value);
+    upcast(&mut rec)?;
+    serde_json::from_value(msgpack_to_json(rec)?).map_err(|e| e.to_string())
+}
+
+fn json_to_msgpack(v: serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::from(b),
+        J::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Value::from(u),
+            (_, Some(i), _) => Value::from(i),
+            (_, _, Some(f)) => Value::from(f),
+            _ => Value::Nil,
+        },
+        J::String(s) => Value::from(s),
+        J::Array(a) => Value::Array(a.into_iter().map(json_to_msgpack).collect()),
+        J::Object(m) => Value::Map(
+            m.into_iter()
+                .map(|(k, v)| (Value::from(k), json_to_msgpack(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn msgpack_to_json(v: Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(b),
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => J::from(u),
+            (_, Some(i)) => J::from(i),
+            _ => return Err("an integer out of range".into()),
+        },
+        Value::F32(f) => J::from(f as f64),
+        Value::F64(f) => J::from(f),
+        Value::String(s) => J::String(s.into_str().ok_or("a string that is not UTF-8")?),
+        Value::Array(a) => J::Array(
+            a.into_iter()
+                .map(msgpack_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Map(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m {
+                let k = k
+                    .as_str()
+                    .ok_or("a map key that is not a string")?
+                    .to_string();
+                out.insert(k, msgpack_to_json(v)?);
+            }
+            J::Object(out)
+        }
+        Value::Binary(_) | Value::Ext(..) => return Err("binary data in a JSON record".into()),
+    })
+}
+
 fn newer(v: u64) -> String {
     format!("a record of schema {v}, newer than this ferry knows ({SCHEMA_VERSION}); upgrade ferry")
 }
@@ -140,6 +214,27 @@ mod tests {
             Event::BlobFailed { tries, .. } => assert_eq!(*tries, 4),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn given_a_schema_1_json_record_when_imported_then_it_is_upcast() {
+        let job = crate::job::JobId::new();
+        let line = serde_json::json!({
+            "v": 1, "job": job, "seq": 3, "at": "2026-01-02T03:04:05.123456789Z",
+            "event": {"type": "BlobFailed", "data": {
+                "name": "a", "error_kind": "io", "message": "boom", "attempts": 2}}
+        });
+        let rec = decode_json_record(line).unwrap();
+        assert_eq!((rec.v, rec.job, rec.seq), (SCHEMA_VERSION, job, 3));
+        assert_eq!(rec.at.to_rfc3339(), "2026-01-02T03:04:05.123456789+00:00");
+        match &rec.event {
+            Event::BlobFailed { tries, .. } => assert_eq!(*tries, 2),
+            other => panic!("{other:?}"),
+        }
+        let newer = serde_json::json!({"v": SCHEMA_VERSION + 1});
+        assert!(decode_json_record(newer)
+            .unwrap_err()
+            .contains("upgrade ferry"));
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! so projections and events commit together without transactions. After
 //! `apply_batch` it calls the blocking `flush()` (never `flush_async`, which
 //! hangs under concurrency in sled 0.34.7), then acknowledges.
+//!
+//! The history index lines of a blob event go into the same batch as the
+//! event, so the index cannot drift from the log. Imports (whole jobs with
+//! their own seqs and times) and prunes (rewriting a finished job's chunks)
+//! go through this thread too, each as one batch of its own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::keys;
+use super::{keys, PruneStats};
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
 use crate::job::JobId;
-use crate::projection::{BlobState, JobSummary};
+use crate::projection::{history, BlobState, JobState, JobSummary};
 
 /// Most commands folded into one sled batch (and one flush).
 const MAX_BATCH: usize = 1024;
@@ -46,6 +51,22 @@ pub(super) enum Cmd {
         ack: Option<oneshot::Sender<Result<u64, EngineError>>>,
     },
     Sync(oneshot::Sender<Result<u64, EngineError>>),
+    /// A whole job from an export: records keep their seq and time (already
+    /// upcast to the current schema). Refused if the job exists.
+    Import {
+        job: JobId,
+        records: Vec<EventRecord>,
+        /// The records are a pruned job's job-level events.
+        pruned: bool,
+        ack: oneshot::Sender<Result<u64, EngineError>>,
+    },
+    /// Removes a finished job's blob events and checkpoint entries (or, with
+    /// `dry_run`, only counts them).
+    Prune {
+        job: JobId,
+        dry_run: bool,
+        ack: oneshot::Sender<Result<PruneStats, EngineError>>,
+    },
     Shutdown,
 }
 
@@ -89,6 +110,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn start(db: sled::Db, path: PathBuf) -> Result<Self, EngineError> {
+        let mark_index = prepare_index(&db).map_err(|e| EngineError::corrupt(&path, e))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
         let stats = Arc::new(WriterStats::default());
@@ -101,6 +123,7 @@ impl Writer {
             unflushed: 0,
             // sled keeps its data in `db` inside the directory.
             db_file: std::fs::File::open(path.join("db")).ok(),
+            mark_index,
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -177,6 +200,8 @@ struct WriterState {
     /// sled's flush is sync_file_range: it survives a killed process, not a
     /// power cut. Job transitions are fsynced through this handle as well.
     db_file: Option<std::fs::File>,
+    /// A new log: the index marker goes in with the first batch.
+    mark_index: bool,
 }
 
 type Ack = oneshot::Sender<Result<u64, EngineError>>;
@@ -225,6 +250,8 @@ impl WriterState {
         // sled key costs far more than its bytes (see docs/EVENTS.md).
         let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
         let mut events = 0u64;
+        // Imports and prunes each write a batch of their own, after this one.
+        let mut exclusive: Vec<Cmd> = Vec::new();
         let mut stop = false;
         let mut transition = false;
         let mut error: Option<String> = None;
@@ -232,6 +259,7 @@ impl WriterState {
             match cmd {
                 Cmd::Shutdown => stop = true,
                 Cmd::Sync(ack) => acks.push((ack, 0)),
+                cmd @ (Cmd::Import { .. } | Cmd::Prune { .. }) => exclusive.push(cmd),
                 Cmd::Append { job, event, ack } => {
                     transition |= event.is_transition();
                     if error.is_some() {
@@ -278,6 +306,9 @@ impl WriterState {
                 || stop
                 || self.last_flush.elapsed() >= FLUSH_INTERVAL
                 || self.unflushed >= FLUSH_EVENTS;
+            if self.mark_index && events > 0 {
+                batch.insert(keys::index_marker().as_slice(), INDEX_VERSION.as_slice());
+            }
             let mut result = self.db.apply_batch(batch);
             if result.is_ok() && must_flush {
                 let flushing = Instant::now();
@@ -293,8 +324,9 @@ impl WriterState {
                     .flush_ns
                     .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
-            if let Err(e) = result {
-                error = Some(format!("{} ({})", describe(&e), self.path.display()));
+            match result {
+                Ok(()) => self.mark_index &= events == 0,
+                Err(e) => error = Some(format!("{} ({})", describe(&e), self.path.display())),
             }
         }
         self.stats.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
@@ -324,7 +356,198 @@ impl WriterState {
                 }
             }
         }
+        for cmd in exclusive {
+            match cmd {
+                Cmd::Import {
+                    job,
+                    records,
+                    pruned,
+                    ack,
+                } => {
+                    let _ = ack.send(self.guarded(|w| w.import(job, records, pruned)));
+                }
+                Cmd::Prune { job, dry_run, ack } => {
+                    let _ = ack.send(self.guarded(|w| w.prune(job, dry_run)));
+                }
+                _ => {}
+            }
+        }
         stop
+    }
+
+    /// Runs an import or prune unless an earlier write failed; a sled error
+    /// in it fails every later append, like any write error.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, Exclusive>,
+    ) -> Result<T, EngineError> {
+        if let Ok(Some(msg)) = self.failed.lock().map(|g| g.clone()) {
+            return Err(EngineError::LogWrite(msg));
+        }
+        match f(self) {
+            Ok(v) => Ok(v),
+            Err(Exclusive::Refused(e)) => Err(e),
+            Err(Exclusive::Write(msg)) => {
+                let msg = format!("{msg} ({})", self.path.display());
+                if let Ok(mut g) = self.failed.lock() {
+                    g.get_or_insert_with(|| msg.clone());
+                }
+                self.seqs.clear();
+                self.summaries.clear();
+                Err(EngineError::LogWrite(msg))
+            }
+        }
+    }
+
+    /// Writes a whole job from an export in one batch (all of it or none),
+    /// through the same staging as appends, so its summary, checkpoint and
+    /// history lines are exactly what appending the events would give.
+    fn import(
+        &mut self,
+        job: JobId,
+        records: Vec<EventRecord>,
+        pruned: bool,
+    ) -> Result<u64, Exclusive> {
+        let exists = self.seqs.contains_key(&job)
+            || self
+                .db
+                .scan_prefix(job.as_bytes())
+                .next()
+                .transpose()
+                .map_err(|e| Exclusive::Write(describe(&e)))?
+                .is_some();
+        if exists || job == keys::INDEX || job == JobId::CONTROL {
+            return Err(Exclusive::Refused(EngineError::InvalidInput(format!(
+                "job {job} already exists in this state dir; nothing imported"
+            ))));
+        }
+        let n = records.len() as u64;
+        let mut batch = sled::Batch::default();
+        self.summaries.insert(job, JobSummary::new(job));
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            // Chunks as large as a writer batch, as appends would make.
+            let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
+            for rec in records.by_ref().take(MAX_BATCH) {
+                self.stage_record(&mut batch, &mut chunks, rec)
+                    .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
+            }
+            for (job, recs) in &chunks {
+                if let Some(first) = recs.first() {
+                    let chunk = rmp_serde::to_vec_named(recs).map_err(|e| {
+                        self.forget(*job, Exclusive::Write(format!("cannot encode events: {e}")))
+                    })?;
+                    batch.insert(keys::event(*job, first.seq).as_slice(), chunk);
+                }
+            }
+        }
+        let summary = self
+            .summaries
+            .get_mut(&job)
+            .ok_or_else(|| Exclusive::Write("summary cache".into()))?;
+        summary.pruned = pruned;
+        let summary = rmp_serde::to_vec_named(summary)
+            .map_err(|e| Exclusive::Write(format!("cannot encode a summary: {e}")))?;
+        batch.insert(keys::summary(job).as_slice(), summary);
+        if self.mark_index {
+            batch.insert(keys::index_marker().as_slice(), INDEX_VERSION.as_slice());
+        }
+        self.commit(batch)?;
+        self.mark_index = false;
+        self.stats.events.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Drops a job's caches after a failed import, so nothing half-staged
+    /// is taken for the disk's state.
+    fn forget(&mut self, job: JobId, e: Exclusive) -> Exclusive {
+        self.seqs.remove(&job);
+        self.summaries.remove(&job);
+        e
+    }
+
+    /// Removes a finished job's blob events (rewriting its chunks with the
+    /// job-level events, original seqs kept) and its checkpoint entries, and
+    /// marks its summary pruned; the history lines stay. One batch.
+    fn prune(&mut self, job: JobId, dry_run: bool) -> Result<PruneStats, Exclusive> {
+        let summary = self.summary(job).map_err(Exclusive::Write)?;
+        if summary.spec.is_none() {
+            return Err(Exclusive::Refused(EngineError::UnknownJob(job.to_string())));
+        }
+        let mut stats = PruneStats::default();
+        if summary.pruned {
+            return Ok(stats);
+        }
+        if !matches!(
+            summary.state,
+            JobState::Succeeded
+                | JobState::CompletedWithFailures
+                | JobState::Failed
+                | JobState::Cancelled
+        ) {
+            return Err(Exclusive::Refused(EngineError::WrongState {
+                job: job.to_string(),
+                why: format!("is {}; only finished jobs are pruned", summary.state),
+            }));
+        }
+        // The next seq must not move back if the log's last record goes.
+        self.next_seq(job).map_err(Exclusive::Write)?;
+        let mut batch = sled::Batch::default();
+        let write = |e: sled::Error| Exclusive::Write(describe(&e));
+        for kv in self.db.scan_prefix(keys::event_prefix(job)) {
+            let (k, v) = kv.map_err(write)?;
+            let recs = super::upcast::decode_chunk(&v)
+                .map_err(|e| Exclusive::Write(format!("undecodable event chunk: {e}")))?;
+            let before = recs.len();
+            let kept: Vec<EventRecord> = recs
+                .into_iter()
+                .filter(|r| BlobState::from_event(r).is_none())
+                .collect();
+            if kept.len() == before {
+                continue;
+            }
+            stats.events += (before - kept.len()) as u64;
+            batch.remove(&k);
+            stats.bytes += (k.len() + v.len()) as u64;
+            if let Some(first) = kept.first() {
+                let chunk = rmp_serde::to_vec_named(&kept)
+                    .map_err(|e| Exclusive::Write(format!("cannot encode events: {e}")))?;
+                let key = keys::event(job, first.seq);
+                stats.bytes = stats.bytes.saturating_sub((key.len() + chunk.len()) as u64);
+                batch.insert(key.as_slice(), chunk);
+            }
+        }
+        for kv in self.db.scan_prefix(keys::blob_prefix(job)) {
+            let (k, v) = kv.map_err(write)?;
+            stats.entries += 1;
+            stats.bytes += (k.len() + v.len()) as u64;
+            batch.remove(k);
+        }
+        if dry_run {
+            return Ok(stats);
+        }
+        let summary = self.summary(job).map_err(Exclusive::Write)?;
+        summary.pruned = true;
+        let bytes = rmp_serde::to_vec_named(summary)
+            .map_err(|e| Exclusive::Write(format!("cannot encode a summary: {e}")))?;
+        batch.insert(keys::summary(job).as_slice(), bytes);
+        self.commit(batch)?;
+        Ok(stats)
+    }
+
+    /// Applies and durably flushes one batch of its own.
+    fn commit(&mut self, batch: sled::Batch) -> Result<(), Exclusive> {
+        let result = self
+            .db
+            .apply_batch(batch)
+            .and_then(|_| self.db.flush().map(|_| ()))
+            .and_then(|_| match &self.db_file {
+                Some(f) => f.sync_all().map_err(sled::Error::Io),
+                None => Ok(()),
+            });
+        self.last_flush = Instant::now();
+        self.unflushed = 0;
+        result.map_err(|e| Exclusive::Write(describe(&e)))
     }
 
     /// Assigns the event its sequence number, adds its checkpoint entry to the
@@ -345,18 +568,39 @@ impl WriterState {
             at: chrono::Utc::now(),
             event,
         };
+        self.stage_record(batch, chunks, rec)?;
+        Ok(seq)
+    }
+
+    /// Stages a record that has its seq and time: its checkpoint entry and
+    /// history lines go into the batch, it is folded into the summary and
+    /// joins its job's chunk.
+    fn stage_record(
+        &mut self,
+        batch: &mut sled::Batch,
+        chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
+        rec: EventRecord,
+    ) -> Result<(), String> {
+        let job = rec.job;
         if let Some((name, state)) = BlobState::from_event(&rec) {
             let v = rmp_serde::to_vec_named(&state)
                 .map_err(|e| format!("cannot encode a checkpoint: {e}"))?;
             batch.insert(keys::blob(job, name), v);
         }
-        self.summary(job)?.apply(&rec);
-        self.seqs.insert(job, seq + 1);
+        let summary = self.summary(job)?;
+        summary.apply(&rec);
+        let attempt = summary.attempts.last().map_or(0, |a| a.attempt);
+        for (address, entry) in history::lines(summary.spec.as_ref(), attempt, &rec) {
+            let v = rmp_serde::to_vec_named(&entry)
+                .map_err(|e| format!("cannot encode a history line: {e}"))?;
+            batch.insert(keys::history(&address, job, rec.seq), v);
+        }
+        self.seqs.insert(job, rec.seq + 1);
         match chunks.iter_mut().find(|(j, _)| *j == job) {
             Some((_, recs)) => recs.push(rec),
             None => chunks.push((job, vec![rec])),
         }
-        Ok(seq)
+        Ok(())
     }
 
     fn next_seq(&mut self, job: JobId) -> Result<u64, String> {
@@ -398,6 +642,69 @@ impl WriterState {
             .get_mut(&job)
             .ok_or_else(|| "summary cache".to_string())
     }
+}
+
+/// Value of the index marker: the version of the history index's layout.
+const INDEX_VERSION: [u8; 1] = [1];
+/// Lines per batch while building the index of an older log.
+const BACKFILL_BATCH: usize = 16_384;
+
+/// Makes sure the history index covers the log before the writer starts.
+/// Returns true for a new, empty log (the writer sets the marker with its
+/// first batch). A log from before the index existed (events but no
+/// marker) gets its lines built from its events here, once.
+fn prepare_index(db: &sled::Db) -> Result<bool, String> {
+    let err = |e: sled::Error| describe(&e);
+    if db.contains_key(keys::index_marker()).map_err(err)? {
+        return Ok(false);
+    }
+    if db.first().map_err(err)?.is_none() {
+        return Ok(true);
+    }
+    let mut batch = sled::Batch::default();
+    let mut pending = 0usize;
+    let mut from: Vec<u8> = Vec::new();
+    while let Some(kv) = db.range(from.as_slice()..).next() {
+        let (k, _) = kv.map_err(err)?;
+        let job = k
+            .get(..16)
+            .and_then(JobId::from_slice)
+            .ok_or("a key shorter than a job id")?;
+        from = keys::after_job(job).to_vec();
+        if job == keys::INDEX {
+            continue;
+        }
+        let mut history = history::History::default();
+        for chunk in db.scan_prefix(keys::event_prefix(job)) {
+            let (_, v) = chunk.map_err(err)?;
+            for rec in super::upcast::decode_chunk(&v)
+                .map_err(|e| format!("undecodable event chunk: {e}"))?
+            {
+                history.apply(&rec);
+            }
+        }
+        for ((address, job, seq), entry) in history.lines {
+            let v = rmp_serde::to_vec_named(&entry)
+                .map_err(|e| format!("cannot encode a history line: {e}"))?;
+            batch.insert(keys::history(&address, job, seq), v);
+            pending += 1;
+            if pending == BACKFILL_BATCH {
+                db.apply_batch(std::mem::take(&mut batch)).map_err(err)?;
+                pending = 0;
+            }
+        }
+    }
+    batch.insert(keys::index_marker().as_slice(), INDEX_VERSION.as_slice());
+    db.apply_batch(batch).map_err(err)?;
+    db.flush().map_err(err)?;
+    Ok(false)
+}
+
+/// Why an import or prune did not happen: refused (nothing written, the
+/// writer goes on) or a write error (every later append fails too).
+enum Exclusive {
+    Refused(EngineError),
+    Write(String),
 }
 
 /// sled's error as one readable line. sled hands out copies of an I/O error

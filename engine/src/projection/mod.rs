@@ -3,7 +3,9 @@
 //! `verify` checks the cache against a fresh fold.
 
 mod checkpoint;
+pub mod history;
 mod summary;
 
 pub use checkpoint::{BlobState, BlobStatus, Checkpoint};
+pub use history::{History, HistoryEntry, HistoryLine, Side};
 pub use summary::{AttemptSummary, JobState, JobSummary};

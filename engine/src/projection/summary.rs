@@ -90,6 +90,11 @@ pub struct JobSummary {
     /// bounded by the handful of causes, not by blobs.
     #[serde(default)]
     pub retries_by_cause: std::collections::BTreeMap<String, u64>,
+    /// `ferry prune` removed its per-blob events and checkpoint entries:
+    /// the counts above are from before, the log keeps only job-level
+    /// events (with their original seqs), and it cannot be replayed.
+    #[serde(default)]
+    pub pruned: bool,
     /// Sequence number of the last event folded in.
     pub last_seq: u64,
 }
@@ -112,6 +117,7 @@ impl JobSummary {
             schedule: None,
             retry_planned: None,
             retries_planned: 0,
+            pruned: false,
             last_seq: 0,
         }
     }

@@ -1,0 +1,274 @@
+//! Audit and retention over the log: a blob's history across jobs (from the
+//! history index), pruning old jobs' per-blob events, and importing a job
+//! exported from another state dir.
+
+use std::io::BufRead;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::error::EngineError;
+use crate::event::{Event, EventRecord, SCHEMA_VERSION};
+use crate::job::{Address, JobId};
+use crate::log::{self, keys, PruneStats};
+use crate::projection::{history, BlobState, HistoryLine, JobState, JobSummary};
+use crate::Engine;
+
+/// The export format version `import` reads.
+pub const EXPORT_FORMAT: u32 = 1;
+
+/// Which finished jobs `prune` removes per-blob events from.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Jobs that ended before this.
+    pub before: DateTime<Utc>,
+    /// The newest N finished jobs are kept whatever their age.
+    pub keep_last: usize,
+    /// Count only.
+    pub dry_run: bool,
+}
+
+/// What `prune` removed (or would remove).
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    pub jobs: Vec<JobId>,
+    pub events: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// What `import` loaded.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    pub job: JobId,
+    pub events: u64,
+    /// The archive held a pruned job's job-level events only.
+    pub pruned: bool,
+}
+
+/// First line of an export archive.
+#[derive(Debug, Deserialize)]
+struct ExportHeader {
+    ferry_export: u32,
+    schema: u16,
+    job: JobId,
+    events: u64,
+}
+
+impl Engine {
+    /// The normalized address of what a user typed for `ferry history`
+    /// (see `projection::history::base`): an account address
+    /// (`prod:photos/2024/a.jpg`), a local path (made absolute, `.`/`..`
+    /// resolved without following links) or a container URL (its query,
+    /// e.g. a SAS, dropped). An account no longer in the config is read as
+    /// written, so the history of old jobs stays reachable.
+    pub fn history_address(&self, input: &str) -> Result<String, EngineError> {
+        if let Some(name) = input.strip_prefix("memory:") {
+            return Ok(history::base(&Address::Memory { name: name.into() }));
+        }
+        match Address::parse(input, self.accounts()) {
+            Ok(parsed) => Ok(history::base(&parsed.address)),
+            Err(e) => {
+                let Some((account, rest)) = input.split_once(':') else {
+                    return Err(e);
+                };
+                if !crate::config::valid_account_name(account) || rest.is_empty() {
+                    return Err(e);
+                }
+                let rest = rest.trim_matches('/');
+                let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                Ok(history::base(&Address::Azure {
+                    account: account.into(),
+                    container: container.into(),
+                    prefix: prefix.into(),
+                }))
+            }
+        }
+    }
+
+    /// Every index line of `address` (normalized, see `history_address`)
+    /// and of the names under it as a folder or prefix, newest first, at
+    /// most `limit`. Two range scans of the index; no events are read.
+    pub fn history(
+        &self,
+        address: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<HistoryLine>, EngineError> {
+        let mut lines: Vec<HistoryLine> = self
+            .log()
+            .history_exact(address)
+            .collect::<Result<_, _>>()?;
+        let under = format!("{address}/");
+        for line in self.log().history_prefix(&under) {
+            lines.push(line?);
+        }
+        // By time, not by job id: an old job replayed today is news.
+        lines.sort_by(|a, b| {
+            (b.entry.at, b.job, b.seq, &b.address).cmp(&(a.entry.at, a.job, a.seq, &a.address))
+        });
+        if let Some(n) = limit {
+            lines.truncate(n);
+        }
+        Ok(lines)
+    }
+
+    /// Removes the per-blob events and checkpoint entries of finished jobs
+    /// that ended before `opts.before`, except the newest `keep_last`
+    /// finished jobs. Job-level events (original seqs), summaries (marked
+    /// pruned, counts kept) and history lines stay.
+    pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, EngineError> {
+        let mut finished: Vec<JobSummary> = self
+            .jobs()?
+            .into_iter()
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    JobState::Succeeded
+                        | JobState::CompletedWithFailures
+                        | JobState::Failed
+                        | JobState::Cancelled
+                )
+            })
+            .collect();
+        // Oldest first (ids are UUIDv7): the last `keep_last` are kept.
+        let keep = finished.len().saturating_sub(opts.keep_last);
+        finished.truncate(keep);
+        let mut report = PruneReport::default();
+        for s in finished {
+            let ended = s
+                .attempts
+                .iter()
+                .filter_map(|a| a.ended_at)
+                .max()
+                .or(s.submitted_at);
+            if s.pruned || ended.is_none_or(|t| t >= opts.before) {
+                continue;
+            }
+            let PruneStats {
+                events,
+                entries,
+                bytes,
+            } = self.log().prune(s.id, opts.dry_run).await?;
+            report.jobs.push(s.id);
+            report.events += events;
+            report.entries += entries;
+            report.bytes += bytes;
+        }
+        Ok(report)
+    }
+
+    /// Loads one job from an export archive (JSON lines: a header, then
+    /// each `EventRecord`): refuses a job id this state dir has; checks the
+    /// records are one run from seq 0 of that job (gaps only in a pruned
+    /// job's job-level events); appends them through the log writer keeping
+    /// seq and time, old schemas upcast, so summary, checkpoint and history
+    /// index are built as for normal appends.
+    pub async fn import(&self, archive: impl BufRead) -> Result<ImportReport, EngineError> {
+        let bad = |line: usize, what: String| {
+            EngineError::InvalidInput(format!("not a ferry export: line {line}: {what}"))
+        };
+        let mut lines = archive.lines().enumerate().map(|(i, l)| {
+            l.map(|l| (i + 1, l)).map_err(|e| {
+                EngineError::InvalidInput(format!("cannot read the export archive: {e}"))
+            })
+        });
+        let (_, first) = lines
+            .next()
+            .transpose()?
+            .ok_or_else(|| bad(1, "the file is empty".into()))?;
+        let header: ExportHeader = serde_json::from_str(&first).map_err(|e| {
+            bad(
+                1,
+                format!("expected a header {{\"ferry_export\":1,...}} ({e})"),
+            )
+        })?;
+        if header.ferry_export != EXPORT_FORMAT {
+            return Err(bad(
+                1,
+                format!(
+                    "export format {} is not one this ferry reads ({EXPORT_FORMAT}); upgrade ferry",
+                    header.ferry_export
+                ),
+            ));
+        }
+        if header.schema > SCHEMA_VERSION {
+            return Err(bad(
+                1,
+                format!(
+                    "events of schema {}, newer than this ferry knows ({SCHEMA_VERSION}); upgrade ferry",
+                    header.schema
+                ),
+            ));
+        }
+        let job = header.job;
+        if job == JobId::CONTROL || job == keys::INDEX {
+            return Err(bad(1, format!("{job} is a reserved id, not a job")));
+        }
+        if self.log().summary(job)?.is_some() {
+            return Err(exists(job));
+        }
+        let mut records: Vec<EventRecord> = Vec::new();
+        let mut gaps = false;
+        let mut blob_events = false;
+        for l in lines {
+            let (n, text) = l?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(n, e.to_string()))?;
+            let rec = log::decode_json_record(value).map_err(|e| bad(n, e))?;
+            if rec.job != job {
+                return Err(bad(n, format!("an event of job {}, not of {job}", rec.job)));
+            }
+            let expected = records.last().map_or(0, |r| r.seq + 1);
+            if rec.seq < expected || (records.is_empty() && rec.seq != 0) {
+                return Err(bad(
+                    n,
+                    format!("seq {} where {expected} was expected", rec.seq),
+                ));
+            }
+            gaps |= rec.seq != expected;
+            blob_events |= BlobState::from_event(&rec).is_some();
+            if rec.seq == 0 && !matches!(rec.event, Event::JobSubmitted { .. }) {
+                return Err(bad(n, "the first event is not JobSubmitted".into()));
+            }
+            records.push(rec);
+        }
+        if records.len() as u64 != header.events {
+            return Err(bad(
+                1,
+                format!(
+                    "the header says {} events, the file holds {} (cut short?)",
+                    header.events,
+                    records.len()
+                ),
+            ));
+        }
+        if records.is_empty() {
+            return Err(bad(1, "no events".into()));
+        }
+        if gaps && blob_events {
+            return Err(bad(
+                1,
+                "the events have gaps in their seqs but are not a pruned job's (they include blob events)".into(),
+            ));
+        }
+        let events = self.log().import(job, records, gaps).await?;
+        Ok(ImportReport {
+            job,
+            events,
+            pruned: gaps,
+        })
+    }
+}
+
+fn exists(job: JobId) -> EngineError {
+    EngineError::InvalidInput(format!(
+        "job {job} already exists in this state dir; nothing imported"
+    ))
+}
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

@@ -1,0 +1,383 @@
+//! Given/when/then tests of the history index, prune and import, on the
+//! memory backend.
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::*;
+use crate::event::Outcome;
+use crate::job::{JobSpec, Mode};
+use crate::projection::{BlobStatus, Side};
+use crate::store::{BlobMeta, MemoryStore};
+use crate::RunOptions;
+
+fn fill(store: &MemoryStore, n: usize) {
+    for i in 0..n {
+        let data = Bytes::from(format!("blob {i}"));
+        let meta = BlobMeta {
+            name: format!("d{}/b{i:03}", i % 3),
+            size: data.len() as u64,
+            modified: Utc::now(),
+            etag: format!("etag-{i}"),
+            md5: None,
+            props: None,
+        };
+        store.insert(meta, data);
+    }
+}
+
+fn spec(src: &str, dst: &str) -> JobSpec {
+    JobSpec {
+        src: Address::Memory { name: src.into() },
+        dst: Address::Memory { name: dst.into() },
+        mode: Mode::Incremental,
+        parallel: Some(2),
+        block_size: None,
+        copy_method: Default::default(),
+        policy_plugin: None,
+        plugin_failure: Default::default(),
+    }
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", JobId::new())
+}
+
+/// Two jobs over the same stores: the first copies `n` blobs, the second
+/// skips them all (nothing is newer).
+async fn two_jobs(engine: &Engine, n: usize) -> (String, String, JobId, JobId) {
+    let (src, dst) = (unique("src"), unique("dst"));
+    fill(&MemoryStore::named(&src), n);
+    let first = engine.submit(spec(&src, &dst)).await.unwrap();
+    let r = engine.run(first, RunOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, Some(Outcome::Succeeded));
+    let second = engine.submit(spec(&src, &dst)).await.unwrap();
+    let r = engine.run(second, RunOptions::default()).await.unwrap();
+    assert_eq!(r.totals.skipped, n as u64);
+    (src, dst, first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_two_jobs_when_a_blobs_history_is_asked_then_both_sides_are_listed_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (src, dst, first, second) = two_jobs(&engine, 30).await;
+
+    let at_src = engine
+        .history(&format!("memory:{src}/d0/b000"), None)
+        .unwrap();
+    let seen: Vec<_> = at_src
+        .iter()
+        .map(|l| (l.job, l.entry.side, l.entry.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (second, Side::Source, BlobStatus::Skipped),
+            (first, Side::Source, BlobStatus::Copied)
+        ]
+    );
+    assert_eq!(at_src[0].entry.reason.as_deref(), Some("not-newer"));
+    assert_eq!(at_src[1].entry.reason.as_deref(), Some("new"));
+    assert_eq!(at_src[1].entry.etag.as_deref(), Some("etag-0"));
+    assert_eq!(at_src[1].entry.attempt, 1);
+
+    // The destination side of the same blob, found by its own address.
+    let at_dst = engine
+        .history(&format!("memory:{dst}/d0/b000"), None)
+        .unwrap();
+    assert_eq!(at_dst.len(), 2);
+    assert!(at_dst.iter().all(|l| l.entry.side == Side::Destination));
+
+    // A folder: every blob under it (10 of 30), both jobs; limit cuts.
+    let folder = engine.history(&format!("memory:{src}/d1"), None).unwrap();
+    assert_eq!(folder.len(), 20);
+    assert!(folder
+        .iter()
+        .all(|l| l.address.starts_with(&format!("memory:{src}/d1/"))));
+    assert!(folder.windows(2).all(|w| w[0].entry.at >= w[1].entry.at));
+    assert_eq!(folder[0].job, second);
+    let few = engine
+        .history(&format!("memory:{src}/d1"), Some(3))
+        .unwrap();
+    assert_eq!(few.len(), 3);
+    // A name prefix that is not a folder matches nothing.
+    assert!(engine
+        .history(&format!("memory:{src}/d"), None)
+        .unwrap()
+        .is_empty());
+
+    let v = engine.verify(None).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!(v.history, 2 * 2 * 30);
+    // Jobs are listed without the index's reserved prefix.
+    assert_eq!(engine.jobs().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_tampered_history_index_when_verified_then_the_first_difference_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (src, _dst, first, _) = two_jobs(&engine, 6).await;
+    let address = format!("memory:{src}/d2/b002");
+    let line = engine.history(&address, None).unwrap().pop().unwrap();
+    assert_eq!(line.job, first);
+    let key = keys::history(&address, first, line.seq);
+
+    // A changed line.
+    let mut forged = line.entry.clone();
+    forged.status = BlobStatus::Failed;
+    let bytes = rmp_serde::to_vec_named(&forged).unwrap();
+    engine.log().put_raw_for_tests(&key, &bytes).unwrap();
+    let v = engine.verify(Some(first)).unwrap();
+    assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
+    assert!(
+        v.problems[0].contains("differs") && v.problems[0].contains("d2/b002"),
+        "{}",
+        v.problems[0]
+    );
+
+    // A missing line.
+    engine.log().remove_raw_for_tests(&key).unwrap();
+    let v = engine.verify(None).unwrap();
+    assert!(v.problems[0].contains("missing"), "{:?}", v.problems);
+
+    // A line no event is behind, and one of a job that does not exist.
+    let good = rmp_serde::to_vec_named(&line.entry).unwrap();
+    engine.log().put_raw_for_tests(&key, &good).unwrap();
+    assert!(engine.verify(None).unwrap().problems.is_empty());
+    let stray = keys::history(&address, first, 999);
+    engine.log().put_raw_for_tests(&stray, &good).unwrap();
+    let v = engine.verify(Some(first)).unwrap();
+    assert!(
+        v.problems[0].contains("no event behind it"),
+        "{:?}",
+        v.problems
+    );
+    engine.log().remove_raw_for_tests(&stray).unwrap();
+    let ghost = keys::history(&address, JobId::new(), 1);
+    engine.log().put_raw_for_tests(&ghost, &good).unwrap();
+    let v = engine.verify(None).unwrap();
+    assert!(v.problems[0].contains("does not exist"), "{:?}", v.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_log_from_before_the_index_when_opened_then_its_history_is_built_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, first, line) = {
+        let engine = Engine::open(dir.path()).unwrap();
+        let (src, _dst, first, _) = two_jobs(&engine, 6).await;
+        let address = format!("memory:{src}/d0/b000");
+        let line = engine.history(&address, None).unwrap().pop().unwrap();
+        // What an older ferry left: events and projections, no index.
+        let log = engine.log();
+        log.remove_raw_for_tests(&keys::history(&address, first, line.seq))
+            .unwrap();
+        log.remove_raw_for_tests(&keys::index_marker()).unwrap();
+        assert!(!engine.verify(None).unwrap().problems.is_empty());
+        log.close();
+        (address, first, line)
+    };
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.history(&address, None).unwrap().pop(), Some(line));
+    assert_eq!(engine.history(&address, None).unwrap().len(), 2);
+    let v = engine.verify(Some(first)).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_and_history_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (src, _dst, first, second) = two_jobs(&engine, 40).await;
+    let before_summary = engine.summary(first).unwrap();
+    let before_history = engine.history(&format!("memory:{src}"), None).unwrap();
+    let now = Utc::now() + chrono::Duration::seconds(1);
+
+    // Dry run: counts, changes nothing.
+    let dry = PruneOptions {
+        before: now,
+        keep_last: 1,
+        dry_run: true,
+    };
+    let would = engine.prune(&dry).await.unwrap();
+    assert_eq!(would.jobs, [first], "the newest finished job is kept");
+    assert_eq!((would.events, would.entries), (40, 40));
+    assert!(would.bytes > 40 * 20, "{}", would.bytes);
+    assert!(!engine.summary(first).unwrap().pruned);
+    assert_eq!(engine.events(Some(first)).unwrap().count(), 44);
+
+    // Nothing is old enough.
+    let young = PruneOptions {
+        before: before_summary.submitted_at.unwrap(),
+        keep_last: 0,
+        dry_run: false,
+    };
+    assert!(engine.prune(&young).await.unwrap().jobs.is_empty());
+
+    let done = engine
+        .prune(&PruneOptions {
+            dry_run: false,
+            ..dry
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.jobs.clone(), done.events, done.entries),
+        (vec![first], 40, 40)
+    );
+    assert_eq!(done.bytes, would.bytes);
+
+    let kept: Vec<_> = engine
+        .events(Some(first))
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.seq, r.event.kind())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (0, "JobSubmitted"),
+            (1, "JobStarted"),
+            (kept[2].0, "ListingCompleted"),
+            (43, "JobFinished")
+        ],
+        "original seqs"
+    );
+    let after = engine.summary(first).unwrap();
+    assert!(after.pruned);
+    assert_eq!((after.copied, after.state), (40, JobState::Succeeded));
+    assert_eq!(engine.log().blob_states(first).count(), 0);
+    assert_eq!(
+        engine.history(&format!("memory:{src}"), None).unwrap(),
+        before_history
+    );
+    assert_eq!(engine.events(Some(second)).unwrap().count(), 44);
+
+    let v = engine.verify(None).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    let e = engine
+        .replay(first, RunOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, EngineError::WrongState { .. }) && e.to_string().contains("pruned"),
+        "{e}"
+    );
+    // Pruning again removes nothing.
+    let again = engine
+        .prune(&PruneOptions {
+            dry_run: false,
+            ..dry
+        })
+        .await
+        .unwrap();
+    assert!(again.jobs.is_empty());
+
+    // A forged summary of a pruned job is still caught (job-level fields).
+    let mut forged = after.clone();
+    forged.state = JobState::Failed;
+    engine
+        .log()
+        .put_raw_for_tests(
+            &keys::summary(first),
+            &rmp_serde::to_vec_named(&forged).unwrap(),
+        )
+        .unwrap();
+    let v = engine.verify(Some(first)).unwrap();
+    assert!(v.problems[0].contains("cached summary"), "{:?}", v.problems);
+}
+
+/// The job's events as `ferry export` writes them.
+fn export(engine: &Engine, job: JobId) -> String {
+    let recs: Vec<EventRecord> = engine
+        .events(Some(job))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut out = serde_json::json!({
+        "ferry_export": 1, "schema": crate::event::SCHEMA_VERSION, "job": job, "events": recs.len()
+    })
+    .to_string();
+    for r in &recs {
+        out.push('\n');
+        out.push_str(&serde_json::to_string(r).unwrap());
+    }
+    out.push('\n');
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_export_when_imported_elsewhere_then_summary_checkpoint_and_history_match() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from = Engine::open(a.path()).unwrap();
+    let (src, _dst, first, second) = two_jobs(&from, 20).await;
+    let archive = export(&from, first);
+
+    let to = Engine::open(b.path()).unwrap();
+    let r = to.import(archive.as_bytes()).await.unwrap();
+    assert_eq!((r.job, r.events, r.pruned), (first, 24, false));
+    assert_eq!(to.summary(first).unwrap(), from.summary(first).unwrap());
+    let cp = |e: &Engine| {
+        e.log()
+            .blob_states(first)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    assert_eq!(cp(&to), cp(&from));
+    let only_first = |lines: Vec<HistoryLine>| {
+        lines
+            .into_iter()
+            .filter(|l| l.job == first)
+            .collect::<Vec<_>>()
+    };
+    let address = format!("memory:{src}");
+    assert_eq!(
+        to.history(&address, None).unwrap(),
+        only_first(from.history(&address, None).unwrap())
+    );
+    let evs = |e: &Engine| {
+        e.events(Some(first))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    assert_eq!(evs(&to), evs(&from));
+    assert!(to.verify(None).unwrap().problems.is_empty());
+
+    // Again: refused, nothing changes.
+    let e = to.import(archive.as_bytes()).await.unwrap_err();
+    assert!(
+        matches!(e, EngineError::InvalidInput(_)) && e.to_string().contains("already exists"),
+        "{e}"
+    );
+    // A gap (a blob event missing) is refused.
+    let whole = export(&from, second);
+    let mut lines: Vec<&str> = whole.lines().collect();
+    lines.remove(5);
+    let cut = lines.join("\n").replace("\"events\":24", "\"events\":23");
+    let e = to.import(cut.as_bytes()).await.unwrap_err();
+    assert!(e.to_string().contains("gaps"), "{e}");
+    // A header that miscounts is refused.
+    let short = export(&from, second).replace("\"events\":24", "\"events\":25");
+    let e = to.import(short.as_bytes()).await.unwrap_err();
+    assert!(e.to_string().contains("cut short"), "{e}");
+    assert!(to.summary(second).is_err());
+
+    // A pruned job's export imports as pruned.
+    from.prune(&PruneOptions {
+        before: Utc::now() + chrono::Duration::seconds(1),
+        keep_last: 1,
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let c = tempfile::tempdir().unwrap();
+    let third = Engine::open(c.path()).unwrap();
+    let r = third.import(export(&from, first).as_bytes()).await.unwrap();
+    assert_eq!((r.events, r.pruned), (4, true));
+    assert!(third.summary(first).unwrap().pruned);
+    assert!(third.verify(None).unwrap().problems.is_empty());
+}
