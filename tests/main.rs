@@ -3,6 +3,7 @@
 
 mod util;
 
+mod audit;
 mod azure;
 mod bad_input;
 mod containment;

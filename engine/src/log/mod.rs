@@ -307,6 +307,16 @@ impl EventLog {
         Ok(())
     }
 
+    /// Reads a raw key. Only for tests that corrupt a projection on purpose.
+    #[doc(hidden)]
+    pub fn get_raw_for_tests(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self
+            .tree()
+            .get(key)
+            .map_err(|e| self.corrupt(e))?
+            .map(|v| v.to_vec()))
+    }
+
     /// Removes a raw key. Only for tests that corrupt a projection on purpose.
     #[doc(hidden)]
     pub fn remove_raw_for_tests(&self, key: &[u8]) -> Result<(), EngineError> {

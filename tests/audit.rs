@@ -1,0 +1,350 @@
+//! history, verify-log over the history index, prune and import, end to end.
+
+use std::time::Duration;
+
+use ferry_engine::log::keys;
+use ferry_engine::{Engine, JobId};
+use serde_json::Value;
+
+use crate::util::*;
+
+/// Three jobs on `src/`: a.txt and b.txt copied (new); nothing newer
+/// (skipped); a.txt changed (copied, newer). c.txt fails every time: the
+/// destination has a folder of that name.
+fn three_jobs(env: &Env) -> [String; 3] {
+    make_tree(
+        &env.src,
+        &[("a.txt", b"a1"), ("sub/b.txt", b"b"), ("c.txt", b"c")],
+    );
+    std::fs::create_dir(env.dst.join("c.txt")).unwrap();
+    let old = now_secs() - 100;
+    set_mtime(&env.src.join("a.txt"), old, 0);
+    let first = env.copy(&[]).run().code(1).summary().job;
+    let second = env.copy(&[]).run().code(1).summary().job;
+    write(&env.src.join("a.txt"), "a2");
+    set_mtime(&env.src.join("a.txt"), old + 50, 0);
+    let third = env.copy(&[]).run().code(1).summary().job;
+    [first, second, third]
+}
+
+fn history(env: &Env, address: &str, extra: &[&str]) -> Vec<Value> {
+    let out = env
+        .ferry()
+        .arg("history")
+        .arg(address)
+        .arg("--json")
+        .args(extra)
+        .run()
+        .success();
+    parse_json_lines(&out.stdout)
+}
+
+fn full_id(env: &Env, job: &str) -> String {
+    env.show_json(job)["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn history_lists_every_job_on_a_blob_newest_first_with_reason_etag_and_side() {
+    let env = Env::new();
+    let jobs = three_jobs(&env);
+    let ids: Vec<String> = jobs.iter().map(|j| full_id(&env, j)).collect();
+
+    let a = env.src.join("a.txt");
+    let lines = history(&env, a.to_str().unwrap(), &[]);
+    let seen: Vec<(&str, &str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["job"].as_str().unwrap(),
+                l["status"].as_str().unwrap(),
+                l["reason"].as_str().unwrap(),
+                l["side"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (ids[2].as_str(), "copied", "newer", "source"),
+            (ids[1].as_str(), "skipped", "not-newer", "source"),
+            (ids[0].as_str(), "copied", "new", "source"),
+        ]
+    );
+    // The source etag each time: the change shows.
+    assert_eq!(lines[1]["etag"], lines[2]["etag"]);
+    assert_ne!(lines[0]["etag"], lines[1]["etag"]);
+    assert!(lines.iter().all(|l| l["attempt"] == 1));
+
+    // The same blob at the destination, and a failure with its error.
+    let at_dst = history(&env, env.dst.join("a.txt").to_str().unwrap(), &[]);
+    assert_eq!(at_dst.len(), 3);
+    assert!(at_dst.iter().all(|l| l["side"] == "destination"));
+    let c = history(&env, env.dst.join("c.txt").to_str().unwrap(), &[]);
+    assert_eq!(c.len(), 3);
+    assert!(c.iter().all(|l| l["status"] == "failed"
+        && l["error_kind"] == "destination-conflict"
+        && l["message"].as_str().unwrap().contains("c.txt")));
+
+    // A folder, a relative path, --limit, and the text form.
+    let all = history(&env, "src", &[]);
+    assert_eq!(all.len(), 9, "3 blobs x 3 jobs");
+    assert_eq!(history(&env, "src/sub", &["--limit", "2"]).len(), 2);
+    let text = env
+        .ferry()
+        .args(["history", "src/a.txt"])
+        .run()
+        .success()
+        .stdout;
+    let first = text.lines().next().unwrap();
+    for want in ["copied (newer)", "source", &ids[2], "attempt 1"] {
+        assert!(first.contains(want), "{want:?} not in {first:?}");
+    }
+    // An account address nobody configured still reads as one.
+    let none = env
+        .ferry()
+        .args(["history", "prod:photos/2024/a.jpg"])
+        .run()
+        .success()
+        .stdout;
+    assert!(none.contains("prod:photos/2024/a.jpg"), "{none}");
+    env.verify_log_ok(None);
+}
+
+/// Overwrites `victim` with the stored value of `donor` in the state dir
+/// (no ferry process may hold it).
+fn transplant(env: &Env, donor: &[u8], victim: &[u8]) {
+    let engine = Engine::open(&env.state).unwrap();
+    let bytes = engine.log().get_raw_for_tests(donor).unwrap().unwrap();
+    engine.log().put_raw_for_tests(victim, &bytes).unwrap();
+    engine.log().close();
+}
+
+#[test]
+fn verify_log_names_a_corrupt_history_line_summary_or_checkpoint_entry() {
+    let env = Env::new();
+    let jobs = three_jobs(&env);
+    let [first, second, _] = [0, 1, 2].map(|i| JobId(full_id(&env, &jobs[i]).parse().unwrap()));
+    let a = env.src.join("a.txt").to_str().unwrap().to_string();
+    let seq_of = |job: JobId| {
+        history(&env, &a, &[])
+            .iter()
+            .find(|l| l["job"] == job.to_string())
+            .map(|l| l["seq"].as_u64().unwrap())
+            .unwrap()
+    };
+    let (s1, s2) = (seq_of(first), seq_of(second));
+    let line1 = keys::history(&a, first, s1);
+    let line2 = keys::history(&a, second, s2);
+    env.verify_log_ok(None);
+
+    // The first job's line now says what the second job did.
+    let engine = Engine::open(&env.state).unwrap();
+    let saved = engine.log().get_raw_for_tests(&line1).unwrap().unwrap();
+    engine.log().close();
+    drop(engine);
+    transplant(&env, &line2, &line1);
+    verify_fails(&env, "history line of");
+    verify_fails(&env, "a.txt\" (seq");
+    let out = env.ferry().arg("verify-log").arg(&jobs[0]).run().code(8);
+    assert!(out.stderr.contains(&first.to_string()), "{}", out.stderr);
+    {
+        let engine = Engine::open(&env.state).unwrap();
+        engine.log().put_raw_for_tests(&line1, &saved).unwrap();
+        engine.log().close();
+    }
+    env.verify_log_ok(None);
+
+    // A summary, then a checkpoint entry.
+    let saved = {
+        let engine = Engine::open(&env.state).unwrap();
+        let s = engine
+            .log()
+            .get_raw_for_tests(&keys::summary(first))
+            .unwrap();
+        engine.log().close();
+        s.unwrap()
+    };
+    transplant(&env, &keys::summary(second), &keys::summary(first));
+    verify_fails(&env, "cached summary");
+    {
+        let engine = Engine::open(&env.state).unwrap();
+        engine
+            .log()
+            .put_raw_for_tests(&keys::summary(first), &saved)
+            .unwrap();
+        engine.log().close();
+    }
+    transplant(
+        &env,
+        &keys::blob(first, "sub/b.txt"),
+        &keys::blob(first, "a.txt"),
+    );
+    verify_fails(&env, "checkpoint entry for \"a.txt\"");
+}
+
+/// `verify-log` exits 8 with one line naming `what`.
+fn verify_fails(env: &Env, what: &str) {
+    let out = env.ferry().arg("verify-log").run().code(8);
+    assert!(
+        out.stderr.starts_with("ferry: verify-log: ") && out.stderr.contains(what),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn prune_keeps_job_level_events_summary_and_history_and_refuses_replay() {
+    let env = Env::new();
+    let jobs = three_jobs(&env);
+    let before = env.events(Some(&jobs[0])).len();
+    assert_eq!(before, 7, "submitted, started, 3 blobs, listing, finished");
+    let a = env.src.join("a.txt").to_str().unwrap().to_string();
+    let history_before = history(&env, &a, &[]);
+    let show_before = env.show_json(&jobs[0]);
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // Nothing is a day old.
+    let out = env
+        .ferry()
+        .args(["prune", "--older-than", "1d"])
+        .run()
+        .success();
+    assert!(out.stdout.contains("pruned 0 job(s)"), "{}", out.stdout);
+    let out = env
+        .ferry()
+        .args([
+            "prune",
+            "--older-than",
+            "1s",
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ])
+        .run()
+        .success();
+    assert!(
+        out.stdout
+            .contains("would prune 2 job(s): 6 blob events, 6 checkpoint entries"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.events(Some(&jobs[0])).len(), before, "dry run");
+
+    let out = env
+        .ferry()
+        .args(["prune", "--older-than", "1s", "--keep-last", "1"])
+        .run()
+        .success();
+    assert!(
+        out.stdout
+            .contains("pruned 2 job(s): 6 blob events, 6 checkpoint entries"),
+        "{}",
+        out.stdout
+    );
+    let kept = env.events(Some(&jobs[0]));
+    let kinds: Vec<(u64, &str)> = kept
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), ev_type(e)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0, "JobSubmitted"),
+            (1, "JobStarted"),
+            (kinds[2].0, "ListingCompleted"),
+            (6, "JobFinished")
+        ]
+    );
+    assert_eq!(
+        env.events(Some(&jobs[2])).len(),
+        before,
+        "the newest is kept"
+    );
+    let show = env.show_json(&jobs[0]);
+    assert_eq!(show["copied"], show_before["copied"]);
+    assert_eq!(history(&env, &a, &[]), history_before);
+    env.verify_log_ok(None);
+
+    env.ferry()
+        .args(["replay", &jobs[0]])
+        .run()
+        .error(7, "pruned");
+}
+
+/// The archive `ferry export` writes: a header line, then each event as
+/// `ferry events --json` prints it.
+fn archive(env: &Env, job: &str) -> String {
+    let events = env.events(Some(job));
+    let mut text = serde_json::json!({
+        "ferry_export": 1,
+        "schema": 2,
+        "job": events[0]["job"],
+        "events": events.len(),
+    })
+    .to_string();
+    for e in &events {
+        text.push('\n');
+        text.push_str(&e.to_string());
+    }
+    text.push('\n');
+    text
+}
+
+#[test]
+fn an_imported_job_shows_verifies_and_has_the_same_history_as_the_original() {
+    let env = Env::new();
+    let jobs = three_jobs(&env);
+    let file = env.path("job.ferry-export");
+    write(&file, archive(&env, &jobs[0]));
+    let other = env.path("state2");
+    let there = || {
+        let mut f = env.ferry_no_state();
+        f.arg("--state").arg(&other);
+        f
+    };
+
+    let out = there().arg("import").arg(&file).run().success();
+    assert!(out.stdout.contains("imported job"), "{}", out.stdout);
+    assert!(out.stdout.contains("7 events"), "{}", out.stdout);
+
+    let show = |f: &mut Ferry| -> Value {
+        let out = f
+            .args(["show", &jobs[0], "--json", "--failures", "0"])
+            .run()
+            .success();
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    assert_eq!(show(&mut there()), show(&mut env.ferry()));
+    let a = env.src.join("a.txt").to_str().unwrap().to_string();
+    let mine: Vec<Value> = history(&env, &a, &[])
+        .into_iter()
+        .filter(|l| full_id(&env, &jobs[0]) == l["job"].as_str().unwrap())
+        .collect();
+    let theirs = parse_json_lines(
+        &there()
+            .args(["history", &a, "--json"])
+            .run()
+            .success()
+            .stdout,
+    );
+    assert_eq!(theirs, mine);
+    let out = there().arg("verify-log").run().success();
+    assert!(
+        out.stdout.starts_with("log ok: 1 jobs, 7 events"),
+        "{}",
+        out.stdout
+    );
+
+    there()
+        .arg("import")
+        .arg(&file)
+        .run()
+        .error(2, "already exists");
+    write(&file, "not an archive\n");
+    there()
+        .arg("import")
+        .arg(&file)
+        .run()
+        .error(2, "not a ferry export");
+}
