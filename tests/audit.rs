@@ -270,6 +270,26 @@ fn prune_keeps_job_level_events_summary_and_history_and_refuses_replay() {
         .args(["replay", &jobs[0]])
         .run()
         .error(7, "pruned");
+
+    // Compacting rewrites the log; it reads the same afterwards.
+    let out = env
+        .ferry()
+        .args([
+            "prune",
+            "--older-than",
+            "1s",
+            "--keep-last",
+            "1",
+            "--compact",
+        ])
+        .run()
+        .success();
+    assert!(out.stdout.contains("pruned 0 job(s)"), "{}", out.stdout);
+    assert!(out.stdout.contains("compacted the log:"), "{}", out.stdout);
+    assert_eq!(env.show_json(&jobs[0])["copied"], show_before["copied"]);
+    assert_eq!(history(&env, &a, &[]), history_before);
+    assert_eq!(env.events(Some(&jobs[2])).len(), before);
+    env.verify_log_ok(None);
 }
 
 /// The archive `ferry export` writes: a header line, then each event as

@@ -141,20 +141,36 @@ impl Engine {
                 .filter_map(|a| a.ended_at)
                 .max()
                 .or(s.submitted_at);
-            if s.pruned || ended.is_none_or(|t| t >= opts.before) {
+            if ended.is_none_or(|t| t >= opts.before) {
                 continue;
             }
+            // A pruned job is looked at again (cheap: its job-level events):
+            // a prune cut off by a crash is finished here.
             let PruneStats {
                 events,
                 entries,
                 bytes,
             } = self.log().prune(s.id, opts.dry_run).await?;
+            if s.pruned && events == 0 && entries == 0 {
+                continue;
+            }
             report.jobs.push(s.id);
             report.events += events;
             report.entries += entries;
             report.bytes += bytes;
         }
         Ok(report)
+    }
+
+    /// Closes the log and rewrites it without the space removed keys left
+    /// (see `log::compact`), keeping the state dir's lock throughout.
+    pub fn compact(self) -> Result<log::CompactStats, EngineError> {
+        let (dir, log, lock) = self.into_parts();
+        log.close();
+        drop(log);
+        let stats = log::compact(&dir.join("db"));
+        drop(lock);
+        stats
     }
 
     /// Loads one job from an export archive (JSON lines: a header, then

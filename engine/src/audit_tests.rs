@@ -161,6 +161,23 @@ async fn given_a_tampered_history_index_when_verified_then_the_first_difference_
     assert!(v.problems[0].contains("does not exist"), "{:?}", v.problems);
 }
 
+#[test]
+fn given_a_compaction_cut_short_when_opened_then_the_old_log_or_the_finished_copy_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    // Unfinished copy: discarded, the log is kept.
+    std::fs::create_dir_all(dir.path().join("db.compact")).unwrap();
+    drop(Engine::open(dir.path()).unwrap());
+    assert!(db.exists() && !dir.path().join("db.compact").exists());
+    // Finished copy, old log already moved aside: the copy is put in place.
+    std::fs::rename(&db, dir.path().join("db.compact")).unwrap();
+    std::fs::File::create(dir.path().join("db.compact").join("ferry-compacted")).unwrap();
+    std::fs::create_dir_all(dir.path().join("db.old")).unwrap();
+    drop(Engine::open(dir.path()).unwrap());
+    assert!(db.exists() && !dir.path().join("db.old").exists());
+    assert!(!db.join("ferry-compacted").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_log_from_before_the_index_when_opened_then_its_history_is_built_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,6 +292,18 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
         .await
         .unwrap();
     assert!(again.jobs.is_empty());
+
+    // Compacted: the same log in fewer bytes, reopened as it was.
+    let stats = engine.compact().unwrap();
+    assert!(stats.keys > 0 && stats.after > 0, "{stats:?}");
+    assert!(!dir.path().join("db.compact").exists() && !dir.path().join("db.old").exists());
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.summary(first).unwrap(), after);
+    assert_eq!(
+        engine.history(&format!("memory:{src}"), None).unwrap(),
+        before_history
+    );
+    assert!(engine.verify(None).unwrap().problems.is_empty());
 
     // A forged summary of a pruned job is still caught (job-level fields).
     let mut forged = after.clone();

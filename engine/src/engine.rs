@@ -114,6 +114,12 @@ impl Engine {
         &self.log
     }
 
+    /// The state dir, its log and its lock, for closing the log while the
+    /// lock stays held (`compact`).
+    pub(crate) fn into_parts(self) -> (PathBuf, EventLog, File) {
+        (self.dir, self.log, self._lock)
+    }
+
     /// Enqueues a schedule's job under the id its `ScheduleFired` named.
     pub async fn submit_scheduled(
         &self,
@@ -654,8 +660,15 @@ impl Engine {
                             .cloned()
                     })
                     .unwrap_or_default();
+                // Mid-prune a crash leaves some of both; pruning again
+                // removes the rest.
+                let hint = if pruned {
+                    " (an interrupted prune? run `ferry prune` again)"
+                } else {
+                    ""
+                };
                 v.problems.push(format!(
-                    "job {id}: checkpoint entry for {first:?} differs from the replay"
+                    "job {id}: checkpoint entry for {first:?} differs from the replay{hint}"
                 ));
             }
             v.blobs += checkpoint.blobs.len() as u64;

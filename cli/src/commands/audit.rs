@@ -97,6 +97,7 @@ pub fn prune(
     older_than: &str,
     keep_last: usize,
     dry_run: bool,
+    compact: bool,
     out: Output,
 ) -> Result<u8> {
     let age = parse_age(older_than)?;
@@ -110,6 +111,11 @@ pub fn prune(
         dry_run,
     };
     let report = runtime()?.block_on(engine.prune(&opts))?;
+    let compacted = if compact {
+        Some(engine.compact()?)
+    } else {
+        None
+    };
     if out.quiet {
         return Ok(exit::OK);
     }
@@ -136,6 +142,15 @@ pub fn prune(
             ""
         }
     )?;
+    if let Some(c) = compacted {
+        writeln!(
+            o,
+            "compacted the log: {} keys, {} -> {} on disk",
+            c.keys,
+            HumanBytes(c.before),
+            HumanBytes(c.after)
+        )?;
+    }
     Ok(exit::OK)
 }
 

@@ -49,6 +49,10 @@ impl EventLog {
     /// Opens (or creates) the log in `path`. The caller must hold the state
     /// dir's lock: sled allows one process per database.
     pub fn open(path: &Path) -> Result<Self, EngineError> {
+        finish_compaction(path).map_err(|e| EngineError::StateIo {
+            path: path.to_path_buf(),
+            cause: e,
+        })?;
         // sled caches up to 1 GiB of pages by default; the log is written
         // once and read in scans, so a small cache keeps memory flat.
         let db = sled::Config::new()
@@ -334,6 +338,119 @@ impl EventLog {
     pub fn close(&self) {
         self.inner.writer.shutdown();
     }
+}
+
+/// What `compact` did: bytes of sled's files before and after, keys copied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactStats {
+    pub before: u64,
+    pub after: u64,
+    pub keys: u64,
+}
+
+/// Marks a finished copy inside `db.compact`: only then may it replace `db`.
+const COMPACTED: &str = "ferry-compacted";
+
+fn sibling(path: &Path, ext: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(ext);
+    PathBuf::from(name)
+}
+
+/// Rewrites the closed log at `path` into a fresh sled database holding only
+/// the live keys, then swaps it in. sled reuses the space of removed keys
+/// for new writes but does not give it back to the file system; after a
+/// prune, this does. The caller holds the state dir's lock and no
+/// `EventLog` on `path` is open. A crash at any point leaves the old log
+/// or the finished copy, never neither (`finish_compaction` at open).
+pub fn compact(path: &Path) -> Result<CompactStats, EngineError> {
+    let io = |e: std::io::Error| EngineError::StateIo {
+        path: path.to_path_buf(),
+        cause: e,
+    };
+    let sled_err = |e: sled::Error| EngineError::corrupt(path, e);
+    finish_compaction(path).map_err(io)?;
+    let fresh = sibling(path, ".compact");
+    let _ = std::fs::remove_dir_all(&fresh);
+    let mut stats = CompactStats::default();
+    {
+        let old = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        stats.before = old.size_on_disk().map_err(sled_err)?;
+        let new = sled::Config::new()
+            .path(&fresh)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| open_error(&fresh, e))?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0usize;
+        for kv in old.iter() {
+            let (k, v) = kv.map_err(sled_err)?;
+            batch.insert(k, v);
+            n += 1;
+            stats.keys += 1;
+            // Flushed in steps: sled keeps dirty pages in memory.
+            if n == 16_384 {
+                new.apply_batch(std::mem::take(&mut batch))
+                    .map_err(sled_err)?;
+                new.flush().map_err(sled_err)?;
+                n = 0;
+            }
+        }
+        new.apply_batch(batch).map_err(sled_err)?;
+        new.flush().map_err(sled_err)?;
+        if new.len() as u64 != stats.keys {
+            return Err(EngineError::corrupt(
+                &fresh,
+                "the compacted copy does not hold every key; the log was left as it was",
+            ));
+        }
+        stats.after = new.size_on_disk().map_err(sled_err)?;
+    }
+    let marker = fresh.join(COMPACTED);
+    std::fs::File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    swap_in(path).map_err(io)?;
+    Ok(stats)
+}
+
+/// Moves a finished compacted copy into place: `db` -> `db.old`,
+/// `db.compact` -> `db`, then removes `db.old`.
+fn swap_in(path: &Path) -> std::io::Result<()> {
+    let (fresh, old) = (sibling(path, ".compact"), sibling(path, ".old"));
+    if path.exists() {
+        std::fs::rename(path, &old)?;
+    }
+    std::fs::rename(&fresh, path)?;
+    std::fs::remove_file(path.join(COMPACTED))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    match std::fs::remove_dir_all(&old) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Completes or discards a compaction a crash cut short: a finished copy
+/// (marked) replaces the log; an unfinished one is removed; a left-over
+/// old log is removed once the new one is in place.
+fn finish_compaction(path: &Path) -> std::io::Result<()> {
+    let (fresh, old) = (sibling(path, ".compact"), sibling(path, ".old"));
+    if fresh.join(COMPACTED).exists() {
+        return swap_in(path);
+    }
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh)?;
+    }
+    if old.exists() && path.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
 }
 
 fn writer_gone() -> EngineError {
