@@ -1,6 +1,8 @@
-//! `jobs` and `show`: what a user learns about jobs.
+//! `jobs`, `show`, `events`, `export` and `report`: what a user learns
+//! about jobs, with the filters, sorting and bounds of each.
 
 use std::fs;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -218,4 +220,830 @@ fn show_accepts_a_unique_prefix_of_the_id() {
     }
     let upper = job.to_uppercase();
     assert_eq!(env.show_json(&upper)["id"], job.as_str());
+}
+
+// ------------------------------------------------- jobs: filters and sorting
+
+/// Job ids in listing order, comparable with an array of expected ids.
+#[derive(Debug, Default)]
+struct Ids(Vec<String>);
+
+impl std::ops::Deref for Ids {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.0
+    }
+}
+
+impl<const N: usize> PartialEq<[&String; N]> for Ids {
+    fn eq(&self, other: &[&String; N]) -> bool {
+        self.0.iter().eq(other.iter().copied())
+    }
+}
+
+/// The ids `ferry jobs --json ARGS` lists, in its order.
+fn job_ids(env: &Env, args: &[&str]) -> Ids {
+    let out = env
+        .ferry()
+        .args(["jobs", "--json"])
+        .args(args)
+        .run()
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("jobs --json {args:?}: {e}\n{}", out.stdout));
+    let ids = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    Ids(ids)
+}
+
+/// Submits SRC -> DST (a folder made with one file) and returns the job id.
+fn submit(env: &Env, name: &str) -> String {
+    let src = env.path(name);
+    make_tree(&src, &[("f", b"f")]);
+    let out = env
+        .ferry()
+        .arg("submit")
+        .arg(&src)
+        .arg(env.path(&format!("{name}-out")))
+        .run()
+        .success();
+    out.stdout.trim().to_string()
+}
+
+/// Six jobs, one per state a user can filter on, submitted in this order:
+/// completed-with-failures (2 copied, 3 bytes), succeeded (1 copied, 2048
+/// bytes), failed, paused, cancelled, queued.
+struct Mix {
+    cwf: String,
+    ok: String,
+    failed: String,
+    paused: String,
+    cancelled: String,
+    queued: String,
+}
+
+fn mix(env: &Env) -> Mix {
+    let cwf = job_with_failures(env);
+    let src2 = env.path("src2");
+    make_tree(&src2, &[("big", &[1u8; 2048])]);
+    let ok = env
+        .ferry()
+        .arg("copy")
+        .arg(&src2)
+        .arg(env.path("dst2"))
+        .run()
+        .success()
+        .summary()
+        .job;
+    // Its source vanishes before it runs: the job fails as a whole.
+    let failed = submit(env, "gone");
+    fs::remove_dir_all(env.path("gone")).unwrap();
+    env.ferry().arg("run").run().code(6);
+    let paused = submit(env, "p");
+    env.ferry().args(["pause", &paused]).run().success();
+    let cancelled = submit(env, "c");
+    env.ferry().args(["cancel", &cancelled]).run().success();
+    let queued = submit(env, "q");
+    Mix {
+        cwf,
+        ok,
+        failed,
+        paused,
+        cancelled,
+        queued,
+    }
+}
+
+#[test]
+fn jobs_filters_by_status_and_sorts_limits_and_reverses() {
+    let env = Env::new();
+    let m = mix(&env);
+    let all = [&m.cwf, &m.ok, &m.failed, &m.paused, &m.cancelled, &m.queued];
+    assert_eq!(job_ids(&env, &[]), all, "default: oldest first");
+
+    // --status, repeatable or comma-separated, any case.
+    assert_eq!(job_ids(&env, &["--status", "succeeded"]), [&m.ok]);
+    assert_eq!(
+        job_ids(&env, &["--status", "failed", "--status", "paused"]),
+        [&m.failed, &m.paused]
+    );
+    assert_eq!(
+        job_ids(&env, &["--status", "queued,Cancelled"]),
+        [&m.cancelled, &m.queued]
+    );
+    assert_eq!(
+        job_ids(&env, &["--status", "completed-with-failures"]),
+        [&m.cwf]
+    );
+    assert!(job_ids(&env, &["--status", "running"]).is_empty());
+    assert!(job_ids(&env, &["--status", "interrupted"]).is_empty());
+    // The table is filtered the same way.
+    let text = env
+        .ferry()
+        .args(["jobs", "--status", "paused"])
+        .run()
+        .success()
+        .stdout;
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with(&m.paused),
+        "{text}"
+    );
+
+    // Sorting: ties keep submission order, also reversed.
+    assert_eq!(
+        job_ids(&env, &["--sort", "submitted", "--reverse"]),
+        [&m.queued, &m.cancelled, &m.paused, &m.failed, &m.ok, &m.cwf]
+    );
+    assert_eq!(
+        job_ids(&env, &["--sort", "copied", "--reverse"]),
+        [&m.cwf, &m.ok, &m.failed, &m.paused, &m.cancelled, &m.queued]
+    );
+    assert_eq!(
+        job_ids(&env, &["--sort", "bytes"]),
+        [&m.failed, &m.paused, &m.cancelled, &m.queued, &m.cwf, &m.ok]
+    );
+    assert_eq!(
+        job_ids(&env, &["--sort", "state"]),
+        [&m.queued, &m.ok, &m.cwf, &m.failed, &m.paused, &m.cancelled]
+    );
+    // Jobs that never ran have no elapsed time and come first.
+    let by_elapsed = env
+        .ferry()
+        .args(["jobs", "--json", "--sort", "elapsed"])
+        .run()
+        .success();
+    let by_elapsed: Vec<serde_json::Value> = serde_json::from_str(&by_elapsed.stdout).unwrap();
+    let ids: Vec<&str> = by_elapsed
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[..3], [&m.paused, &m.cancelled, &m.queued]);
+    let ms: Vec<i64> = by_elapsed[3..]
+        .iter()
+        .map(|j| j["elapsed_ms"].as_i64().unwrap())
+        .collect();
+    assert!(ms.windows(2).all(|w| w[0] <= w[1]), "{ms:?}");
+
+    // --limit cuts after sorting; filters, sort and limit combine.
+    assert_eq!(job_ids(&env, &["--limit", "2"]), [&m.cwf, &m.ok]);
+    assert_eq!(
+        job_ids(&env, &["--sort", "bytes", "--reverse", "--limit", "1"]),
+        [&m.ok]
+    );
+    assert_eq!(
+        job_ids(
+            &env,
+            &[
+                "--status",
+                "paused,queued,failed",
+                "--reverse",
+                "--limit",
+                "2"
+            ]
+        ),
+        [&m.queued, &m.paused]
+    );
+    let text = env
+        .ferry()
+        .args(["jobs", "--limit", "3"])
+        .run()
+        .success()
+        .stdout;
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+#[test]
+fn jobs_bad_filter_values_are_one_line_errors_naming_the_flag() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a", b"1")]);
+    env.copy_ok(&[]);
+    for (args, needle) in [
+        (&["--status", "done"][..], "--status \"done\""),
+        (&["--status", "succeeded,nope"], "--status \"nope\""),
+        (&["--since", "yesterday"], "--since \"yesterday\""),
+        (&["--until", "3x"], "--until \"3x\""),
+        (&["--since", "2026-02-30"], "--since"),
+        (&["--since", "1h", "--until", "2h"], "--since"),
+        (&["--sort", "size"], "--sort \"size\""),
+        (&["--limit", "0"], "--limit"),
+        (&["--limit", "-1"], "--limit"),
+        (&["--limit", "many"], "--limit"),
+    ] {
+        let out = env.ferry().arg("jobs").args(args).run().error(2, needle);
+        assert!(out.stdout.is_empty(), "{args:?} printed: {}", out.stdout);
+    }
+    // `--state` is the state dir: a state name there is taken for a
+    // mistaken filter rather than creating a state dir called `failed`.
+    env.ferry_no_state()
+        .args(["jobs", "--state", "failed"])
+        .run()
+        .error(2, "--status failed");
+    assert!(!env.path("failed").exists());
+    // The states are named in the error.
+    env.ferry()
+        .args(["jobs", "--status", "done"])
+        .run()
+        .error(2, "completed-with-failures");
+}
+
+#[test]
+fn jobs_since_and_until_take_rfc3339_dates_and_ages() {
+    let env = Env::new();
+    let a = submit(&env, "a");
+    let b = submit(&env, "b");
+    let jobs = env.jobs_json();
+    let b_at = jobs[1]["submitted_at"].as_str().unwrap().to_string();
+    assert!(
+        jobs[0]["submitted_at"].as_str().unwrap() < b_at.as_str(),
+        "{jobs:?}"
+    );
+    // --since is inclusive, --until exclusive.
+    assert_eq!(job_ids(&env, &["--since", &b_at]), [&b]);
+    assert_eq!(job_ids(&env, &["--until", &b_at]), [&a]);
+    assert_eq!(job_ids(&env, &["--since", "1h"]), [&a, &b]);
+    assert_eq!(
+        job_ids(&env, &["--since", "90m", "--until", "2099-01-01"]),
+        [&a, &b]
+    );
+    assert!(job_ids(&env, &["--until", "1h"]).is_empty());
+    assert!(job_ids(&env, &["--until", "7d"]).is_empty());
+    assert_eq!(job_ids(&env, &["--since", "2000-01-01"]), [&a, &b]);
+    assert!(job_ids(&env, &["--until", "2000-01-01"]).is_empty());
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(job_ids(&env, &["--since", &tomorrow]).is_empty());
+    assert_eq!(job_ids(&env, &["--until", &tomorrow]), [&a, &b]);
+    // An RFC 3339 time in another zone is the same instant.
+    let b_time = chrono::DateTime::parse_from_rfc3339(&b_at).unwrap();
+    let b_paris = b_time
+        .with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
+    assert_eq!(job_ids(&env, &["--since", &b_paris]), [&b]);
+}
+
+#[test]
+fn jobs_account_filter_matches_source_or_destination_accounts_not_local_paths() {
+    let env = Env::new();
+    fs::create_dir(env.path("nas")).unwrap();
+    write(
+        &env.state.join("ferry.toml"),
+        format!(
+            "[accounts.prod]\nconnection_string = \"UseDevelopmentStorage=true\"\n\
+             [accounts.backup]\nconnection_string = \"UseDevelopmentStorage=true\"\n\
+             [accounts.nas]\nlocal = \"{}\"\n",
+            env.path("nas").display()
+        ),
+    );
+    make_tree(&env.src, &[("a", b"1")]);
+    let sub = |src: &str, dst: &str| -> String {
+        env.ferry()
+            .args(["submit", src, dst])
+            .run()
+            .success()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let src = env.src.to_str().unwrap();
+    let up = sub(src, "prod:photos/2024");
+    let across = sub("prod:photos", "backup:photos");
+    let url = sub(src, "https://acct9.blob.core.windows.net/c");
+    let to_nas = sub(src, "nas:copies");
+    let local = sub(src, env.dst.to_str().unwrap());
+    assert_eq!(job_ids(&env, &[]).len(), 5);
+    assert_eq!(job_ids(&env, &["--account", "prod"]), [&up, &across]);
+    assert_eq!(job_ids(&env, &["--account", "backup"]), [&across]);
+    assert_eq!(job_ids(&env, &["--account", "acct9"]), [&url]);
+    assert!(
+        job_ids(&env, &["--account", "nas"]).is_empty(),
+        "nas:copies is a local folder ({to_nas})"
+    );
+    assert!(job_ids(&env, &["--account", "prodx"]).is_empty());
+    assert!(
+        job_ids(&env, &["--account", src]).is_empty(),
+        "a local path is not an account ({local})"
+    );
+    assert_eq!(
+        job_ids(&env, &["--account", "prod", "--reverse", "--limit", "1"]),
+        [&across]
+    );
+    // Hand-submitted jobs have no schedule.
+    assert!(job_ids(&env, &["--schedule", "nightly"]).is_empty());
+}
+
+/// While the daemon holds the state dir, jobs, show, events and export go
+/// through its socket and the filters still apply; --schedule finds the
+/// jobs a schedule submitted.
+#[test]
+fn filters_apply_to_answers_from_the_daemon_and_schedule_finds_its_jobs() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a", b"1"), ("b", b"22")]);
+    let hand = env.copy_ok(&[]);
+    env.ferry()
+        .args(["schedule", "add", "every-second", "* * * * * *"])
+        .arg(&env.src)
+        .arg(env.path("sched-dst"))
+        .run()
+        .success();
+    let daemon = env.ferry().args(["daemon", "--quiet"]).spawn();
+    let sock = env.state.join("daemon.sock");
+    wait_until(Duration::from_secs(20), "the daemon's socket", || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let mut fired = Ids::default();
+    wait_until(Duration::from_secs(20), "a scheduled job succeeded", || {
+        fired = job_ids(
+            &env,
+            &["--schedule", "every-second", "--status", "succeeded"],
+        );
+        !fired.is_empty()
+    });
+    let job = fired[0].clone();
+    assert!(!fired.contains(&hand));
+    assert!(job_ids(&env, &["--schedule", "other"]).is_empty());
+    assert_eq!(job_ids(&env, &["--limit", "1"]), [&hand]);
+    env.ferry()
+        .args(["jobs", "--status", "nope"])
+        .run()
+        .error(2, "--status");
+
+    let text = env.ferry().args(["show", &job]).run().success().stdout;
+    assert!(text.contains("schedule  every-second"), "{text}");
+    assert!(text.contains("policy    built-in (incremental)"), "{text}");
+
+    let out = env
+        .ferry()
+        .args(["events", &job, "--json", "--kind", "jobfinished,BlobCopied"])
+        .run()
+        .success();
+    let evs = parse_json_lines(&out.stdout);
+    let kinds: Vec<&str> = evs.iter().map(ev_type).collect();
+    assert_eq!(
+        kinds,
+        ["BlobCopied", "BlobCopied", "JobFinished"],
+        "{kinds:?}"
+    );
+    let out = env
+        .ferry()
+        .args(["events", &job, "--json", "--since", "2"])
+        .run()
+        .success();
+    let evs = parse_json_lines(&out.stdout);
+    assert!(!evs.is_empty() && evs.iter().all(|e| e["seq"].as_u64().unwrap() >= 2));
+    assert_eq!(evs[0]["seq"], 2);
+
+    let file = env.path("via-daemon.jsonl");
+    env.ferry()
+        .args(["export", &job, "-o"])
+        .arg(&file)
+        .run()
+        .success();
+    let lines = parse_json_lines(&fs::read_to_string(&file).unwrap());
+    assert_eq!(lines[0]["job"], job.as_str());
+    assert_eq!(lines[0]["events"], (lines.len() - 1) as u64);
+    env.ferry()
+        .args(["export", &job, "-o"])
+        .arg(&file)
+        .run()
+        .error(2, "--force");
+
+    daemon.signal(libc::SIGTERM);
+    let out = daemon.wait_timeout(Duration::from_secs(20));
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+// ------------------------------------------------------------------ show
+
+#[test]
+fn show_lists_each_attempt_with_worker_times_counts_throughput_and_retries() {
+    let env = Env::new();
+    let job = job_with_failures(&env);
+    fs::remove_dir_all(env.dst.join("bad1")).unwrap();
+    fs::remove_dir_all(env.dst.join("bad2")).unwrap();
+    env.ferry().args(["replay", &job]).run().success();
+    let v = env.show_json(&job);
+    assert_eq!(
+        v["policy"],
+        serde_json::json!({"kind": "built-in", "mode": "incremental"})
+    );
+    let attempts = v["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    let mut workers = Vec::new();
+    for (a, (copied, bytes, skipped, failed)) in attempts.iter().zip([(2, 3, 1, 2), (2, 2, 0, 0)]) {
+        let t = &a["totals"];
+        assert_eq!(
+            [
+                &t["copied"],
+                &t["copied_bytes"],
+                &t["skipped"],
+                &t["failed"]
+            ]
+            .map(|v| v.as_u64().unwrap()),
+            [copied, bytes, skipped, failed],
+            "{a}"
+        );
+        assert_eq!(t["retries"], 0, "{a}");
+        let worker = a["worker"].as_str().unwrap();
+        let (host, pid) = worker.rsplit_once(':').unwrap();
+        assert!(!host.is_empty() && pid.parse::<u32>().is_ok(), "{worker}");
+        workers.push(worker.to_string());
+        let start =
+            chrono::DateTime::parse_from_rfc3339(a["started_at"].as_str().unwrap()).unwrap();
+        let end = chrono::DateTime::parse_from_rfc3339(a["ended_at"].as_str().unwrap()).unwrap();
+        let ms = (end - start).num_milliseconds();
+        assert_eq!(a["duration_ms"], ms, "{a}");
+        assert_eq!(
+            a["bytes_per_sec"].as_u64().unwrap(),
+            bytes * 1000 / ms.max(1) as u64,
+            "{a}"
+        );
+    }
+    assert_ne!(workers[0], workers[1], "two processes ran the two attempts");
+
+    let text = env.ferry().args(["show", &job]).run().success().stdout;
+    for needle in [
+        "policy    built-in (incremental)".to_string(),
+        format!("attempt 1 on {} x", workers[0]),
+        format!("attempt 2 on {} x", workers[1]),
+        "  blobs     listed 5, copied 2, skipped 1, failed 2, already done 0".to_string(),
+        "  blobs     listed 5, copied 2, skipped 0, failed 0, already done 3".to_string(),
+        "  bytes     3 B copied, 6 B listed, throughput ".to_string(),
+        "  retries   0".to_string(),
+    ] {
+        assert!(text.contains(&needle), "show lacks {needle:?}:\n{text}");
+    }
+    assert_eq!(text.matches("  started   ").count(), 2, "{text}");
+    assert_eq!(text.matches("  ended     20").count(), 2, "{text}");
+    assert_eq!(text.matches("/s\n").count(), 2, "{text}");
+}
+
+#[test]
+fn show_of_an_attempt_that_never_ended_has_no_end_and_no_throughput() {
+    let env = Env::new();
+    let running = env
+        .ferry()
+        .arg("copy")
+        .arg(big_tree())
+        .arg(&env.dst)
+        .args(["--parallel", "1"])
+        .spawn();
+    wait_until(Duration::from_secs(20), "a file was copied", || {
+        has_entries(&env.dst)
+    });
+    running.kill();
+    let job = env.jobs_json()[0]["id"].as_str().unwrap().to_string();
+    let v = env.show_json(&job);
+    let a = &v["attempts"][0];
+    assert!(
+        a["ended_at"].is_null(),
+        "the copy finished before the kill: {a}"
+    );
+    assert!(
+        a["duration_ms"].is_null() && a["bytes_per_sec"].is_null(),
+        "{a}"
+    );
+    let text = env.ferry().args(["show", &job]).run().success().stdout;
+    assert!(text.contains("  ended     -\n"), "{text}");
+    assert!(text.contains(", throughput -\n"), "{text}");
+}
+
+#[test]
+fn show_names_a_policy_plugin_by_path_and_sha256() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a", b"1")]);
+    let plugin = crate::plugins::policy_fixture(
+        env.dir.path(),
+        "pinned",
+        crate::plugins::CONFIGURE_OK,
+        crate::plugins::CONFIGURE_OK,
+    );
+    let job = env
+        .ferry()
+        .arg("submit")
+        .arg(&env.src)
+        .arg(&env.dst)
+        .arg("--policy")
+        .arg(format!("plugin:{}", plugin.display()))
+        .args(["--plugin-config", "keep=legal/", "--plugin-failure", "skip"])
+        .run()
+        .success()
+        .stdout
+        .trim()
+        .to_string();
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    let sha = String::from_utf8(sum.stdout).unwrap();
+    let sha = sha.split_whitespace().next().unwrap();
+    assert_eq!(sha.len(), 64);
+    let v = env.show_json(&job);
+    let p = &v["policy"];
+    assert_eq!(p["kind"], "plugin", "{p}");
+    assert_eq!(p["path"], plugin.to_str().unwrap());
+    assert_eq!(p["sha256"], sha);
+    assert_eq!(p["on_failure"], "skip");
+    assert_eq!(p["config"], serde_json::json!([["keep", "legal/"]]));
+    let text = env.ferry().args(["show", &job]).run().success().stdout;
+    let line = format!(
+        "policy    plugin {} sha256 {sha} (on plugin failure: skip the blob)\n          config keep=legal/\n",
+        plugin.display()
+    );
+    assert!(text.contains(&line), "show lacks {line:?}:\n{text}");
+}
+
+// ---------------------------------------------------------------- events
+
+fn events_with(env: &Env, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = env
+        .ferry()
+        .arg("events")
+        .args(args)
+        .arg("--json")
+        .run()
+        .success();
+    parse_json_lines(&out.stdout)
+}
+
+fn seqs(evs: &[serde_json::Value]) -> Vec<u64> {
+    evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn events_since_a_sequence_number_or_a_time() {
+    let env = Env::new();
+    let a = job_with_failures(&env);
+    make_tree(&env.path("src2"), &[("x", b"x")]);
+    let b = env
+        .ferry()
+        .arg("copy")
+        .arg(env.path("src2"))
+        .arg(env.path("dst2"))
+        .run()
+        .success()
+        .summary()
+        .job;
+    let all_a = env.events(Some(&a));
+    let n = all_a.len() as u64;
+    assert!(n >= 8, "{all_a:?}");
+    assert_eq!(
+        seqs(&events_with(&env, &[&a, "--since", "3"])),
+        (3..n).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(&events_with(&env, &[&a, "--since", "0"])),
+        (0..n).collect::<Vec<_>>()
+    );
+    assert!(events_with(&env, &[&a, "--since", &n.to_string()]).is_empty());
+    let text = env
+        .ferry()
+        .args(["events", &a, "--since", "5"])
+        .run()
+        .success()
+        .stdout;
+    assert_eq!(text.lines().count() as u64, n - 5, "{text}");
+    assert!(text.lines().all(|l| l.starts_with(&a)), "{text}");
+
+    // A time: events at or after it, of every job or of one.
+    let b_events = env.events(Some(&b));
+    let b_at = b_events[0]["at"].as_str().unwrap();
+    let since_b = events_with(&env, &["--since", b_at]);
+    assert_eq!(since_b, b_events, "every event of b and none of a");
+    let mid = all_a[4]["at"].as_str().unwrap();
+    let want: Vec<&serde_json::Value> = all_a
+        .iter()
+        .filter(|e| e["at"].as_str().unwrap() >= mid)
+        .collect();
+    let got = events_with(&env, &[&a, "--since", mid]);
+    assert_eq!(got.iter().collect::<Vec<_>>(), want);
+    assert!(got.len() < all_a.len());
+    assert_eq!(
+        events_with(&env, &["--since", "1h"]).len(),
+        all_a.len() + b_events.len()
+    );
+    assert!(events_with(&env, &["--since", "2099-01-01"]).is_empty());
+
+    // A sequence number needs a job; bad values name the flag.
+    env.ferry()
+        .args(["events", "--since", "3"])
+        .run()
+        .error(2, "--since \"3\" is a sequence number");
+    env.ferry()
+        .args(["events", &a, "--since", "soon"])
+        .run()
+        .error(2, "--since \"soon\"");
+    env.ferry()
+        .args(["events", &a, "--since", "99999999999999999999999"])
+        .run()
+        .error(2, "--since");
+}
+
+#[test]
+fn events_kind_filters_by_type_in_any_case_and_unknown_kinds_are_listed() {
+    let env = Env::new();
+    let job = job_with_failures(&env);
+    let failed = events_with(&env, &[&job, "--kind", "BlobFailed"]);
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|e| ev_type(e) == "BlobFailed"));
+    let some = events_with(
+        &env,
+        &[&job, "--kind", "blobfailed", "--kind", "JOBFINISHED"],
+    );
+    assert_eq!(
+        some.iter().map(ev_type).collect::<Vec<_>>(),
+        ["BlobFailed", "BlobFailed", "JobFinished"]
+    );
+    let done = events_with(&env, &[&job, "--kind", "BlobCopied,BlobSkipped"]);
+    assert_eq!(done.len(), 3);
+    // Combined with --since, over all jobs, and in text.
+    let last = events_with(&env, &[&job, "--kind", "JobFinished", "--since", "1"]);
+    assert_eq!(last.len(), 1);
+    let submitted = events_with(&env, &["--kind", "jobsubmitted"]);
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(submitted[0]["job"], job.as_str());
+    let text = env
+        .ferry()
+        .args(["events", &job, "--kind", "BlobFailed"])
+        .run()
+        .success()
+        .stdout;
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().all(|l| l.contains(" BlobFailed ")), "{text}");
+
+    let out = env
+        .ferry()
+        .args(["events", &job, "--kind", "BlobFailed,Oops"])
+        .run()
+        .error(2, "--kind \"Oops\" is not an event type");
+    for kind in [
+        "JobSubmitted",
+        "BlobSkipped",
+        "JobFinished",
+        "ScheduleFired",
+    ] {
+        assert!(out.stderr.contains(kind), "{}", out.stderr);
+    }
+}
+
+// ---------------------------------------------------------------- export
+
+#[test]
+fn export_writes_a_header_then_every_event_and_never_overwrites_without_force() {
+    let env = Env::new();
+    let job = job_with_failures(&env);
+    let file = env.path("job.jsonl");
+    let out = env
+        .ferry()
+        .args(["export", &job[..8], "-o"])
+        .arg(&file)
+        .run()
+        .success();
+    assert!(out.stdout.contains("exported"), "{}", out.stdout);
+    let text = fs::read_to_string(&file).unwrap();
+    let (header, body) = text.split_once('\n').unwrap();
+    assert!(
+        header.starts_with("{\"ferry_export\":1,\"schema\":"),
+        "{header}"
+    );
+    let h: serde_json::Value = serde_json::from_str(header).unwrap();
+    assert_eq!(h.as_object().unwrap().len(), 4, "{h}");
+    assert_eq!(h["job"], job.as_str());
+    // The body is exactly what `events --json` prints for the job.
+    let events = env
+        .ferry()
+        .args(["events", &job, "--json"])
+        .run()
+        .success()
+        .stdout;
+    assert_eq!(body, events);
+    let recs = parse_json_lines(body);
+    assert_eq!(h["events"], recs.len() as u64);
+    assert_eq!(seqs(&recs), (0..recs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        h["schema"], recs[0]["v"],
+        "new records have the current schema"
+    );
+    assert!(recs.iter().all(|r| r["job"] == job.as_str()));
+
+    // `ferry import` loads it into another state dir as the same job.
+    let other = env.path("state2");
+    let there = || {
+        let mut f = env.ferry_no_state();
+        f.arg("--state").arg(&other);
+        f
+    };
+    there().arg("import").arg(&file).run().success();
+    let show = |mut f: Ferry| -> serde_json::Value {
+        let out = f.args(["show", &job, "--json"]).run().success();
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    assert_eq!(show(there()), show(env.ferry()));
+
+    // An existing FILE stays as it was unless --force.
+    write(&file, "precious");
+    env.ferry()
+        .args(["export", &job, "-o"])
+        .arg(&file)
+        .run()
+        .error(2, "exists; pass --force");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "precious");
+    env.ferry()
+        .args(["export", &job, "--force", "-o"])
+        .arg(&file)
+        .run()
+        .success();
+    assert_eq!(fs::read_to_string(&file).unwrap(), text);
+
+    // An unknown job writes nothing; no temp file is left anywhere.
+    let none = env.path("none.jsonl");
+    env.ferry()
+        .args(["export", "0123abcd", "-o"])
+        .arg(&none)
+        .run()
+        .code(5);
+    assert!(!none.exists());
+    let names: Vec<String> = fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
+    env.ferry()
+        .args(["export", &job])
+        .run()
+        .error(2, "--output");
+}
+
+// ---------------------------------------------------------------- reports
+
+#[test]
+fn a_report_of_a_job_with_many_skips_is_bounded_with_exact_counts_in_every_format() {
+    const N: usize = 10_000;
+    let env = Env::new();
+    // The destination already has every file (hard links: the same
+    // mtime), so an incremental run skips them all as not newer, without
+    // a first run to copy them.
+    for d in 0..20 {
+        let (src, dst) = (
+            env.src.join(format!("d{d:02}")),
+            env.dst.join(format!("d{d:02}")),
+        );
+        fs::create_dir(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        for f in 0..N / 20 {
+            let name = format!("f{f:04}");
+            fs::write(src.join(&name), b"x").unwrap();
+            fs::hard_link(src.join(&name), dst.join(&name)).unwrap();
+        }
+    }
+    let job = env.copy_ok(&[]);
+    let report = |format: &str, max: &str| -> String {
+        env.ferry()
+            .args(["report", &job, "--format", format, "--max-examples", max])
+            .run()
+            .success()
+            .stdout
+    };
+
+    let text = report("text", "5");
+    assert!(text.contains(&format!("skipped {N}, failed 0")), "{text}");
+    assert!(text.contains(&format!("skipped not-newer: {N}")), "{text}");
+    assert!(text.contains(&format!("... and {} more", N - 5)), "{text}");
+    assert_eq!(text.matches("): not-newer").count(), 5, "{text}");
+    assert!(text.len() < 2_000, "text report: {} bytes", text.len());
+
+    let json: serde_json::Value = serde_json::from_str(&report("json", "5")).unwrap();
+    assert_eq!(json["summary"]["skipped"], N as u64);
+    assert_eq!(
+        json["summary"]["skipped_by_reason"],
+        serde_json::json!([["not-newer", N]])
+    );
+    assert_eq!(json["skips"].as_array().unwrap().len(), 5);
+    assert_eq!(json["skips_not_listed"], (N - 5) as u64);
+    assert_eq!(json["skips"][0]["name"], "d00/f0000");
+    assert_eq!(json["skips"][0]["detail"], "not-newer");
+    assert!(json.to_string().len() < 4_000, "{json}");
+
+    let md = report("markdown", "5");
+    assert!(md.contains(&format!("| skipped | {N} |")), "{md}");
+    assert!(md.contains(&format!("| not-newer | {N} |")), "{md}");
+    assert_eq!(md.matches("| 1 | not-newer |").count(), 5, "{md}");
+    assert!(
+        md.contains(&format!("... and {} more skipped", N - 5)),
+        "{md}"
+    );
+    assert!(md.len() < 3_000, "markdown report: {} bytes", md.len());
+
+    // The default keeps 100 examples; 0 keeps none: still bounded.
+    let text = report("text", "100");
+    assert_eq!(text.matches("): not-newer").count(), 100);
+    assert!(text.len() < 8_000, "text report: {} bytes", text.len());
+    let none = report("markdown", "0");
+    assert!(!none.contains("## Skipped\n"), "{none}");
+    assert!(none.contains(&format!("| not-newer | {N} |")), "{none}");
 }

@@ -1,5 +1,6 @@
-//! The built-in report formats. Each keeps counts and the first
-//! `max_examples` failures, so memory does not grow with the job.
+//! The built-in report formats. Each keeps counts (skips by reason come
+//! with the summary) and the first `max_examples` failures and skips, so
+//! memory and the report's size do not grow with the job.
 
 use std::fmt::Write as _;
 
@@ -11,6 +12,8 @@ struct Collected {
     summary: Option<ReportSummary>,
     failures: Vec<Outcome>,
     more_failures: u64,
+    skips: Vec<Outcome>,
+    more_skips: u64,
     max_examples: usize,
 }
 
@@ -23,11 +26,16 @@ impl Collected {
     }
 
     fn add(&mut self, batch: &[Outcome]) {
-        for o in batch.iter().filter(|o| o.kind == OutcomeKind::Failed) {
-            if self.failures.len() < self.max_examples {
-                self.failures.push(o.clone());
+        for o in batch {
+            let (kept, more) = match o.kind {
+                OutcomeKind::Failed => (&mut self.failures, &mut self.more_failures),
+                OutcomeKind::Skipped => (&mut self.skips, &mut self.more_skips),
+                OutcomeKind::Copied => continue,
+            };
+            if kept.len() < self.max_examples {
+                kept.push(o.clone());
             } else {
-                self.more_failures += 1;
+                *more += 1;
             }
         }
     }
@@ -59,7 +67,7 @@ pub struct BuiltinFormatter {
 }
 
 impl BuiltinFormatter {
-    /// Each keeps at most `max_examples` failures.
+    /// Each keeps at most `max_examples` failures and as many skips.
     pub fn text(max_examples: usize) -> Self {
         BuiltinFormatter {
             style: Style::Text,
@@ -143,6 +151,15 @@ fn text(c: &Collected) -> Result<String, String> {
             let _ = writeln!(out, "  ... and {} more", c.more_failures);
         }
     }
+    if !c.skips.is_empty() {
+        let _ = writeln!(out, "skipped blobs:");
+        for f in &c.skips {
+            let _ = writeln!(out, "  {:?} (attempt {}): {}", f.name, f.attempt, f.detail);
+        }
+        if c.more_skips > 0 {
+            let _ = writeln!(out, "  ... and {} more", c.more_skips);
+        }
+    }
     Ok(out)
 }
 
@@ -151,6 +168,8 @@ fn json(c: &Collected) -> Result<String, String> {
         "summary": c.summary()?,
         "failures": c.failures,
         "failures_not_listed": c.more_failures,
+        "skips": c.skips,
+        "skips_not_listed": c.more_skips,
     });
     serde_json::to_string_pretty(&v).map_err(|e| e.to_string())
 }
@@ -193,6 +212,21 @@ fn markdown(c: &Collected) -> Result<String, String> {
         }
         if c.more_failures > 0 {
             let _ = writeln!(out, "\n... and {} more failures", c.more_failures);
+        }
+    }
+    if !c.skips.is_empty() {
+        out.push_str("\n## Skipped\n\n| blob | attempt | reason |\n|---|---|---|\n");
+        for f in &c.skips {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                md_cell(&f.name),
+                f.attempt,
+                md_cell(&f.detail)
+            );
+        }
+        if c.more_skips > 0 {
+            let _ = writeln!(out, "\n... and {} more skipped", c.more_skips);
         }
     }
     Ok(out)
