@@ -49,10 +49,12 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// List jobs.
+    /// List jobs (oldest first unless --sort).
     Jobs {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        filter: JobsArgs,
     },
     /// Show one job: spec, attempts, counts and failed blobs.
     Show {
@@ -69,9 +71,63 @@ pub enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Events from sequence number SEQ on (needs JOB), or at or after
+        /// TIME: RFC 3339, a date (2026-11-01, UTC) or an age (90m, 36h, 7d).
+        #[arg(long, value_name = "SEQ|TIME")]
+        since: Option<String>,
+        /// Only events of this type, e.g. BlobFailed (repeatable or
+        /// comma-separated; any case).
+        #[arg(long, value_name = "KIND", value_delimiter = ',')]
+        kind: Vec<String>,
+    },
+    /// Write one job's events to FILE as JSON lines: a header, then each event.
+    Export {
+        job: String,
+        /// The file to write (required; checked by ferry rather than clap,
+        /// whose one-line error would not name it).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Replay the log and check every cached projection against it.
     VerifyLog { job: Option<String> },
+    /// Every job that copied, skipped or failed on a blob, or on the blobs
+    /// under a folder or prefix, newest first (from the history index).
+    History {
+        /// As addresses are written: `prod:photos/2024/a.jpg`, `/data/src/a.txt`,
+        /// `https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME`.
+        address: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// At most N lines (the newest).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Remove old finished jobs' per-blob events and checkpoints; job-level
+    /// events, summaries and history stay.
+    Prune {
+        /// Jobs that ended longer ago than this: 90d, 36h, 90m.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Keep the newest N finished jobs whatever their age.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: usize,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Then rewrite the log without the freed space, so the state dir
+        /// shrinks (copies every live key once).
+        #[arg(long, conflicts_with = "dry_run")]
+        compact: bool,
+    },
+    /// Load a job from an export archive (`ferry export`) into this state dir.
+    Import {
+        /// The archive: JSON lines, a header and then each event.
+        file: PathBuf,
+    },
     /// Write a job's report: text, json, markdown, or a formatter plugin (PATH.wasm).
     Report {
         job: String,
@@ -81,7 +137,7 @@ pub enum Command {
         /// Write to FILE instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Failures listed by the built-in formats (the rest are counted).
+        /// Failures, and skips, listed by the built-in formats (the rest are counted).
         #[arg(long, allow_negative_numbers = true, default_value_t = 100)]
         max_examples: usize,
         /// key=value passed to a formatter plugin's configure (repeatable).
@@ -107,6 +163,46 @@ pub enum Command {
     Pause { job: String },
     /// Put a paused job back in the queue.
     Resume { job: String },
+}
+
+/// Which jobs `ferry jobs` lists, and in what order.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs in this state (repeatable): queued, running, interrupted,
+    /// succeeded, completed-with-failures, failed, paused, cancelled.
+    /// (`--state` is the state dir.)
+    #[arg(long, value_name = "STATE", value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Submitted at or after TIME: RFC 3339, a date (2026-11-01, UTC) or an
+    /// age (90m, 36h, 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Submitted before TIME (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only jobs whose source or destination is in this storage account
+    /// (its ferry.toml name, or the account of a container URL).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Only jobs submitted by this schedule.
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<String>,
+    /// submitted (default), elapsed, copied, bytes or state.
+    #[arg(long, value_name = "KEY")]
+    pub sort: Option<String>,
+    /// Sort in descending order.
+    #[arg(long)]
+    pub reverse: bool,
+    /// At most N jobs (the first N after sorting).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_limit)]
+    pub limit: Option<u64>,
+}
+
+fn parse_limit(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of jobs (1 or more)")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! One module per group of subcommands; `dispatch` picks one.
 
+mod audit;
 mod daemon;
 mod jobctl;
 mod query;
@@ -40,15 +41,20 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Resume { job } => jobctl::control(&state, &job, jobctl::Action::Resume, out.quiet),
         Command::Run(args) => run::run_queue(&ctx, args),
         Command::Replay { job, run } => run::replay(&ctx, &job, run),
-        Command::Jobs { json } => match control::access(&state)? {
-            Access::Local(engine) => query::jobs(&engine, json),
-            Access::Daemon(sock) => {
-                let v = control::call(&sock, &Request::Jobs)?;
-                let jobs: Vec<JobSummary> = serde_json::from_value(v["jobs"].clone())?;
-                let running: Vec<JobId> = serde_json::from_value(v["running"].clone())?;
-                query::print_jobs(&jobs, &running, json)
+        Command::Jobs { json, filter } => {
+            let filter = query::JobFilter::parse(&filter)?;
+            query::refuse_state_name_as_dir(&state)?;
+            match control::access(&state)? {
+                Access::Local(engine) => query::jobs(&engine, json, &filter),
+                Access::Daemon(sock) => {
+                    // Filtered here: the daemon answers with every job.
+                    let v = control::call(&sock, &Request::Jobs)?;
+                    let jobs: Vec<JobSummary> = serde_json::from_value(v["jobs"].clone())?;
+                    let running: Vec<JobId> = serde_json::from_value(v["running"].clone())?;
+                    query::print_jobs(jobs, &running, json, &filter)
+                }
             }
-        },
+        }
         Command::Show {
             job,
             json,
@@ -64,15 +70,53 @@ fn run(cli: Cli) -> Result<u8> {
                 query::print_show(&summary, &fails, &running, json, failures)
             }
         },
-        Command::Events { job, json } => match control::access(&state)? {
-            Access::Local(engine) => query::events(&engine, job.as_deref(), json),
-            Access::Daemon(sock) => {
-                let v = control::call(&sock, &Request::Events { job })?;
-                let recs: Vec<EventRecord> = serde_json::from_value(v)?;
-                query::print_events(recs.into_iter().map(Ok), json)
+        Command::Events {
+            job,
+            json,
+            since,
+            kind,
+        } => {
+            let filter = query::EventFilter::parse(job.as_deref(), since.as_deref(), &kind)?;
+            match control::access(&state)? {
+                Access::Local(engine) => query::events(&engine, job.as_deref(), json, &filter),
+                Access::Daemon(sock) => {
+                    // Filtered here: the daemon answers with every event.
+                    let v = control::call(&sock, &Request::Events { job })?;
+                    let recs: Vec<EventRecord> = serde_json::from_value(v)?;
+                    query::print_events(recs.into_iter().map(Ok), json, &filter)
+                }
             }
-        },
+        }
+        Command::Export { job, output, force } => {
+            let output = output.context("ferry export needs --output FILE (-o FILE)")?;
+            query::check_export_target(&output, force)?;
+            match control::access(&state)? {
+                Access::Local(engine) => query::export(&engine, &job, &output, force, out),
+                Access::Daemon(sock) => {
+                    let v = control::call(&sock, &Request::Events { job: Some(job) })?;
+                    let recs: Vec<EventRecord> = serde_json::from_value(v)?;
+                    let id = recs
+                        .first()
+                        .map(|r| r.job)
+                        .context("the job has no events")?;
+                    let n = recs.len() as u64;
+                    query::write_export(id, n, recs.into_iter().map(Ok), &output, force, out)
+                }
+            }
+        }
         Command::VerifyLog { job } => query::verify(&open(&state)?, job.as_deref(), out),
+        Command::History {
+            address,
+            json,
+            limit,
+        } => audit::history(&ctx, &address, json, limit),
+        Command::Prune {
+            older_than,
+            keep_last,
+            dry_run,
+            compact,
+        } => audit::prune(&ctx, &older_than, keep_last, dry_run, compact, out),
+        Command::Import { file } => audit::import(&ctx, &file, out),
         Command::Report {
             job,
             format,
