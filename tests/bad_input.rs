@@ -1366,6 +1366,61 @@ fn address_and_option_rows() -> Vec<Case> {
             refused(2, "too large"),
         ),
         Case::new(
+            "bad cron expression",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Custom(|sb, src, dst| {
+                sb.ferry()
+                    .args(["schedule", "add", "nightly", "0 61 * * * *"])
+                    .arg(&src.arg)
+                    .arg(&dst.arg)
+                    .run()
+            }),
+            refused(2, "invalid cron expression \"0 61 * * * *\": minute field"),
+        ),
+        Case::new(
+            "cron with too many fields",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Custom(|sb, src, dst| {
+                sb.ferry()
+                    .args(["schedule", "add", "nightly", "0 0 0 * * * 2027"])
+                    .arg(&src.arg)
+                    .arg(&dst.arg)
+                    .run()
+            }),
+            refused(2, "7 fields"),
+        ),
+        Case::new(
+            "schedule in an unknown time zone",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Custom(|sb, src, dst| {
+                sb.ferry()
+                    .args([
+                        "schedule",
+                        "add",
+                        "nightly",
+                        "0 30 23 * * Mon-Thu",
+                        "--tz",
+                        "Mars/Base",
+                    ])
+                    .arg(&src.arg)
+                    .arg(&dst.arg)
+                    .run()
+            }),
+            refused(2, "unknown time zone \"Mars/Base\""),
+        ),
+        Case::new(
+            "schedule name with a slash",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Custom(|sb, src, dst| {
+                sb.ferry()
+                    .args(["schedule", "add", "a/b", "0 30 23 * * *"])
+                    .arg(&src.arg)
+                    .arg(&dst.arg)
+                    .run()
+            }),
+            refused(2, "schedule name"),
+        ),
+        Case::new(
             "--max-tries -1",
             |sb| (one_file(sb), sb.dst()),
             Run::Copy(&["--max-tries", "-1"]),
