@@ -133,8 +133,8 @@ fn verify_log_names_a_corrupt_history_line_summary_or_checkpoint_entry() {
             .unwrap()
     };
     let (s1, s2) = (seq_of(first), seq_of(second));
-    let line1 = keys::history(&a, first, s1);
-    let line2 = keys::history(&a, second, s2);
+    let line1 = keys::history(first, "a.txt", s1);
+    let line2 = keys::history(second, "a.txt", s2);
     env.verify_log_ok(None);
 
     // The first job's line now says what the second job did.

@@ -11,7 +11,8 @@ use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
 use crate::job::{Address, JobId};
 use crate::log::{self, keys, PruneStats};
-use crate::projection::{history, BlobState, HistoryLine, JobState, JobSummary};
+use crate::projection::history::{self, Scope};
+use crate::projection::{BlobState, HistoryLine, JobState, JobSummary, Side};
 use crate::Engine;
 
 /// The export format version `import` reads.
@@ -87,24 +88,46 @@ impl Engine {
     }
 
     /// Every index line of `address` (normalized, see `history_address`)
-    /// and of the names under it as a folder or prefix, newest first, at
-    /// most `limit`. Two range scans of the index; no events are read.
+    /// and of the names under it as a folder, newest first, at most
+    /// `limit`: per job, the address is matched against its source and its
+    /// destination and that job's lines are range-scanned. No events are read.
     pub fn history(
         &self,
         address: &str,
         limit: Option<usize>,
     ) -> Result<Vec<HistoryLine>, EngineError> {
-        let mut lines: Vec<HistoryLine> = self
-            .log()
-            .history_exact(address)
-            .collect::<Result<_, _>>()?;
-        let under = format!("{address}/");
-        for line in self.log().history_prefix(&under) {
-            lines.push(line?);
+        let mut lines: Vec<HistoryLine> = Vec::new();
+        for job in self.log().job_ids()? {
+            let Some(spec) = self.log().summary(job)?.and_then(|s| s.spec) else {
+                continue;
+            };
+            for (side, at) in [(Side::Source, &spec.src), (Side::Destination, &spec.dst)] {
+                let base = history::base(at);
+                let prefixes = match history::scope(address, &base) {
+                    None => continue,
+                    Some(Scope::All) => vec![keys::history_prefix(job, "")],
+                    Some(Scope::Name(name)) => vec![
+                        keys::history_exact(job, &name),
+                        keys::history_prefix(job, &format!("{name}/")),
+                    ],
+                };
+                for prefix in prefixes {
+                    for line in self.log().history(prefix) {
+                        let (name, seq, entry) = line?;
+                        lines.push(HistoryLine {
+                            address: history::blob_address(&base, &name),
+                            side,
+                            job,
+                            seq,
+                            entry,
+                        });
+                    }
+                }
+            }
         }
         // By time, not by job id: an old job replayed today is news.
         lines.sort_by(|a, b| {
-            (b.entry.at, b.job, b.seq, &b.address).cmp(&(a.entry.at, a.job, a.seq, &a.address))
+            (b.entry.at, b.job, b.seq, b.side as u8).cmp(&(a.entry.at, a.job, a.seq, a.side as u8))
         });
         if let Some(n) = limit {
             lines.truncate(n);

@@ -1,7 +1,6 @@
 //! The engine facade: opens a state dir, submits and runs jobs, and answers
 //! questions from the log.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ use crate::error::EngineError;
 use crate::event::{Event, EventRecord, Outcome};
 use crate::job::PluginRef;
 use crate::job::{JobId, JobSpec};
-use crate::log::EventLog;
+use crate::log::{keys, EventLog};
 use crate::plugin::{
     self, FormatterInstance, FormatterPlugin, LoadedPlugin, PluginHost, PolicyPlugin,
 };
@@ -598,17 +597,12 @@ impl Engine {
                 ids
             }
         };
-        let whole = job.is_none();
         let mut v = Verification::default();
-        // Index lines the events give, over every job checked; compared with
-        // the stored index in one scan at the end.
-        let mut history = History::default();
-        let mut checked: HashMap<JobId, bool> = HashMap::new();
         for id in ids {
             v.jobs += 1;
             let stored = self.log.summary(id)?;
             let pruned = stored.as_ref().is_some_and(|s| s.pruned);
-            checked.insert(id, pruned);
+            let mut history = History::default();
             let mut summary = JobSummary::new(id);
             let mut checkpoint = Checkpoint::default();
             let mut last: Option<u64> = None;
@@ -672,77 +666,44 @@ impl Engine {
                 ));
             }
             v.blobs += checkpoint.blobs.len() as u64;
+            // A pruned job's lines outlive its blob events on purpose.
+            if !pruned {
+                self.verify_history(id, history.lines, &mut v)?;
+            }
         }
-        self.verify_history(history, &checked, whole, &mut v)?;
         Ok(v)
     }
 
-    /// Compares the stored history index with the lines rebuilt from the
-    /// events of the `checked` jobs (id -> pruned). Lines of other jobs are
-    /// only checked when the whole log is (`whole`): their job must exist.
+    /// Compares a job's stored history lines with those rebuilt from its
+    /// events; names the first difference.
     fn verify_history(
         &self,
-        rebuilt: History,
-        checked: &HashMap<JobId, bool>,
-        whole: bool,
+        job: JobId,
+        mut expected: std::collections::BTreeMap<
+            (JobId, String, u64),
+            crate::projection::HistoryEntry,
+        >,
         v: &mut Verification,
     ) -> Result<(), EngineError> {
-        let mut expected = rebuilt.lines;
         let mut first: Option<String> = None;
-        let mut problems = 0usize;
-        let mut note = |first: &mut Option<String>, what: String| {
-            problems += 1;
-            first.get_or_insert(what);
-        };
-        for line in self.log.history_prefix("") {
-            let line = line?;
-            let (address, job, seq) = (line.address, line.job, line.seq);
-            match checked.get(&job) {
-                // A pruned job's lines outlive its blob events on purpose.
-                Some(true) => v.history += 1,
-                Some(false) => {
-                    v.history += 1;
-                    let key = (address, job, seq);
-                    match expected.remove(&key) {
-                        Some(e) if e == line.entry => {}
-                        Some(_) => note(
-                            &mut first,
-                            format!(
-                                "job {job}: history line of {:?} (seq {seq}) differs from the replay",
-                                key.0
-                            ),
-                        ),
-                        None => note(
-                            &mut first,
-                            format!(
-                                "job {job}: history line of {:?} (seq {seq}) has no event behind it",
-                                key.0
-                            ),
-                        ),
-                    }
-                }
-                None if whole => note(
-                    &mut first,
-                    format!("history line of {address:?} names job {job}, which does not exist"),
-                ),
-                None => {}
-            }
+        for line in self.log.history(keys::history_prefix(job, "")) {
+            let (name, seq, entry) = line?;
+            v.history += 1;
+            let what = match expected.remove(&(job, name.clone(), seq)) {
+                Some(e) if e == entry => continue,
+                Some(_) => "differs from the replay",
+                None => "has no event behind it",
+            };
+            first.get_or_insert_with(|| {
+                format!("job {job}: history line of {name:?} (seq {seq}) {what}")
+            });
         }
-        if let Some(((address, job, seq), _)) = expected.iter().next() {
-            note(
-                &mut first,
-                format!("job {job}: history line of {address:?} (seq {seq}) is missing"),
-            );
-            problems += expected.len() - 1;
+        if let Some(((_, name, seq), _)) = expected.iter().next() {
+            first.get_or_insert_with(|| {
+                format!("job {job}: history line of {name:?} (seq {seq}) is missing")
+            });
         }
-        if let Some(first) = first {
-            v.problems.push(first);
-            // The rest are counted, not listed: one corrupt range could
-            // otherwise print a line per blob.
-            for _ in 1..problems {
-                v.problems.push("(another history line differs)".into());
-            }
-        }
+        v.problems.extend(first);
         Ok(())
     }
 }

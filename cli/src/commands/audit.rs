@@ -58,7 +58,7 @@ fn history_line(l: &HistoryLine) -> String {
     let mut s = format!(
         "{}  {what:<24} {:<11}  job {} attempt {}  etag {}  {}",
         e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
-        e.side.to_string(),
+        l.side.to_string(),
         l.job,
         e.attempt,
         e.etag.as_deref().unwrap_or("-"),

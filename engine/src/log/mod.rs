@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord};
 use crate::job::JobId;
-use crate::projection::{BlobState, HistoryEntry, HistoryLine, JobSummary};
+use crate::projection::{BlobState, HistoryEntry, JobSummary};
 
 pub use writer::WriterStats;
 use writer::{Cmd, Writer};
@@ -262,42 +262,19 @@ impl EventLog {
         rx.await.map_err(|_| writer_gone())?
     }
 
-    /// History lines of exactly `address`, newest job first (within a job,
-    /// the latest event first). Reverse range scan: stops after what is read.
-    pub fn history_exact(
+    /// History lines of one job under a key prefix from `keys::history_exact`
+    /// or `keys::history_prefix`, as (name, seq, entry), in key order.
+    pub fn history(
         &self,
-        address: &str,
-    ) -> impl Iterator<Item = Result<HistoryLine, EngineError>> + '_ {
-        self.tree()
-            .scan_prefix(keys::history_exact(address))
-            .rev()
-            .map(move |kv| self.history_line(kv))
-    }
-
-    /// History lines of every address starting with `prefix` (raw text), in
-    /// key order: by address, then oldest job first.
-    pub fn history_prefix(
-        &self,
-        prefix: &str,
-    ) -> impl Iterator<Item = Result<HistoryLine, EngineError>> + '_ {
-        self.tree()
-            .scan_prefix(keys::history_prefix(prefix))
-            .map(move |kv| self.history_line(kv))
-    }
-
-    fn history_line(
-        &self,
-        kv: Result<(sled::IVec, sled::IVec), sled::Error>,
-    ) -> Result<HistoryLine, EngineError> {
-        let (k, v) = kv.map_err(|e| self.corrupt(e))?;
-        let (address, job, seq) =
-            keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
-        let entry: HistoryEntry = self.decode("history line", &v)?;
-        Ok(HistoryLine {
-            address: address.to_string(),
-            job,
-            seq,
-            entry,
+        prefix: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(String, u64, HistoryEntry), EngineError>> + '_ {
+        self.tree().scan_prefix(prefix).map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+            let (_, name, seq) =
+                keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
+            let entry = HistoryEntry::decode(&v)
+                .map_err(|e| self.corrupt(format!("undecodable history line: {e}")))?;
+            Ok((name.to_string(), seq, entry))
         })
     }
 

@@ -6,7 +6,7 @@
 //! `apply_batch` it calls the blocking `flush()` (never `flush_async`, which
 //! hangs under concurrency in sled 0.34.7), then acknowledges.
 //!
-//! The history index lines of a blob event go into the same batch as the
+//! The history index line of a blob event goes into the same batch as the
 //! event, so the index cannot drift from the log. Imports (whole jobs with
 //! their own seqs and times) and prunes (rewriting a finished job's chunks)
 //! go through this thread too, each as one batch of its own.
@@ -613,10 +613,8 @@ impl WriterState {
         let summary = self.summary(job)?;
         summary.apply(&rec);
         let attempt = summary.attempts.last().map_or(0, |a| a.attempt);
-        for (address, entry) in history::lines(summary.spec.as_ref(), attempt, &rec) {
-            let v = rmp_serde::to_vec_named(&entry)
-                .map_err(|e| format!("cannot encode a history line: {e}"))?;
-            batch.insert(keys::history(&address, job, rec.seq), v);
+        if let Some((name, entry)) = history::line(attempt, &rec) {
+            batch.insert(keys::history(job, name, rec.seq), entry.encode()?);
         }
         self.seqs.insert(job, rec.seq + 1);
         match chunks.iter_mut().find(|(j, _)| *j == job) {
@@ -708,10 +706,8 @@ fn prepare_index(db: &sled::Db) -> Result<bool, String> {
                 history.apply(&rec);
             }
         }
-        for ((address, job, seq), entry) in history.lines {
-            let v = rmp_serde::to_vec_named(&entry)
-                .map_err(|e| format!("cannot encode a history line: {e}"))?;
-            batch.insert(keys::history(&address, job, seq), v);
+        for ((job, name, seq), entry) in history.lines {
+            batch.insert(keys::history(job, &name, seq), entry.encode()?);
             pending += 1;
             if pending == BACKFILL_BATCH {
                 db.apply_batch(std::mem::take(&mut batch)).map_err(err)?;
