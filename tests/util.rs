@@ -723,7 +723,11 @@ pub fn assert_gap_free(events: &[Value]) {
             Some(i as u64),
             "seq gap at position {i}: {e}"
         );
-        assert_eq!(e["v"].as_u64(), Some(ferry_engine::event::SCHEMA_VERSION as u64), "schema version of {e}");
+        assert_eq!(
+            e["v"].as_u64(),
+            Some(ferry_engine::event::SCHEMA_VERSION as u64),
+            "schema version of {e}"
+        );
     }
 }
 
