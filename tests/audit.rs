@@ -368,3 +368,31 @@ fn an_imported_job_shows_verifies_and_has_the_same_history_as_the_original() {
         .run()
         .error(2, "not a ferry export");
 }
+
+#[test]
+fn while_a_daemon_holds_the_state_dir_history_goes_through_it_and_prune_waits() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a.txt", b"a")]);
+    let job = env.copy_ok(&[]);
+    let d = env.ferry().args(["daemon", "--quiet"]).spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(env.state.join("daemon.sock")).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the daemon's socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = history(&env, "src/a.txt", &[]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["job"], full_id_while_daemon(&env, &job));
+    env.ferry()
+        .args(["prune", "--older-than", "1d"])
+        .run()
+        .error(3, "in use");
+    d.signal(libc::SIGTERM);
+    let out = d.wait_timeout(Duration::from_secs(20));
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// The full id of `job` from `ferry show --json` (answered by the daemon).
+fn full_id_while_daemon(env: &Env, job: &str) -> Value {
+    env.show_json(job)["id"].clone()
+}

@@ -1,6 +1,6 @@
 //! Talking to a running daemon. sled lets one process open a state dir, so
 //! while `ferry daemon` holds it, other ferry commands (submit, cancel,
-//! pause, resume, schedules, status, jobs, show) send their request over a
+//! pause, resume, schedules, status, jobs, show, events, history) send their request over a
 //! Unix socket in the state dir and the daemon does the work. One JSON line
 //! each way; the socket is created 0600 in a dir only its owner can enter.
 
@@ -34,6 +34,14 @@ pub enum Request {
     Jobs,
     Show { job: String },
     Events { job: Option<String> },
+    History(HistoryQuery),
+}
+
+/// `ferry history ADDRESS [--limit N]`, answered by the daemon.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub address: String,
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,6 +170,10 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
         Request::Events { job } => {
             let id = job.map(|j| e.resolve(&j)).transpose()?;
             json!(e.events(id)?.collect::<Result<Vec<_>, _>>()?)
+        }
+        Request::History(q) => {
+            let address = e.history_address(&q.address)?;
+            json!({ "address": address, "lines": e.history(&address, q.limit)? })
         }
         Request::Show { job } => {
             let id = e.resolve(&job)?;

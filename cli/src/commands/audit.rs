@@ -11,14 +11,30 @@ use indicatif::HumanBytes;
 
 use super::run::{runtime, Ctx};
 use super::Output;
+use crate::control::{self, Access, HistoryQuery, Request};
 use crate::exit;
 
 /// `ferry history ADDRESS`: every job that copied, skipped or failed on a
 /// blob (or on the blobs under a folder or prefix), newest first.
+/// While a daemon holds the state dir it answers (with its accounts).
 pub fn history(ctx: &Ctx, address: &str, json: bool, limit: Option<usize>) -> Result<u8> {
-    let engine = ctx.engine(ctx.accounts()?)?;
-    let normalized = engine.history_address(address)?;
-    let lines = engine.history(&normalized, limit)?;
+    let (normalized, lines) = match control::access(&ctx.state)? {
+        Access::Local(engine) => {
+            let engine = engine.with_accounts(ctx.accounts()?);
+            let normalized = engine.history_address(address)?;
+            let lines = engine.history(&normalized, limit)?;
+            (normalized, lines)
+        }
+        Access::Daemon(sock) => {
+            let req = Request::History(HistoryQuery {
+                address: address.to_string(),
+                limit,
+            });
+            let v = control::call(&sock, &req)?;
+            let lines: Vec<HistoryLine> = serde_json::from_value(v["lines"].clone())?;
+            (v["address"].as_str().unwrap_or(address).to_string(), lines)
+        }
+    };
     let mut out = std::io::stdout().lock();
     if json {
         for line in &lines {
