@@ -330,8 +330,10 @@ impl Daemon {
         schedules: &schedule::Schedules,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        // A pruned job cannot be replayed (its checkpoint is gone).
         if !matches!(s.state, JobState::Failed | JobState::CompletedWithFailures)
             || !last_run_by_daemon(s)
+            || s.pruned
         {
             return Ok(None);
         }
@@ -376,7 +378,7 @@ impl Daemon {
             let replay = match s.effective_state() {
                 JobState::Queued => !s.attempts.is_empty(),
                 JobState::Failed | JobState::CompletedWithFailures => match s.retry_planned {
-                    Some((_, at)) if at <= now => true,
+                    Some((_, at)) if at <= now && !s.pruned => true,
                     _ => continue,
                 },
                 // Its own job, left by a stop or a crash.
