@@ -367,6 +367,33 @@ fn an_imported_job_shows_verifies_and_has_the_same_history_as_the_original() {
         .arg(&file)
         .run()
         .error(2, "not a ferry export");
+
+    // The same job as a schema-1 ferry would have exported it (BlobFailed
+    // had `attempts`): upcast on import, it reads the same.
+    let old: Vec<String> = archive(&env, &jobs[0])
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            if v.get("v").is_some() {
+                v["v"] = 1.into();
+                if ev_type(&v) == "BlobFailed" {
+                    let data = v["event"]["data"].as_object_mut().unwrap();
+                    let tries = data.remove("tries").unwrap();
+                    data.insert("attempts".into(), tries);
+                }
+            }
+            v.to_string()
+        })
+        .collect();
+    assert!(old.iter().any(|l| l.contains("\"attempts\"")));
+    write(&file, old.join("\n"));
+    let third = env.path("state3");
+    let mut f = env.ferry_no_state();
+    f.arg("--state").arg(&third).arg("import").arg(&file);
+    f.run().success();
+    let mut f = env.ferry_no_state();
+    f.arg("--state").arg(&third);
+    assert_eq!(show(&mut f), show(&mut env.ferry()));
 }
 
 #[test]
