@@ -394,6 +394,27 @@ fn an_imported_job_shows_verifies_and_has_the_same_history_as_the_original() {
     let mut f = env.ferry_no_state();
     f.arg("--state").arg(&third);
     assert_eq!(show(&mut f), show(&mut env.ferry()));
+
+    // What `ferry export` writes imports the same way.
+    let exported = env.path("real.ferry-export");
+    env.ferry()
+        .args(["export", &jobs[1], "-o"])
+        .arg(&exported)
+        .run()
+        .success();
+    there().arg("import").arg(&exported).run().success();
+    let out = there()
+        .args(["show", &jobs[1], "--json", "--failures", "0"])
+        .run()
+        .success();
+    let mine = env.show_json(&jobs[1]);
+    assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap(), mine);
+    let out = there().arg("verify-log").run().success();
+    assert!(
+        out.stdout.starts_with("log ok: 2 jobs, 14 events"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
