@@ -114,7 +114,7 @@ fn every_step_of_a_job_is_an_event_in_order() {
         failed["message"].as_str().unwrap().contains("x.txt"),
         "{failed}"
     );
-    assert_eq!(failed["attempts"], 1);
+    assert_eq!(failed["tries"], 1);
 
     let finished = ev_data(events.last().unwrap());
     assert_eq!(finished["attempt"], 1);
