@@ -34,7 +34,7 @@ fn daemon(env: &Env, now: Option<&str>, extra: &[&str]) -> Running {
     }
     let d = f.spawn();
     // Up once the control socket answers.
-    wait_for(20, "the daemon's socket", || {
+    wait_for(60, "the daemon's socket", || {
         std::os::unix::net::UnixStream::connect(env.state.join("daemon.sock"))
             .ok()
             .map(|_| ())
@@ -124,7 +124,7 @@ fn a_schedule_fires_its_job_runs_and_a_restart_does_not_run_it_again() {
 
     // Thursday 23:29:58: the fire is two seconds away.
     let d = daemon(&env, Some("2026-11-26T23:29:58Z"), &[]);
-    let job = wait_for(30, "the scheduled job to succeed", || {
+    let job = wait_for(60, "the scheduled job to succeed", || {
         let jobs = env.jobs_json();
         let j = jobs.first()?;
         (j["state"] == "succeeded").then(|| j["id"].as_str().unwrap().to_string())
@@ -165,7 +165,7 @@ fn an_overlapping_fire_is_skipped_with_a_reason() {
         .run()
         .success();
     let d = daemon(&env, None, &["--jobs", "4"]);
-    let skipped = wait_for(30, "a ScheduleSkipped", || {
+    let skipped = wait_for(60, "a ScheduleSkipped", || {
         control_events(&env)
             .into_iter()
             .find(|e| ev_type(e) == "ScheduleSkipped")
@@ -194,11 +194,11 @@ fn pause_resume_and_cancel_reach_a_running_job() {
         .run()
         .success();
     let job = out.stdout.trim().to_string();
-    wait_for(20, "the job to run", || {
+    wait_for(60, "the job to run", || {
         (status(&env)["running"][0]["job"] == job.as_str()).then_some(())
     });
     env.ferry().args(["pause", &job]).run().success();
-    wait_for(20, "the pause", || {
+    wait_for(60, "the pause", || {
         (state(&env, &job) == "paused" && status(&env)["running"].as_array()?.is_empty())
             .then_some(())
     });
@@ -206,11 +206,11 @@ fn pause_resume_and_cancel_reach_a_running_job() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(state(&env, &job), "paused");
     env.ferry().args(["resume", &job]).run().success();
-    wait_for(20, "the job to run again", || {
+    wait_for(60, "the job to run again", || {
         (status(&env)["running"][0]["job"] == job.as_str()).then_some(())
     });
     env.ferry().args(["cancel", &job]).run().success();
-    wait_for(20, "the cancel", || {
+    wait_for(60, "the cancel", || {
         (state(&env, &job) == "cancelled" && status(&env)["running"].as_array()?.is_empty())
             .then_some(())
     });
@@ -263,7 +263,7 @@ fn a_failed_job_is_replayed_with_backoff_up_to_the_limit() {
         .success();
     let job = out.stdout.trim().to_string();
     std::fs::remove_dir_all(&gone).unwrap();
-    wait_for(20, "three failed attempts", || {
+    wait_for(60, "three failed attempts", || {
         let s = env.show_json(&job);
         (s["attempts"].as_array()?.len() == 3 && s["state"] == "failed").then_some(())
     });
@@ -294,7 +294,7 @@ fn a_job_stopped_by_sigterm_is_picked_up_by_the_next_daemon() {
         .run()
         .success();
     let job = out.stdout.trim().to_string();
-    wait_for(20, "some progress", || {
+    wait_for(60, "some progress", || {
         let s = status(&env);
         (s["running"][0]["totals"]["copied"].as_u64()? > 5).then_some(())
     });
