@@ -454,7 +454,7 @@ fn fixture(dir: &Path, name: &str, imports: &str, decide_body: &str) -> PathBuf 
     {decide_body})
 )"#
     );
-    let mut module = wat::parse_str(&wat).expect("fixture WAT");
+    let module = wat::parse_str(&wat).expect("fixture WAT");
     let mut resolve = wit_parser::Resolve::new();
     for (file, text) in [
         ("io.wit", WASI_IO),
@@ -470,22 +470,7 @@ fn fixture(dir: &Path, name: &str, imports: &str, decide_body: &str) -> PathBuf 
         .unwrap();
     let pkg = resolve.push_str("fixture.wit", FIXTURE_WORLD).unwrap();
     let world = resolve.select_world(&[pkg], Some("probe")).unwrap();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .unwrap();
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap();
-    let path = dir.join(format!("{name}.wasm"));
-    std::fs::write(&path, component).unwrap();
-    path
+    crate::plugins::write_component(dir, name, module, &resolve, world)
 }
 
 /// Two blobs at both ends with newer sources: the policy is asked twice.

@@ -45,7 +45,7 @@ pub(crate) fn policy_fixture(
     {decide_body})
 )"#
     );
-    let mut module = wat::parse_str(&wat).expect("fixture WAT");
+    let module = wat::parse_str(&wat).expect("fixture WAT");
     let mut resolve = wit_parser::Resolve::new();
     let (pkg, _) = resolve
         .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit"))
@@ -53,9 +53,20 @@ pub(crate) fn policy_fixture(
     let world = resolve
         .select_world(&[pkg], Some("overwrite-policy"))
         .unwrap();
+    write_component(dir, name, module, &resolve, world)
+}
+
+/// Makes a core module a component of `world` and writes it as NAME.wasm.
+pub(crate) fn write_component(
+    dir: &Path,
+    name: &str,
+    mut module: Vec<u8>,
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+) -> PathBuf {
     wit_component::embed_component_metadata(
         &mut module,
-        &resolve,
+        resolve,
         world,
         wit_component::StringEncoding::UTF8,
     )

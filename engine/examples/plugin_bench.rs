@@ -69,50 +69,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut rates = Vec::new();
     for threads in [1usize, 2] {
-        let t = Instant::now();
-        std::thread::scope(|s| -> Result<(), String> {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    let plugin = plugin.clone();
-                    let (src, dst, ctx) = (src.clone(), dst.clone(), ctx.clone());
-                    s.spawn(move || -> Result<(), String> {
-                        let mut inst = plugin.instance().map_err(|e| e.to_string())?;
-                        for _ in 0..calls {
-                            inst.decide(&src, &dst, &ctx).map_err(|e| e.to_string())?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join().map_err(|_| "thread panicked".to_string())??;
-            }
-            Ok(())
+        // One instance per thread, made before the clock starts.
+        let rate = calls_per_sec(threads, calls, || {
+            let mut inst = plugin.instance().map_err(|e| e.to_string())?;
+            let (src, dst, ctx) = (&src, &dst, &ctx);
+            Ok(move || {
+                inst.decide(src, dst, ctx)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
         })?;
-        let secs = t.elapsed().as_secs_f64();
-        rates.push((threads, calls as f64 * threads as f64 / secs));
+        rates.push((threads, rate));
     }
     // The path a job takes: workers lease pooled instances per call.
-    let t = Instant::now();
-    std::thread::scope(|s| -> Result<(), String> {
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
-                let plugin = plugin.clone();
-                let (src, dst, ctx) = (src.clone(), dst.clone(), ctx.clone());
-                s.spawn(move || -> Result<(), String> {
-                    for _ in 0..calls {
-                        plugin.decide(&src, &dst, &ctx).map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "thread panicked".to_string())??;
-        }
-        Ok(())
+    let pooled = calls_per_sec(2, calls, || {
+        let (plugin, src, dst, ctx) = (&plugin, &src, &dst, &ctx);
+        Ok(move || {
+            plugin
+                .decide(src, dst, ctx)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     })?;
-    let pooled = calls as f64 * 2.0 / t.elapsed().as_secs_f64();
     println!("plugin {path}");
     println!(
         "cold start: compile {:.1} ms; cached load {:.2} ms",
@@ -134,6 +112,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("decide: 2 threads leasing pooled instances: {pooled:.0} calls/s");
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
+}
+
+/// Calls per second over `threads` threads, each making its caller with
+/// `make` and calling it `calls` times.
+fn calls_per_sec<M, C>(threads: usize, calls: u64, make: M) -> Result<f64, String>
+where
+    M: Fn() -> Result<C, String> + Sync,
+    C: FnMut() -> Result<(), String> + Send,
+{
+    let callers = (0..threads)
+        .map(|_| make())
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<(), String> {
+        let handles: Vec<_> = callers
+            .into_iter()
+            .map(|mut call| {
+                s.spawn(move || -> Result<(), String> {
+                    for _ in 0..calls {
+                        call()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "thread panicked".to_string())??;
+        }
+        Ok(())
+    })?;
+    Ok(calls as f64 * threads as f64 / t.elapsed().as_secs_f64())
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {

@@ -1168,16 +1168,7 @@ mod tests {
 
     // --- overlap ---
 
-    const STATES: [JobState; 8] = [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Interrupted,
-        JobState::Succeeded,
-        JobState::CompletedWithFailures,
-        JobState::Failed,
-        JobState::Paused,
-        JobState::Cancelled,
-    ];
+    const STATES: [JobState; 8] = JobState::ALL;
 
     #[test]
     fn given_each_overlap_and_previous_state_when_fired_then_only_skip_of_a_live_job_refuses() {

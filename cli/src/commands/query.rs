@@ -87,16 +87,7 @@ pub fn parse_time(flag: &str, s: &str, now: DateTime<Utc>) -> Result<DateTime<Ut
 // ---------------------------------------------------------------- jobs
 
 /// Every state, in the order `--sort state` uses (a job's life).
-const STATES: [JobState; 8] = [
-    JobState::Queued,
-    JobState::Running,
-    JobState::Interrupted,
-    JobState::Succeeded,
-    JobState::CompletedWithFailures,
-    JobState::Failed,
-    JobState::Paused,
-    JobState::Cancelled,
-];
+const STATES: [JobState; 8] = JobState::ALL;
 
 fn state_names() -> String {
     STATES

@@ -24,6 +24,20 @@ pub enum JobState {
     Cancelled,
 }
 
+impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Interrupted,
+        JobState::Succeeded,
+        JobState::CompletedWithFailures,
+        JobState::Failed,
+        JobState::Paused,
+        JobState::Cancelled,
+    ];
+}
+
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
