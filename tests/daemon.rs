@@ -197,7 +197,14 @@ fn pause_resume_and_cancel_reach_a_running_job() {
     wait_for(60, "the job to run", || {
         (status(&env)["running"][0]["job"] == job.as_str()).then_some(())
     });
-    env.ferry().args(["pause", &job]).run().success();
+    let out = env.ferry().args(["pause", &job, "--json"]).run().success();
+    let paused: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(paused["job"], job.as_str(), "{paused}");
+    assert_eq!(
+        (&paused["state"], &paused["was"]),
+        (&"paused".into(), &"running".into())
+    );
+    assert!(paused["by"].as_str().unwrap().contains('@'), "{paused}");
     wait_for(60, "the pause", || {
         (state(&env, &job) == "paused" && status(&env)["running"].as_array()?.is_empty())
             .then_some(())

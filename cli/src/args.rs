@@ -158,11 +158,23 @@ pub enum Command {
         json: bool,
     },
     /// Cancel a job: it will not run again (a running one stops at a blob boundary).
-    Cancel { job: String },
+    Cancel {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Hold a job until `ferry resume` (a running one stops at a blob boundary).
-    Pause { job: String },
+    Pause {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a paused job back in the queue.
-    Resume { job: String },
+    Resume {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which jobs `ferry jobs` lists, and in what order.

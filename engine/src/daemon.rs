@@ -448,23 +448,25 @@ impl Daemon {
         self.wake.notify_one();
     }
 
-    /// Cancels a job; a running one stops at a blob boundary.
+    /// Cancels a job; a running one stops at a blob boundary. Returns the
+    /// state it was in (running, if this daemon was running it).
     pub async fn cancel(&self, job: JobId, by: &str) -> Result<JobState, EngineError> {
         let _ops = self.ops.lock().await;
-        let state = self
-            .engine
+        let was = self.live_state(&self.engine.summary(job)?);
+        self.engine
             .cancel(job, &format!("cancelled by {by}"), by)
             .await?;
         self.stop(job, &format!("cancelled by {by}"));
-        Ok(state)
+        Ok(was)
     }
 
     /// Pauses a job; a running one stops at a blob boundary.
     pub async fn pause(&self, job: JobId, by: &str) -> Result<JobState, EngineError> {
         let _ops = self.ops.lock().await;
-        let state = self.engine.pause(job, by).await?;
+        let was = self.live_state(&self.engine.summary(job)?);
+        self.engine.pause(job, by).await?;
         self.stop(job, &format!("paused by {by}"));
-        Ok(state)
+        Ok(was)
     }
 
     pub async fn resume(&self, job: JobId, by: &str) -> Result<(), EngineError> {

@@ -15,39 +15,57 @@ pub enum Action {
     Resume,
 }
 
-pub fn control(state: &std::path::Path, job: &str, action: Action, quiet: bool) -> Result<u8> {
+pub fn control(
+    state: &std::path::Path,
+    job: &str,
+    action: Action,
+    quiet: bool,
+    json: bool,
+) -> Result<u8> {
     let by = actor();
-    match control::access(state)? {
+    // The state the job was in, and its full id.
+    let (id, before): (String, Option<String>) = match control::access(state)? {
         Access::Daemon(sock) => {
-            let (job, by) = (job.to_string(), by.clone());
+            let (name, by) = (job.to_string(), by.clone());
+            let job = name.clone();
             let req = match action {
                 Action::Cancel => Request::Cancel { job, by },
                 Action::Pause => Request::Pause { job, by },
                 Action::Resume => Request::Resume { job, by },
             };
-            control::call(&sock, &req)?;
+            let v = control::call(&sock, &req)?;
+            let id = match control::call(&sock, &Request::Show { job: name.clone() }) {
+                Ok(s) => s["summary"]["id"].as_str().unwrap_or(&name).to_string(),
+                Err(_) => name,
+            };
+            (id, v.as_str().map(str::to_string))
         }
         Access::Local(engine) => {
             let id = engine.resolve(job)?;
             let rt = run::runtime()?;
-            match action {
+            let before = match action {
                 Action::Cancel => {
-                    rt.block_on(engine.cancel(id, &format!("cancelled by {by}"), &by))?;
+                    Some(rt.block_on(engine.cancel(id, &format!("cancelled by {by}"), &by))?)
                 }
-                Action::Pause => {
-                    rt.block_on(engine.pause(id, &by))?;
+                Action::Pause => Some(rt.block_on(engine.pause(id, &by))?),
+                Action::Resume => {
+                    rt.block_on(engine.resume(id, &by))?;
+                    None
                 }
-                Action::Resume => rt.block_on(engine.resume(id, &by))?,
-            }
+            };
+            (id.to_string(), before.map(|s| s.to_string()))
         }
-    }
-    if !quiet {
-        let done = match action {
-            Action::Cancel => "cancelled",
-            Action::Pause => "paused",
-            Action::Resume => "resumed (queued)",
-        };
-        println!("job {job} {done}");
+    };
+    let done = match action {
+        Action::Cancel => "cancelled",
+        Action::Pause => "paused",
+        Action::Resume => "queued",
+    };
+    if json {
+        let v = serde_json::json!({"job": id, "state": done, "was": before.unwrap_or_else(|| "paused".into()), "by": by});
+        println!("{v}");
+    } else if !quiet {
+        println!("job {id} {done}");
     }
     Ok(exit::OK)
 }

@@ -36,9 +36,15 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Schedule(cmd) => schedule::schedule(&ctx, cmd),
         Command::Daemon(args) => daemon::daemon(&ctx, args),
         Command::Status { json } => daemon::status(&state, json),
-        Command::Cancel { job } => jobctl::control(&state, &job, jobctl::Action::Cancel, out.quiet),
-        Command::Pause { job } => jobctl::control(&state, &job, jobctl::Action::Pause, out.quiet),
-        Command::Resume { job } => jobctl::control(&state, &job, jobctl::Action::Resume, out.quiet),
+        Command::Cancel { job, json } => {
+            jobctl::control(&state, &job, jobctl::Action::Cancel, out.quiet, json)
+        }
+        Command::Pause { job, json } => {
+            jobctl::control(&state, &job, jobctl::Action::Pause, out.quiet, json)
+        }
+        Command::Resume { job, json } => {
+            jobctl::control(&state, &job, jobctl::Action::Resume, out.quiet, json)
+        }
         Command::Run(args) => run::run_queue(&ctx, args),
         Command::Replay { job, run } => run::replay(&ctx, &job, run),
         Command::Jobs { json, filter } => {
