@@ -409,3 +409,13 @@ fn vanished_source_after_submit_fails_the_job_with_exit_6() {
         "{v}"
     );
 }
+
+#[test]
+fn missing_arguments_are_named_on_the_one_error_line() {
+    let env = Env::new();
+    let out = env.ferry().arg("copy").run().code(2);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("<SRC> <DST>"), "{}", out.stderr);
+    let out = env.ferry().args(["schedule", "add", "n"]).run().code(2);
+    assert!(out.stderr.contains("<CRON> <SRC> <DST>"), "{}", out.stderr);
+}

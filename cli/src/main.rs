@@ -26,8 +26,15 @@ fn main() -> ExitCode {
             // One line, like every other error: clap's first line, minus its
             // own "error: " prefix.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("invalid arguments").to_string();
+            // "the following required arguments were not provided:" names
+            // them on the lines after it.
+            if first.ends_with(':') {
+                let named: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+                first = format!("{} {}", first, named.join(" "));
+            }
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             // clap quotes a stray argument, which may be a SAS given
             // without --src-sas/--dst-sas.
             let first = redact::redact(first);
