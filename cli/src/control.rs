@@ -165,7 +165,7 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
         Request::Status => json!(d.status()?),
         Request::Jobs => json!({
             "jobs": e.jobs()?,
-            "running": d.status()?.running.iter().map(|r| r.job).collect::<Vec<_>>(),
+            "running": d.running_jobs(),
         }),
         Request::Events { job } => {
             let id = job.map(|j| e.resolve(&j)).transpose()?;
@@ -180,7 +180,7 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
             json!({
                 "summary": e.summary(id)?,
                 "failures": e.failures(id)?,
-                "running": d.status()?.running.iter().map(|r| r.job).collect::<Vec<_>>(),
+                "running": d.running_jobs(),
             })
         }
     })

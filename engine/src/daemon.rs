@@ -254,13 +254,15 @@ impl Daemon {
                 next = next.min(t);
             }
         }
+        // One read of the summaries for planning and starting (jobs fired
+        // above are in it). A retry planned now starts at the next tick,
+        // which is due at its time.
         let jobs = self.engine.jobs()?;
         for s in &jobs {
             if let Some(t) = self.plan_retry(s, &schedules, now).await? {
                 next = next.min(t);
             }
         }
-        let jobs = self.engine.jobs()?;
         self.start_jobs(&jobs, &schedules, now)?;
         Ok(next)
     }
@@ -485,6 +487,14 @@ impl Daemon {
                 r.cancel.cancel();
             }
         }
+    }
+
+    /// The jobs this daemon is running now.
+    pub fn running_jobs(&self) -> Vec<JobId> {
+        self.running
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn status(&self) -> Result<DaemonStatus, EngineError> {

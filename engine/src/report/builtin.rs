@@ -199,37 +199,53 @@ fn markdown(c: &Collected) -> Result<String, String> {
             let _ = writeln!(out, "| {r} | {n} |");
         }
     }
-    if !c.failures.is_empty() {
-        out.push_str("\n## Failures\n\n| blob | attempt | error |\n|---|---|---|\n");
-        for f in &c.failures {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                md_cell(&f.name),
-                f.attempt,
-                md_cell(&f.detail)
-            );
-        }
-        if c.more_failures > 0 {
-            let _ = writeln!(out, "\n... and {} more failures", c.more_failures);
-        }
-    }
-    if !c.skips.is_empty() {
-        out.push_str("\n## Skipped\n\n| blob | attempt | reason |\n|---|---|---|\n");
-        for f in &c.skips {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                md_cell(&f.name),
-                f.attempt,
-                md_cell(&f.detail)
-            );
-        }
-        if c.more_skips > 0 {
-            let _ = writeln!(out, "\n... and {} more skipped", c.more_skips);
-        }
-    }
+    md_examples(
+        &mut out,
+        "Failures",
+        "error",
+        &c.failures,
+        c.more_failures,
+        "failures",
+    );
+    md_examples(
+        &mut out,
+        "Skipped",
+        "reason",
+        &c.skips,
+        c.more_skips,
+        "skipped",
+    );
     Ok(out)
+}
+
+/// A markdown table of example blobs (failures or skips) and the count left out.
+fn md_examples(
+    out: &mut String,
+    title: &str,
+    column: &str,
+    rows: &[Outcome],
+    more: u64,
+    more_word: &str,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "\n## {title}\n\n| blob | attempt | {column} |\n|---|---|---|\n"
+    );
+    for f in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            md_cell(&f.name),
+            f.attempt,
+            md_cell(&f.detail)
+        );
+    }
+    if more > 0 {
+        let _ = writeln!(out, "\n... and {more} more {more_word}");
+    }
 }
 
 fn md_cell(s: &str) -> String {
