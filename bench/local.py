@@ -1,101 +1,184 @@
 #!/usr/bin/env python3
 """Local -> local benchmark: ferry next to `cp -r` and `rclone copy`.
 
-Datasets: 10,000 x 4 KiB files in 100 folders, and 2 x 256 MiB files.
-Each tool copies each dataset into a fresh folder, REPS times, interleaved
-(cp, rclone, ferry, cp, ...) so slow phases of a shared disk hit every tool;
-the table shows medians. ferry runs with --stats, so the log writer's busy
-share and CPU time are reported too.
+Datasets: 10,000 x 4 KiB files in folders of 100, and 2 x 256 MiB files (sizes can be
+changed with --small / --large-count / --large-mib). Each tool copies each dataset into a
+fresh folder, REPS times, interleaved (cp, rclone, ferry, cp, ...) so slow phases of a
+shared disk hit every tool; the table shows medians. ferry runs with --stats, so the log
+writer's busy share and CPU time are reported too. Every copy is checked: the same names
+and sizes as the source (and, on the first rep, the same bytes); ferry must report
+`copied N files` for the N source files.
 
-Usage: bench/local.py [--reps 3] [--scratch /tmp/ferry-bench] [--ferry PATH]
-Needs: a release build (cargo build --release), rclone (apt-get install rclone).
+Usage: bench/local.py [--reps 3] [--scratch /tmp/ferry-bench] [--ferry PATH] [--json FILE]
+Needs: a release build (cargo build --release -p ferry), rclone (apt-get install rclone).
+bench/run.py imports this module (`bench()`); the command line prints a Markdown table.
 """
-import argparse, os, re, shutil, statistics, subprocess, sys, time
+import argparse, filecmp, json, os, re, shutil, statistics, subprocess, sys, time
 
-def make_small(root):
-    if os.path.isdir(root) and sum(len(f) for _, _, f in os.walk(root)) == 10000:
+WRITER_RE = re.compile(r"log writer: (\d+) events .* busy ([\d.]+)s .*cpu ([\d.]+)s\) of ([\d.]+)s")
+COPIED_RE = re.compile(r"copied (\d+) files .*failed (\d+)")
+
+
+class LocalBenchError(Exception):
+    pass
+
+
+def make_small(root, count=10000):
+    if os.path.isdir(root) and sum(len(f) for _, _, f in os.walk(root)) == count:
         return
     shutil.rmtree(root, ignore_errors=True)
-    for d in range(100):
-        os.makedirs(f"{root}/dir{d:03}", exist_ok=True)
-        for i in range(100):
-            with open(f"{root}/dir{d:03}/file{i:04}.bin", "wb") as f:
-                f.write(os.urandom(4096))
+    for i in range(count):
+        d = f"{root}/dir{i // 100:03}"
+        if i % 100 == 0:
+            os.makedirs(d, exist_ok=True)
+        with open(f"{d}/file{i % 100:04}.bin", "wb") as f:
+            f.write(os.urandom(4096))
 
-def make_large(root):
-    if os.path.isdir(root) and len(os.listdir(root)) == 2:
+
+def make_large(root, count=2, mib=256):
+    if os.path.isdir(root) and len(os.listdir(root)) == count and all(
+            os.path.getsize(f"{root}/{n}") == mib << 20 for n in os.listdir(root)):
         return
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
-    for i in range(2):
+    for i in range(count):
         with open(f"{root}/big{i}.bin", "wb") as f:
-            for _ in range(256):
+            for _ in range(mib):
                 f.write(os.urandom(1 << 20))
+
 
 def settle(path):
     shutil.rmtree(path, ignore_errors=True)
     subprocess.run(["sync"])
     time.sleep(1.0)
 
+
 def timed(cmd, env=None):
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({p.returncode}): {p.stderr.strip()}")
+        raise LocalBenchError(f"{' '.join(cmd)} failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-400:]}")
     return wall, p.stdout + p.stderr
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--scratch", default="/tmp/ferry-bench")
-    ap.add_argument("--ferry", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "ferry"))
-    args = ap.parse_args()
-    ferry = os.path.abspath(args.ferry)
-    if not os.access(ferry, os.X_OK):
-        sys.exit(f"no ferry binary at {ferry}: run `cargo build --release` first")
-    tools = ["cp", "ferry"] + (["rclone"] if shutil.which("rclone") else [])
-    if "rclone" not in tools:
-        print("rclone not found (apt-get install rclone): its column is left out", file=sys.stderr)
-    s = args.scratch
+
+def listing(root):
+    out = {}
+    for dp, _, fns in os.walk(root):
+        for fn in fns:
+            p = os.path.join(dp, fn)
+            out[os.path.relpath(p, root)] = os.path.getsize(p)
+    return out
+
+
+def check_copy(tool, src, dst, src_list, content):
+    """Raise unless dst has exactly src's names and sizes (and bytes, if content)."""
+    got = listing(dst)
+    if got != src_list:
+        missing = len(set(src_list) - set(got))
+        extra = len(set(got) - set(src_list))
+        differ = sum(1 for n in src_list if n in got and got[n] != src_list[n])
+        raise LocalBenchError(f"{tool}: copy of {src} differs: {missing} missing, {differ} size differs, {extra} extra")
+    if content:
+        bad = [n for n in src_list if not filecmp.cmp(os.path.join(src, n), os.path.join(dst, n), shallow=False)]
+        if bad:
+            raise LocalBenchError(f"{tool}: {len(bad)} files differ in content, e.g. {bad[0]}")
+
+
+def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log=None):
+    """Run the benchmark; returns a dict (see the --json output). Raises LocalBenchError."""
+    log = log or (lambda m: print(m, file=sys.stderr))
+    if not shutil.which("rclone"):
+        raise LocalBenchError("rclone not found (apt-get install rclone)")
+    tools = ["cp", "rclone", "ferry"]
+    s = scratch
     os.makedirs(s, exist_ok=True)
-    make_small(f"{s}/small")
-    make_large(f"{s}/large")
-    rows = []
-    for ds in ["small", "large"]:
+    datasets = {
+        "small": (f"{s}/small-{small}", f"{small:,} x 4 KiB"),
+        "large": (f"{s}/large-{large_count}x{large_mib}M", f"{large_count} x {large_mib} MiB"),
+    }
+    make_small(datasets["small"][0], small)
+    make_large(datasets["large"][0], large_count, large_mib)
+    result = {"tools": tools, "reps": reps, "datasets": []}
+    for ds, (src, label) in datasets.items():
+        src_list = listing(src)
         times = {t: [] for t in tools}
         writer = []
-        for rep in range(args.reps):
+        for rep in range(reps):
             for tool in tools:
                 dst = f"{s}/out-{tool}"
                 settle(dst)
                 if tool == "cp":
-                    wall, _ = timed(["cp", "-r", f"{s}/{ds}", dst])
+                    wall, _ = timed(["cp", "-r", src, dst])
                 elif tool == "rclone":
-                    wall, _ = timed(["rclone", "copy", f"{s}/{ds}", dst])
+                    wall, _ = timed(["rclone", "copy", src, dst])
                 else:
                     state = f"{s}/state"
                     shutil.rmtree(state, ignore_errors=True)
-                    wall, out = timed([ferry, "--state", state, "copy", f"{s}/{ds}", dst, "--stats"])
-                    m = re.search(r"log writer: (\d+) events .* busy ([\d.]+)s .*cpu ([\d.]+)s\) of ([\d.]+)s", out)
-                    if m:
-                        ev, busy, cpu, w = int(m[1]), float(m[2]), float(m[3]), float(m[4])
-                        writer.append((ev, busy / w, cpu / w, ev / max(cpu, 1e-9)))
+                    wall, out = timed([ferry, "--state", state, "copy", src, dst, "--stats"])
+                    m = COPIED_RE.search(out)
+                    if not m or int(m[1]) != len(src_list) or int(m[2]) != 0:
+                        raise LocalBenchError(f"ferry: expected `copied {len(src_list)} files ... failed 0`, got: {out.strip()[-300:]}")
+                    m = WRITER_RE.search(out)
+                    if not m:
+                        raise LocalBenchError(f"ferry --stats printed no `log writer:` line matching {WRITER_RE.pattern!r}: {out.strip()[-300:]}")
+                    ev, busy, cpu, w = int(m[1]), float(m[2]), float(m[3]), float(m[4])
+                    writer.append({"events": ev, "busy_s": busy, "cpu_s": cpu, "wall_s": w,
+                                   "busy_share": busy / w, "cpu_share": cpu / w,
+                                   "events_per_cpu_s": ev / max(cpu, 1e-9)})
+                check_copy(tool, src, dst, src_list, content=(rep == 0))
                 times[tool].append(wall)
-                print(f"{ds} rep {rep + 1} {tool}: {wall:.3f}s", file=sys.stderr)
+                log(f"local {ds} rep {rep + 1}/{reps} {tool}: {wall:.3f}s")
         settle(f"{s}/out-ferry")
         med = {t: statistics.median(v) for t, v in times.items()}
-        rows.append((ds, med, writer))
-    print(f"\n| dataset | " + " | ".join(f"{t} s" for t in tools) + " | ferry / cp | ferry / rclone | log writer busy / cpu share of wall | writer events/s of CPU |")
-    print("|---" * (len(tools) + 5) + "|")
-    for ds, med, writer in rows:
-        vs_rclone = f"{med['ferry'] / med['rclone']:.2f}" if "rclone" in med else "-"
-        w = ""
-        ev = ""
-        if writer:
-            w = f"{statistics.median(x[1] for x in writer) * 100:.0f}% / {statistics.median(x[2] for x in writer) * 100:.1f}%"
-            ev = f"{statistics.median(x[3] for x in writer):,.0f}"
-        print(f"| {ds} | " + " | ".join(f"{med[t]:.3f}" for t in tools) + f" | {med['ferry'] / med['cp']:.2f} | {vs_rclone} | {w} | {ev} |")
+        result["datasets"].append({
+            "dataset": ds, "label": label, "files": len(src_list), "bytes": sum(src_list.values()),
+            "times": times, "median": med,
+            "ferry_over_cp": med["ferry"] / med["cp"], "ferry_over_rclone": med["ferry"] / med["rclone"],
+            "writer": writer,
+            "writer_median": {k: statistics.median(x[k] for x in writer) for k in
+                              ("busy_share", "cpu_share", "events_per_cpu_s")} if writer else None,
+        })
+    return result
+
+
+def markdown(result):
+    tools = result["tools"]
+    lines = ["| dataset | " + " | ".join(f"{t} s" for t in tools)
+             + " | ferry / cp | ferry / rclone | log writer busy / CPU share of wall | writer events per CPU-second |",
+             "|---" * (len(tools) + 5) + "|"]
+    for d in result["datasets"]:
+        med, w = d["median"], d["writer_median"]
+        ws = f"{w['busy_share'] * 100:.0f}% / {w['cpu_share'] * 100:.1f}%" if w else "-"
+        ev = f"{w['events_per_cpu_s']:,.0f}" if w and d["dataset"] == "small" else "-"
+        lines.append(f"| {d['label']} | " + " | ".join(f"{med[t]:.3f}" for t in tools)
+                     + f" | {d['ferry_over_cp']:.2f} | {d['ferry_over_rclone']:.2f} | {ws} | {ev} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--scratch", default="/tmp/ferry-bench")
+    ap.add_argument("--ferry", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "ferry"))
+    ap.add_argument("--small", type=int, default=10000, help="files in the small dataset (4 KiB each)")
+    ap.add_argument("--large-count", type=int, default=2)
+    ap.add_argument("--large-mib", type=int, default=256)
+    ap.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    args = ap.parse_args()
+    ferry = os.path.abspath(args.ferry)
+    if not os.access(ferry, os.X_OK):
+        sys.exit(f"no ferry binary at {ferry}: run `cargo build --release -p ferry` first")
+    try:
+        result = bench(ferry, args.scratch, args.reps, args.small, args.large_count, args.large_mib)
+    except LocalBenchError as e:
+        sys.exit(f"local.py: {e}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print()
+    print(markdown(result))
+
 
 if __name__ == "__main__":
     main()
