@@ -103,17 +103,17 @@ impl Engine {
             };
             for (side, at) in [(Side::Source, &spec.src), (Side::Destination, &spec.dst)] {
                 let base = history::base(at);
-                let prefixes = match history::scope(address, &base) {
+                // (text, exact): the blob itself, and the names under it
+                // as a folder.
+                let selections = match history::scope(address, &base) {
                     None => continue,
-                    Some(Scope::All) => vec![keys::history_prefix(job, "")],
-                    Some(Scope::Name(name)) => vec![
-                        keys::history_exact(job, &name),
-                        keys::history_prefix(job, &format!("{name}/")),
-                    ],
+                    Some(Scope::All) => vec![(String::new(), false)],
+                    Some(Scope::Name(name)) => {
+                        vec![(name.clone(), true), (format!("{name}/"), false)]
+                    }
                 };
-                for prefix in prefixes {
-                    for line in self.log().history(prefix) {
-                        let (name, seq, entry) = line?;
+                for (text, exact) in selections {
+                    for (name, seq, entry) in self.log().history(job, &text, exact)? {
                         lines.push(HistoryLine {
                             address: history::blob_address(&base, &name),
                             side,

@@ -7,6 +7,7 @@ use chrono::Utc;
 use super::*;
 use crate::event::Outcome;
 use crate::job::{JobSpec, Mode};
+use crate::log::runs;
 use crate::projection::{BlobStatus, Side};
 use crate::store::{BlobMeta, MemoryStore};
 use crate::RunOptions;
@@ -55,6 +56,17 @@ async fn two_jobs(engine: &Engine, n: usize) -> (String, String, JobId, JobId) {
     let r = engine.run(second, RunOptions::default()).await.unwrap();
     assert_eq!(r.totals.skipped, n as u64);
     (src, dst, first, second)
+}
+
+/// The run holding `name` in `job`, with its key, and the item's index.
+fn run_with(engine: &Engine, job: JobId, name: &str) -> (Vec<u8>, Vec<runs::RunItem>, usize) {
+    for (k, v) in engine.log().scan_raw_for_tests(&keys::run_prefix(job)) {
+        let items = runs::decode(&v).unwrap();
+        if let Some(i) = items.iter().position(|it| it.name == name) {
+            return (k, items, i);
+        }
+    }
+    panic!("{name} is in no run of {job}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,13 +134,75 @@ async fn given_a_tampered_history_index_when_verified_then_the_first_difference_
     let address = format!("memory:{src}/d2/b002");
     let line = engine.history(&address, None).unwrap().pop().unwrap();
     assert_eq!(line.job, first);
-    let key = keys::history(first, "d2/b002", line.seq);
+    // The second job skipped every blob in listing order: its lines are in runs.
+    let (run_key, items, i) = run_with(&engine, engine.jobs().unwrap()[1].id, "d2/b002");
+    let put_run = |items: &[runs::RunItem]| {
+        let bytes = runs::encode(items).unwrap();
+        engine.log().put_raw_for_tests(&run_key, &bytes).unwrap();
+    };
+    let second = engine.jobs().unwrap()[1].id;
 
-    // A changed line.
+    // A changed line in a run.
+    let mut forged = items.clone();
+    forged[i].entry.status = BlobStatus::Failed;
+    put_run(&forged);
+    let v = engine.verify(Some(second)).unwrap();
+    assert_eq!(v.problems.len(), 2, "line and checkpoint: {:?}", v.problems);
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.contains("history line") && p.contains("differs") && p.contains("d2/b002")),
+        "{:?}",
+        v.problems
+    );
+
+    // A line missing from a run.
+    let mut short = items.clone();
+    short.remove(i);
+    put_run(&short);
+    let v = engine.verify(None).unwrap();
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.contains("history line") && p.contains("missing")),
+        "{:?}",
+        v.problems
+    );
+    put_run(&items);
+    assert!(engine.verify(None).unwrap().problems.is_empty());
+
+    // A line with a key of its own, changed.
+    let key = keys::history(first, "d2/b002", line.seq);
+    let keyed = engine.log().get_raw_for_tests(&key).unwrap();
+    let (k, original) = match keyed {
+        Some(bytes) => (key.clone(), bytes),
+        None => {
+            // The first job's copy went into a run: give it a key as an
+            // out-of-order copy would have, and take it out of the run.
+            let (rk, mut its, j) = run_with(&engine, first, "d2/b002");
+            let it = its.remove(j);
+            let bytes = it.entry.encode().unwrap();
+            engine.log().put_raw_for_tests(&key, &bytes).unwrap();
+            let state = rmp_serde::to_vec_named(&it.state()).unwrap();
+            engine
+                .log()
+                .put_raw_for_tests(&keys::blob(first, "d2/b002"), &state)
+                .unwrap();
+            match its.is_empty() {
+                true => engine.log().remove_raw_for_tests(&rk).unwrap(),
+                false => engine
+                    .log()
+                    .put_raw_for_tests(&rk, &runs::encode(&its).unwrap())
+                    .unwrap(),
+            }
+            assert!(engine.verify(None).unwrap().problems.is_empty());
+            (key.clone(), bytes)
+        }
+    };
     let mut forged = line.entry.clone();
     forged.status = BlobStatus::Failed;
     let bytes = forged.encode().unwrap();
-    engine.log().put_raw_for_tests(&key, &bytes).unwrap();
+    engine.log().put_raw_for_tests(&k, &bytes).unwrap();
     let v = engine.verify(Some(first)).unwrap();
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
     assert!(
@@ -138,16 +212,15 @@ async fn given_a_tampered_history_index_when_verified_then_the_first_difference_
     );
 
     // A missing line.
-    engine.log().remove_raw_for_tests(&key).unwrap();
+    engine.log().remove_raw_for_tests(&k).unwrap();
     let v = engine.verify(None).unwrap();
     assert!(v.problems[0].contains("missing"), "{:?}", v.problems);
 
     // A line no event is behind.
-    let good = line.entry.encode().unwrap();
-    engine.log().put_raw_for_tests(&key, &good).unwrap();
+    engine.log().put_raw_for_tests(&k, &original).unwrap();
     assert!(engine.verify(None).unwrap().problems.is_empty());
     let stray = keys::history(first, "d2/b002", 999);
-    engine.log().put_raw_for_tests(&stray, &good).unwrap();
+    engine.log().put_raw_for_tests(&stray, &original).unwrap();
     let v = engine.verify(Some(first)).unwrap();
     assert!(
         v.problems[0].contains("no event behind it"),
@@ -178,13 +251,25 @@ async fn given_a_log_from_before_the_index_when_opened_then_its_history_is_built
     let dir = tempfile::tempdir().unwrap();
     let (address, first, line) = {
         let engine = Engine::open(dir.path()).unwrap();
-        let (src, _dst, first, _) = two_jobs(&engine, 6).await;
+        let (src, _dst, first, second) = two_jobs(&engine, 6).await;
         let address = format!("memory:{src}/d0/b000");
         let line = engine.history(&address, None).unwrap().pop().unwrap();
-        // What an older ferry left: events and projections, no index.
+        // What an older ferry left: events and keyed checkpoint entries,
+        // no index and no runs (they came after it).
         let log = engine.log();
-        log.remove_raw_for_tests(&keys::history(first, "d0/b000", line.seq))
-            .unwrap();
+        for job in [first, second] {
+            for (k, v) in log.scan_raw_for_tests(&keys::run_prefix(job)) {
+                for it in runs::decode(&v).unwrap() {
+                    let state = rmp_serde::to_vec_named(&it.state()).unwrap();
+                    log.put_raw_for_tests(&keys::blob(job, &it.name), &state)
+                        .unwrap();
+                }
+                log.remove_raw_for_tests(&k).unwrap();
+            }
+            for (k, _) in log.scan_raw_for_tests(&keys::history_prefix(job, "")) {
+                log.remove_raw_for_tests(&k).unwrap();
+            }
+        }
         log.remove_raw_for_tests(&keys::index_marker()).unwrap();
         assert!(!engine.verify(None).unwrap().problems.is_empty());
         log.close();
@@ -204,6 +289,8 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
     let (src, _dst, first, second) = two_jobs(&engine, 40).await;
     let before_summary = engine.summary(first).unwrap();
     let before_history = engine.history(&format!("memory:{src}"), None).unwrap();
+    // Copies that finished out of name order have keys; the rest are in runs.
+    let keyed = engine.log().keyed_blob_states(first).count() as u64;
     let now = Utc::now() + chrono::Duration::seconds(1);
 
     // Dry run: counts, changes nothing.
@@ -214,7 +301,7 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
     };
     let would = engine.prune(&dry).await.unwrap();
     assert_eq!(would.jobs, [first], "the newest finished job is kept");
-    assert_eq!((would.events, would.entries), (40, 40));
+    assert_eq!((would.events, would.entries), (40, keyed));
     assert!(would.bytes > 40 * 20, "{}", would.bytes);
     assert!(!engine.summary(first).unwrap().pruned);
     assert_eq!(engine.events(Some(first)).unwrap().count(), 44);
@@ -236,7 +323,7 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
         .unwrap();
     assert_eq!(
         (done.jobs.clone(), done.events, done.entries),
-        (vec![first], 40, 40)
+        (vec![first], 40, keyed)
     );
     assert_eq!(done.bytes, would.bytes);
 

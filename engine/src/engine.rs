@@ -14,7 +14,7 @@ use crate::error::EngineError;
 use crate::event::{Event, EventRecord, Outcome};
 use crate::job::PluginRef;
 use crate::job::{JobId, JobSpec};
-use crate::log::{keys, EventLog};
+use crate::log::EventLog;
 use crate::plugin::{
     self, FormatterInstance, FormatterPlugin, LoadedPlugin, PluginHost, PolicyPlugin,
 };
@@ -562,8 +562,9 @@ impl Engine {
             .attempts
             .last()
             .map_or(0, |a| a.started_seq);
+        // Failures always have keys of their own (see `log::runs`).
         self.log
-            .blob_states(job)
+            .keyed_blob_states(job)
             .filter(|r| {
                 r.as_ref().map_or(true, |(_, s)| {
                     s.status == BlobStatus::Failed && s.seq > since
@@ -686,8 +687,7 @@ impl Engine {
         v: &mut Verification,
     ) -> Result<(), EngineError> {
         let mut first: Option<String> = None;
-        for line in self.log.history(keys::history_prefix(job, "")) {
-            let (name, seq, entry) = line?;
+        for (name, seq, entry) in self.log.history(job, "", false)? {
             v.history += 1;
             let what = match expected.remove(&(job, name.clone(), seq)) {
                 Some(e) if e == entry => continue,

@@ -17,6 +17,11 @@
 //! source or destination and range-scans that job. [`INDEX`] (all ones,
 //! after every UUIDv7) holds the index's marker; job scans skip it like
 //! the control stream.
+//!
+//! `job(16) ++ 0x04 ++ attempt(u32 BE) ++ greatest name` -> a run: the
+//!                                     checkpoint entries and history lines
+//!                                     of many copies and skips of one
+//!                                     attempt, in name order (`log::runs`).
 
 use uuid::Uuid;
 
@@ -32,6 +37,8 @@ pub const EVENT: u8 = 0x00;
 pub const BLOB: u8 = 0x01;
 pub const SUMMARY: u8 = 0x02;
 pub const HISTORY: u8 = 0x03;
+/// Runs: many blob outcomes of one attempt in one value (see `log::runs`).
+pub const RUN: u8 = 0x04;
 
 pub fn event(job: JobId, seq: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
@@ -107,6 +114,38 @@ pub fn history_prefix(job: JobId, text: &str) -> Vec<u8> {
 }
 
 /// Splits a history key into (job, name, seq).
+/// A run of one attempt, keyed by the greatest name in it, so the run that
+/// may hold `name` is the first at or after `run(job, attempt, name)`.
+pub fn run(job: JobId, attempt: u32, last: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(21 + last.len());
+    k.extend_from_slice(&prefix(job, RUN));
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k.extend_from_slice(last.as_bytes());
+    k
+}
+
+/// The keys of one attempt's runs.
+pub fn run_attempt_prefix(job: JobId, attempt: u32) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[..17].copy_from_slice(&prefix(job, RUN));
+    k[17..].copy_from_slice(&attempt.to_be_bytes());
+    k
+}
+
+/// The keys of all of a job's runs.
+pub fn run_prefix(job: JobId) -> [u8; 17] {
+    prefix(job, RUN)
+}
+
+/// The attempt and greatest name of a run key.
+pub fn parse_run(key: &[u8]) -> Option<(u32, &str)> {
+    if *key.get(16)? != RUN {
+        return None;
+    }
+    let attempt = u32::from_be_bytes(key.get(17..21)?.try_into().ok()?);
+    Some((attempt, std::str::from_utf8(&key[21..]).ok()?))
+}
+
 pub fn parse_history(key: &[u8]) -> Option<(JobId, &str, u64)> {
     let job = JobId::from_slice(key.get(..16)?)?;
     if *key.get(16)? != HISTORY {
@@ -155,5 +194,19 @@ mod tests {
         assert!(!k.starts_with(&history_exact(j, "2024/a")));
         assert!(k.starts_with(&history_prefix(j, "2024/")));
         assert!(index_marker().as_slice() > after_job(j).as_slice());
+    }
+
+    #[test]
+    fn run_keys_sort_by_attempt_then_last_name_inside_their_job() {
+        let j = JobId::new();
+        let k = run(j, 2, "d1/b");
+        assert!(history(j, "zzz", u64::MAX) < k);
+        assert!(k.as_slice() < after_job(j).as_slice());
+        assert!(run(j, 1, "zzz") < run(j, 2, ""));
+        assert!(run(j, 2, "d1/a") < k && k < run(j, 2, "d1/c"));
+        assert!(k.starts_with(&run_attempt_prefix(j, 2)));
+        assert!(k.starts_with(&run_prefix(j)));
+        assert_eq!(parse_run(&k), Some((2, "d1/b")));
+        assert_eq!(parse_run(&history(j, "x", 1)), None);
     }
 }

@@ -3,6 +3,9 @@
 //! index).
 
 pub mod keys;
+pub(crate) mod runs;
+#[cfg(test)]
+mod runs_tests;
 mod upcast;
 mod writer;
 
@@ -43,6 +46,7 @@ struct Inner {
     path: PathBuf,
     db: sled::Db,
     writer: Writer,
+    runs: runs::RunCache,
 }
 
 impl EventLog {
@@ -66,6 +70,7 @@ impl EventLog {
                 path: path.to_path_buf(),
                 db,
                 writer,
+                runs: runs::RunCache::default(),
             }),
         })
     }
@@ -196,20 +201,116 @@ impl EventLog {
         }
     }
 
-    /// One blob's checkpoint entry in one job.
+    /// One blob's checkpoint entry in one job: its own key or its line in
+    /// a run, whichever is newer.
     pub fn blob_state(&self, job: JobId, name: &str) -> Result<Option<BlobState>, EngineError> {
-        match self
+        let keyed = match self
             .tree()
             .get(keys::blob(job, name))
             .map_err(|e| self.corrupt(e))?
         {
-            Some(v) => Ok(Some(self.decode("checkpoint entry", &v)?)),
-            None => Ok(None),
-        }
+            Some(v) => Some(self.decode("checkpoint entry", &v)?),
+            None => None,
+        };
+        let mut found = keyed;
+        self.each_run(job, name, |items| {
+            if let Ok(i) = items.binary_search_by(|it| it.name.as_str().cmp(name)) {
+                found = runs::newer(found.take(), Some(items[i].state()));
+            }
+            false
+        })?;
+        Ok(found)
     }
 
-    /// All checkpoint entries of a job, in name order.
+    /// Calls `visit` with each run that may hold `from` or names after it:
+    /// per attempt, the runs from the first whose greatest name is at or
+    /// after `from`, until `visit` returns false (it has seen past what it
+    /// looks for).
+    fn each_run(
+        &self,
+        job: JobId,
+        from: &str,
+        mut visit: impl FnMut(&[runs::RunItem]) -> bool,
+    ) -> Result<(), EngineError> {
+        let end = keys::after_job(job);
+        let mut attempt = 0u32;
+        loop {
+            let start = keys::run(job, attempt, from);
+            // The attempt to seek next; none once the job's keys run out.
+            let mut next = None;
+            for kv in self.tree().range(start.as_slice()..end.as_slice()) {
+                let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+                let Some((a, _)) = keys::parse_run(&k) else {
+                    break;
+                };
+                if a != attempt {
+                    // No (more) runs of this attempt at or after `from`.
+                    next = Some(a);
+                    break;
+                }
+                let items = self
+                    .inner
+                    .runs
+                    .get_or_decode(&k, &v)
+                    .map_err(|e| self.corrupt(e))?;
+                if !visit(&items) {
+                    next = attempt.checked_add(1);
+                    break;
+                }
+            }
+            match next {
+                Some(a) => attempt = a,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// All checkpoint entries of a job, in name order, the newer of a key
+    /// and a run line for each name. A pruned job has none (its runs stay
+    /// as history).
     pub fn blob_states(
+        &self,
+        job: JobId,
+    ) -> impl Iterator<Item = Result<(String, BlobState), EngineError>> + '_ {
+        let all = self.all_blob_states(job);
+        let (ok, err) = match all {
+            Ok(map) => (Some(map), None),
+            Err(e) => (None, Some(e)),
+        };
+        ok.into_iter()
+            .flat_map(|m| m.into_iter().map(Ok))
+            .chain(err.map(Err))
+    }
+
+    fn all_blob_states(
+        &self,
+        job: JobId,
+    ) -> Result<std::collections::BTreeMap<String, BlobState>, EngineError> {
+        let mut all: std::collections::BTreeMap<String, BlobState> =
+            self.keyed_blob_states(job).collect::<Result<_, _>>()?;
+        if self.summary(job)?.is_some_and(|s| s.pruned) {
+            return Ok(all);
+        }
+        self.each_run(job, "", |items| {
+            for it in items {
+                let state = it.state();
+                match all.get_mut(&it.name) {
+                    Some(s) if s.seq >= state.seq => {}
+                    Some(s) => *s = state,
+                    None => {
+                        all.insert(it.name.clone(), state);
+                    }
+                }
+            }
+            true
+        })?;
+        Ok(all)
+    }
+
+    /// The checkpoint entries that have keys of their own (every failure,
+    /// and copies and skips that were not written in runs), in name order.
+    pub fn keyed_blob_states(
         &self,
         job: JobId,
     ) -> impl Iterator<Item = Result<(String, BlobState), EngineError>> + '_ {
@@ -262,25 +363,66 @@ impl EventLog {
         rx.await.map_err(|_| writer_gone())?
     }
 
-    /// History lines of one job under a key prefix from `keys::history_exact`
-    /// or `keys::history_prefix`, as (name, seq, entry), in key order.
+    /// History lines of one job, as (name, seq, entry) in name then seq
+    /// order: of the blob `text` (`exact`), or of every name starting with
+    /// `text`. Lines with keys of their own and lines in runs are merged.
     pub fn history(
         &self,
-        prefix: Vec<u8>,
-    ) -> impl Iterator<Item = Result<(String, u64, HistoryEntry), EngineError>> + '_ {
-        self.tree().scan_prefix(prefix).map(move |kv| {
+        job: JobId,
+        text: &str,
+        exact: bool,
+    ) -> Result<Vec<(String, u64, HistoryEntry)>, EngineError> {
+        let prefix = if exact {
+            keys::history_exact(job, text)
+        } else {
+            keys::history_prefix(job, text)
+        };
+        let mut lines = Vec::new();
+        for kv in self.tree().scan_prefix(prefix) {
             let (k, v) = kv.map_err(|e| self.corrupt(e))?;
             let (_, name, seq) =
                 keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
             let entry = HistoryEntry::decode(&v)
                 .map_err(|e| self.corrupt(format!("undecodable history line: {e}")))?;
-            Ok((name.to_string(), seq, entry))
-        })
+            lines.push((name.to_string(), seq, entry));
+        }
+        let wanted = |name: &str| {
+            if exact {
+                name == text
+            } else {
+                name.starts_with(text)
+            }
+        };
+        self.each_run(job, text, |items| {
+            for it in items {
+                if wanted(&it.name) {
+                    lines.push((it.name.clone(), it.seq, it.entry.clone()));
+                }
+            }
+            // Runs are in name order: once one ends past `text` and
+            // everything under it, later runs are too.
+            items
+                .last()
+                .is_some_and(|last| last.name.as_str() <= text || wanted(&last.name))
+        })?;
+        lines.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        Ok(lines)
+    }
+
+    /// Raw keys and values under a prefix. Only for tests.
+    #[cfg(test)]
+    pub(crate) fn scan_raw_for_tests(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.tree()
+            .scan_prefix(prefix)
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
     }
 
     /// Overwrites a raw key. Only for tests that corrupt a projection on purpose.
     #[doc(hidden)]
     pub fn put_raw_for_tests(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        self.inner.runs.clear();
         self.tree()
             .insert(key, value)
             .map_err(|e| self.corrupt(e))?;
@@ -301,6 +443,7 @@ impl EventLog {
     /// Removes a raw key. Only for tests that corrupt a projection on purpose.
     #[doc(hidden)]
     pub fn remove_raw_for_tests(&self, key: &[u8]) -> Result<(), EngineError> {
+        self.inner.runs.clear();
         self.tree().remove(key).map_err(|e| self.corrupt(e))?;
         self.tree().flush().map_err(|e| self.corrupt(e))?;
         Ok(())

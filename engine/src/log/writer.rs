@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::runs::{self, RunItem};
 use super::{keys, PruneStats};
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
@@ -124,6 +125,8 @@ impl Writer {
             // sled keeps its data in `db` inside the directory.
             db_file: std::fs::File::open(path.join("db")).ok(),
             mark_index,
+            pending: Vec::new(),
+            marks: HashMap::new(),
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -202,6 +205,11 @@ struct WriterState {
     db_file: Option<std::fs::File>,
     /// A new log: the index marker goes in with the first batch.
     mark_index: bool,
+    /// This batch's copies and skips, written as runs when it is complete.
+    pending: Vec<(JobId, u32, RunItem)>,
+    /// Greatest name in the runs of a job's attempt so far: an outcome
+    /// joins a run only above it, so an attempt's runs never overlap.
+    marks: HashMap<(JobId, u32), String>,
 }
 
 type Ack = oneshot::Sender<Result<u64, EngineError>>;
@@ -281,6 +289,11 @@ impl WriterState {
             }
         }
         if error.is_none() {
+            if let Err(e) = self.stage_runs(&mut batch) {
+                error = Some(e);
+            }
+        }
+        if error.is_none() {
             for (job, recs) in &chunks {
                 let (Some(first), Some(summary)) = (recs.first(), self.summaries.get(job)) else {
                     continue;
@@ -349,8 +362,7 @@ impl WriterState {
                     g.get_or_insert_with(|| msg.clone());
                 }
                 // The caches may now be ahead of the disk.
-                self.seqs.clear();
-                self.summaries.clear();
+                self.forget_all();
                 for (ack, _) in acks {
                     let _ = ack.send(Err(EngineError::LogWrite(msg.clone())));
                 }
@@ -392,8 +404,7 @@ impl WriterState {
                 if let Ok(mut g) = self.failed.lock() {
                     g.get_or_insert_with(|| msg.clone());
                 }
-                self.seqs.clear();
-                self.summaries.clear();
+                self.forget_all();
                 Err(EngineError::LogWrite(msg))
             }
         }
@@ -441,6 +452,8 @@ impl WriterState {
                 }
             }
         }
+        self.stage_runs(&mut batch)
+            .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
         let summary = self
             .summaries
             .get_mut(&job)
@@ -463,7 +476,17 @@ impl WriterState {
     fn forget(&mut self, job: JobId, e: Exclusive) -> Exclusive {
         self.seqs.remove(&job);
         self.summaries.remove(&job);
+        self.pending.clear();
+        self.marks.retain(|(j, _), _| *j != job);
         e
+    }
+
+    /// Drops every cache after a failed write: they may be ahead of the disk.
+    fn forget_all(&mut self) {
+        self.seqs.clear();
+        self.summaries.clear();
+        self.pending.clear();
+        self.marks.clear();
     }
 
     /// Removes a finished job's blob events (rewriting its chunks with the
@@ -605,16 +628,23 @@ impl WriterState {
         rec: EventRecord,
     ) -> Result<(), String> {
         let job = rec.job;
-        if let Some((name, state)) = BlobState::from_event(&rec) {
-            let v = rmp_serde::to_vec_named(&state)
-                .map_err(|e| format!("cannot encode a checkpoint: {e}"))?;
-            batch.insert(keys::blob(job, name), v);
-        }
         let summary = self.summary(job)?;
         summary.apply(&rec);
         let attempt = summary.attempts.last().map_or(0, |a| a.attempt);
         if let Some((name, entry)) = history::line(attempt, &rec) {
-            batch.insert(keys::history(job, name, rec.seq), entry.encode()?);
+            if runs::eligible(&rec.event) {
+                let item = RunItem {
+                    name: name.to_string(),
+                    seq: rec.seq,
+                    entry,
+                };
+                self.pending.push((job, attempt, item));
+            } else {
+                batch.insert(keys::history(job, name, rec.seq), entry.encode()?);
+                if let Some((name, state)) = BlobState::from_event(&rec) {
+                    batch.insert(keys::blob(job, name), encode_state(&state)?);
+                }
+            }
         }
         self.seqs.insert(job, rec.seq + 1);
         match chunks.iter_mut().find(|(j, _)| *j == job) {
@@ -622,6 +652,64 @@ impl WriterState {
             None => chunks.push((job, vec![rec])),
         }
         Ok(())
+    }
+
+    /// Writes this batch's copies and skips: per job and attempt in name
+    /// order, those above the attempt's greatest name so far as runs of up
+    /// to [`runs::RUN_MAX`], the rest (late, out of order) one key each.
+    fn stage_runs(&mut self, batch: &mut sled::Batch) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_unstable_by(|a, b| {
+            (a.0, a.1, &a.2.name, a.2.seq).cmp(&(b.0, b.1, &b.2.name, b.2.seq))
+        });
+        let mut run: Vec<RunItem> = Vec::new();
+        let mut items = pending.into_iter().peekable();
+        while let Some((job, attempt)) = items.peek().map(|(j, a, _)| (*j, *a)) {
+            let mut mark = self.mark(job, attempt)?;
+            while let Some((_, _, item)) = items.next_if(|(j, a, _)| (*j, *a) == (job, attempt)) {
+                if mark.as_deref().is_some_and(|m| item.name.as_str() <= m) {
+                    batch.insert(
+                        keys::history(job, &item.name, item.seq),
+                        item.entry.encode()?,
+                    );
+                    batch.insert(keys::blob(job, &item.name), encode_state(&item.state())?);
+                    continue;
+                }
+                mark = Some(item.name.clone());
+                run.push(item);
+                if run.len() == runs::RUN_MAX {
+                    put_run(batch, job, attempt, &mut run)?;
+                }
+            }
+            put_run(batch, job, attempt, &mut run)?;
+            if let Some(m) = mark {
+                self.marks.insert((job, attempt), m);
+            }
+        }
+        Ok(())
+    }
+
+    /// The greatest name in the runs of `job`'s `attempt`: cached, else read
+    /// from the log (an attempt this process did not start, or an import).
+    fn mark(&mut self, job: JobId, attempt: u32) -> Result<Option<String>, String> {
+        if let Some(m) = self.marks.get(&(job, attempt)) {
+            return Ok(Some(m.clone()));
+        }
+        let last = self
+            .db
+            .scan_prefix(keys::run_attempt_prefix(job, attempt))
+            .next_back()
+            .transpose()
+            .map_err(|e| describe(&e))?;
+        match last {
+            Some((k, _)) => keys::parse_run(&k)
+                .map(|(_, name)| Some(name.to_string()))
+                .ok_or_else(|| "a malformed run key".to_string()),
+            None => Ok(None),
+        }
     }
 
     fn next_seq(&mut self, job: JobId) -> Result<u64, String> {
@@ -719,6 +807,24 @@ fn prepare_index(db: &sled::Db) -> Result<bool, String> {
     db.apply_batch(batch).map_err(err)?;
     db.flush().map_err(err)?;
     Ok(false)
+}
+
+fn encode_state(state: &BlobState) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec_named(state).map_err(|e| format!("cannot encode a checkpoint: {e}"))
+}
+
+/// Adds a run (if any) to the batch under its greatest name and empties it.
+fn put_run(
+    batch: &mut sled::Batch,
+    job: JobId,
+    attempt: u32,
+    run: &mut Vec<RunItem>,
+) -> Result<(), String> {
+    if let Some(last) = run.last() {
+        batch.insert(keys::run(job, attempt, &last.name), runs::encode(run)?);
+    }
+    run.clear();
+    Ok(())
 }
 
 /// Why an import or prune did not happen: refused (nothing written, the

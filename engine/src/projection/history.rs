@@ -63,7 +63,7 @@ pub struct HistoryEntry {
 /// time as nanoseconds: about a third of the named form (~45 bytes instead
 /// of ~140). New fields go at the end.
 #[derive(Serialize, Deserialize)]
-struct Stored(
+pub(crate) struct Stored(
     u8,
     Option<String>,
     Option<ErrorKind>,
@@ -76,6 +76,16 @@ struct Stored(
 impl HistoryEntry {
     /// The stored bytes of this line.
     pub fn encode(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec(&self.to_stored()?)
+            .map_err(|e| format!("cannot encode a history line: {e}"))
+    }
+
+    /// A line from its stored bytes.
+    pub fn decode(bytes: &[u8]) -> Result<HistoryEntry, String> {
+        Self::from_stored(rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?)
+    }
+
+    pub(crate) fn to_stored(&self) -> Result<Stored, String> {
         let status = match self.status {
             BlobStatus::Copied => 0,
             BlobStatus::Skipped => 1,
@@ -85,7 +95,7 @@ impl HistoryEntry {
             .at
             .timestamp_nanos_opt()
             .ok_or("a time outside 1677-2262")?;
-        rmp_serde::to_vec(&Stored(
+        Ok(Stored(
             status,
             self.reason.clone(),
             self.error_kind,
@@ -94,13 +104,10 @@ impl HistoryEntry {
             self.attempt,
             at,
         ))
-        .map_err(|e| format!("cannot encode a history line: {e}"))
     }
 
-    /// A line from its stored bytes.
-    pub fn decode(bytes: &[u8]) -> Result<HistoryEntry, String> {
-        let Stored(status, reason, error_kind, message, etag, attempt, at) =
-            rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub(crate) fn from_stored(stored: Stored) -> Result<HistoryEntry, String> {
+        let Stored(status, reason, error_kind, message, etag, attempt, at) = stored;
         Ok(HistoryEntry {
             status: match status {
                 0 => BlobStatus::Copied,

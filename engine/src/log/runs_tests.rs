@@ -1,0 +1,119 @@
+//! Given/when/then tests of runs: outcomes in name order share values,
+//! late ones get keys of their own, and readers merge both.
+
+use super::*;
+use crate::event::{CopyMethod, CopyReason, SkipReason};
+use crate::projection::BlobStatus;
+
+fn started(attempt: u32) -> Event {
+    Event::JobStarted {
+        attempt,
+        worker: "test:1".into(),
+        parallelism: 2,
+    }
+}
+
+fn skipped(name: &str) -> Event {
+    Event::BlobSkipped {
+        name: name.into(),
+        reason: SkipReason::NotNewer,
+        src_etag: Some(format!("etag-{name}")),
+        detail: None,
+    }
+}
+
+fn copied(name: &str) -> Event {
+    Event::BlobCopied {
+        name: name.into(),
+        bytes: 1,
+        src_etag: format!("etag2-{name}"),
+        reason: CopyReason::Newer,
+        method: CopyMethod::Stream,
+        ms: 1,
+        tries: 1,
+        detail: None,
+        retries: Default::default(),
+    }
+}
+
+async fn write(log: &EventLog, job: JobId, events: impl IntoIterator<Item = Event>) {
+    for e in events {
+        log.append(job, e).await.unwrap();
+    }
+    log.sync().await.unwrap();
+}
+
+fn keyed(log: &EventLog, job: JobId) -> Vec<String> {
+    log.keyed_blob_states(job).map(|r| r.unwrap().0).collect()
+}
+
+#[tokio::test]
+async fn given_skips_in_name_order_when_logged_then_they_go_in_runs_and_read_back_like_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let job = JobId::new();
+    let n = 2 * runs::RUN_MAX + 7;
+    let names: Vec<String> = (0..n).map(|i| format!("d/b{i:05}")).collect();
+    write(&log, job, [started(1)]).await;
+    write(&log, job, names.iter().map(|n| skipped(n))).await;
+
+    assert!(keyed(&log, job).is_empty(), "no key per blob");
+    let runs = log.scan_raw_for_tests(&keys::run_prefix(job)).len();
+    assert!((3..=6).contains(&runs), "{runs} runs for {n} skips");
+    for i in [0, runs::RUN_MAX - 1, runs::RUN_MAX, n - 1] {
+        let state = log.blob_state(job, &names[i]).unwrap().unwrap();
+        assert_eq!(state.status, BlobStatus::Skipped);
+        assert_eq!(state.etag, Some(format!("etag-{}", names[i])));
+        assert_eq!(state.seq, i as u64 + 1);
+    }
+    assert_eq!(log.blob_state(job, "d/b").unwrap(), None);
+    assert_eq!(log.blob_state(job, "d/b99999").unwrap(), None);
+    assert_eq!(log.blob_states(job).count(), n);
+    let all = log.history(job, "", false).unwrap();
+    assert_eq!(all.len(), n);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "name order");
+    let one = log.history(job, &names[600], true).unwrap();
+    assert_eq!((one.len(), one[0].2.attempt), (1, 1));
+    assert_eq!(log.history(job, "d/b0001", false).unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn given_late_outcomes_and_a_second_attempt_when_read_then_keys_and_runs_merge_newest_first()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobId::new();
+    {
+        let log = EventLog::open(dir.path()).unwrap();
+        write(&log, job, [started(1), skipped("m")]).await;
+        // Below the attempt's greatest name so far: keys of their own.
+        write(&log, job, [skipped("z"), skipped("a")]).await;
+        assert_eq!(keyed(&log, job), ["a"]);
+        let names: Vec<String> = log.blob_states(job).map(|r| r.unwrap().0).collect();
+        assert_eq!(names, ["a", "m", "z"]);
+
+        write(&log, job, [started(2), copied("m")]).await;
+        let m = log.blob_state(job, "m").unwrap().unwrap();
+        assert_eq!(
+            (m.status, m.etag.as_deref()),
+            (BlobStatus::Copied, Some("etag2-m"))
+        );
+        let lines = log.history(job, "m", true).unwrap();
+        let statuses: Vec<_> = lines.iter().map(|l| (l.2.status, l.2.attempt)).collect();
+        assert_eq!(
+            statuses,
+            [(BlobStatus::Skipped, 1), (BlobStatus::Copied, 2)]
+        );
+        log.close();
+    }
+    // Another process continuing attempt 2 reads its greatest name from the log.
+    let log = EventLog::open(dir.path()).unwrap();
+    write(&log, job, [copied("c"), copied("n")]).await;
+    assert_eq!(keyed(&log, job), ["a", "c"]);
+    let c = log.blob_state(job, "c").unwrap().unwrap();
+    assert_eq!(c.status, BlobStatus::Copied);
+    assert_eq!(log.blob_states(job).count(), 5);
+    assert_eq!(log.history(job, "", false).unwrap().len(), 6);
+    // The state of "a" is its key's; "z" only in attempt 1's run.
+    assert_eq!(log.blob_state(job, "a").unwrap().unwrap().seq, 3);
+    assert_eq!(log.blob_state(job, "z").unwrap().unwrap().seq, 2);
+}
