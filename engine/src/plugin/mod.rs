@@ -14,7 +14,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker, Resource, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentExportIndex, InstancePre, Linker, Resource, ResourceTable,
+};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -32,6 +34,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// ordinary calls on a loaded machine. An epoch cannot interrupt a host call
 /// in progress, so no host call may block: see [`FrozenTime`].
 const DEADLINE_TICKS: u64 = 20;
+/// The interface a policy exports.
+const POLICY_INTERFACE: &str = "ferry:plugin/policy@0.1.0";
 /// Instructions (roughly) a policy may spend per `decide`/`configure`.
 pub const POLICY_FUEL: u64 = 50_000_000;
 /// Instructions a formatter may spend per call (a batch is up to 1,000 outcomes).
@@ -307,6 +311,13 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// A function exported by one of the component's interfaces.
+    fn export_index(&self, interface: &str, func: &str) -> Option<ComponentExportIndex> {
+        let (_, iface) = self.component.get_export(None, interface)?;
+        let (_, f) = self.component.get_export(Some(&iface), func)?;
+        Some(f)
+    }
+
     /// Which world the component exports, from its type alone.
     pub fn world(&self) -> Option<&'static str> {
         let ty = self.component.component_type();
