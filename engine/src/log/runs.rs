@@ -87,8 +87,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<RunItem>, String> {
 /// consecutive lookups land in the same run (one per attempt).
 #[derive(Default)]
 pub(super) struct RunCache {
-    slots: Mutex<Vec<(Vec<u8>, Arc<Vec<RunItem>>)>>,
+    slots: Mutex<Vec<Slot>>,
 }
+
+/// A run's key and its decoded items.
+type Slot = (Vec<u8>, Arc<Vec<RunItem>>);
 
 const CACHE_SLOTS: usize = 8;
 
