@@ -36,6 +36,9 @@ use crate::util::*;
 const WRONG_KEY: &str = "AAAAbm90IHRoZSByaWdodCBrZXkgYXQgYWxsIGZvciB0aGlzIGFjY291bnQ=";
 /// Put in a connection string that must be refused; must never be printed.
 const NOT_BASE64_KEY: &str = "%%%n0t-base64-s3cret%%%";
+/// How a bad `--parallel` is refused: the flag and the forms it takes.
+const PARALLEL_FORMS: &str =
+    "'--parallel <N|auto>': use a number of copies from 1 to 4096, or auto";
 /// Service version of the requests the tests send themselves.
 const X_MS_VERSION: &str = "2021-10-04";
 
@@ -1333,7 +1336,25 @@ fn address_and_option_rows() -> Vec<Case> {
             "--parallel 0",
             |sb| (one_file(sb), sb.dst()),
             Run::Copy(&["--parallel", "0"]),
-            refused(2, "--parallel"),
+            refused(2, PARALLEL_FORMS),
+        ),
+        Case::new(
+            "--parallel lots",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Copy(&["--parallel", "lots"]),
+            refused(2, PARALLEL_FORMS),
+        ),
+        Case::new(
+            "run --parallel autox",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Custom(|sb, _, _| sb.ferry().args(["run", "--parallel", "autox"]).run()),
+            refused(2, PARALLEL_FORMS),
+        ),
+        Case::new(
+            "daemon --parallel 0",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Custom(|sb, _, _| sb.ferry().args(["daemon", "--parallel", "0"]).run()),
+            refused(2, PARALLEL_FORMS),
         ),
         Case::new(
             "--parallel -1",

@@ -1,8 +1,10 @@
 //! A fault-injecting HTTP proxy for tests: sits between ferry and Azurite
 //! and, per request, answers 503 ServerBusy (with or without Retry-After),
 //! 500 or 429 without forwarding, forwards and then resets the connection
-//! mid-body, stalls past the client's timeout, or delays. Counts what it did
-//! and the request body bytes it forwarded (to measure re-sent data).
+//! mid-body, stalls past the client's timeout, or delays; or, like a service
+//! at capacity, answers 503 ServerBusy to requests beyond a number in flight.
+//! Counts what it did and the request body bytes it forwarded (to measure
+//! re-sent data).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -54,6 +56,9 @@ pub struct Counts {
     pub body_bytes: Mutex<BTreeMap<String, u64>>,
     /// Put Block requests forwarded (with their whole body).
     pub block_puts: AtomicU64,
+    /// Requests being answered now, and the most ever let through at once.
+    pub in_flight: AtomicU64,
+    pub peak_in_flight: AtomicU64,
 }
 
 impl Counts {
@@ -75,6 +80,7 @@ pub struct FaultProxy {
     pub base: String,
     pub counts: Arc<Counts>,
     faults: Arc<Mutex<Faults>>,
+    limit: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -82,6 +88,8 @@ pub struct FaultProxy {
 struct Shared {
     upstream: String,
     faults: Arc<Mutex<Faults>>,
+    /// Requests in flight beyond this get 503 ServerBusy (0: no limit).
+    limit: Arc<AtomicU64>,
     counts: Arc<Counts>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -95,10 +103,12 @@ impl FaultProxy {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let counts = Arc::new(Counts::default());
         let faults = Arc::new(Mutex::new(faults));
+        let limit = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             faults: faults.clone(),
+            limit: limit.clone(),
             counts: counts.clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
@@ -115,9 +125,17 @@ impl FaultProxy {
             base: format!("http://{addr}"),
             counts,
             faults,
+            limit,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Like a service at capacity: requests beyond `n` in flight are
+    /// answered 503 ServerBusy without a retry hint (counted as
+    /// `over_limit`); 0 lifts the limit.
+    pub fn set_concurrency_limit(&self, n: u64) {
+        self.limit.store(n, Ordering::SeqCst);
     }
 
     /// Changes the faults from now on (e.g. to none, for verifying).
@@ -196,21 +214,39 @@ fn error_response(status: u16, code: &str, extra: Option<(&str, &str)>) -> Respo
     b.body(full(body)).unwrap()
 }
 
+/// One request in flight, until dropped.
+struct InFlight(Arc<Counts>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn count_fault(counts: &Counts, name: &'static str) {
+    *counts.injected.lock().unwrap().entry(name).or_default() += 1;
+}
+
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::io::Error> {
     shared.counts.requests.fetch_add(1, Ordering::Relaxed);
+    let now = shared.counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _in_flight = InFlight(shared.counts.clone());
+    let limit = shared.limit.load(Ordering::SeqCst);
+    if limit > 0 && now > limit {
+        count_fault(&shared.counts, "over_limit");
+        return Ok(error_response(503, "ServerBusy", None));
+    }
+    shared
+        .counts
+        .peak_in_flight
+        .fetch_max(now, Ordering::SeqCst);
     let faults = *shared.faults.lock().unwrap();
     let fault = pick(&faults);
     if let Some(name) = fault {
-        *shared
-            .counts
-            .injected
-            .lock()
-            .unwrap()
-            .entry(name)
-            .or_default() += 1;
+        count_fault(&shared.counts, name);
     }
     match fault {
         Some("busy_retry_after") => {

@@ -16,6 +16,7 @@ mod fault_proxy;
 mod faults;
 mod modes;
 mod output;
+mod parallel_auto;
 mod plugins;
 mod query;
 mod queue;

@@ -272,9 +272,52 @@ pub struct DaemonArgs {
     /// Seconds before the first replay of a failed job; doubles each time.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]
     pub retry_delay: f64,
-    /// Parallel copies per job (default: the job's, else 8 x cores).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub parallel: Option<u32>,
+    /// Parallel copies per job, or auto (default: the job's, else 8 x cores).
+    #[arg(long, value_name = "N|auto", allow_negative_numbers = true, value_parser = parse_parallel)]
+    pub parallel: Option<Parallel>,
+}
+
+/// `--parallel`: a number of copies, or `auto` (adapts to throughput and
+/// throttling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallel {
+    Fixed(u32),
+    Auto,
+}
+
+impl Parallel {
+    /// As run and daemon options take it: a fixed number, and whether auto.
+    pub fn split(p: Option<Parallel>) -> (Option<usize>, bool) {
+        match p {
+            Some(Parallel::Fixed(n)) => (Some(n as usize), false),
+            Some(Parallel::Auto) => (None, true),
+            None => (None, false),
+        }
+    }
+
+    /// As a job spec records it.
+    pub fn for_spec(self) -> u32 {
+        match self {
+            Parallel::Fixed(n) => n,
+            Parallel::Auto => ferry_engine::JobSpec::PARALLEL_AUTO,
+        }
+    }
+}
+
+/// Most parallel copies a user may ask for.
+const MAX_PARALLEL: u32 = 4096;
+
+fn parse_parallel(s: &str) -> Result<Parallel, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("auto") {
+        return Ok(Parallel::Auto);
+    }
+    match t.parse::<u32>() {
+        Ok(n) if (1..=MAX_PARALLEL).contains(&n) => Ok(Parallel::Fixed(n)),
+        _ => Err(format!(
+            "use a number of copies from 1 to {MAX_PARALLEL}, or auto"
+        )),
+    }
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -311,9 +354,10 @@ pub struct JobArgs {
     /// Shorthand for --mode incremental.
     #[arg(long, conflicts_with = "mode")]
     pub incremental: bool,
-    /// Parallel copies (default: 8 x cores).
-    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub parallel: Option<u32>,
+    /// Parallel copies (default: 8 x cores), or auto: start there and adapt
+    /// to throughput and throttling (429/503).
+    #[arg(long, value_name = "N|auto", allow_negative_numbers = true, value_parser = parse_parallel)]
+    pub parallel: Option<Parallel>,
     /// Block size for large Azure blobs, e.g. 8MiB, 4M, 65536 (default 8 MiB,
     /// doubled to stay under 50,000 blocks).
     #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
@@ -321,7 +365,8 @@ pub struct JobArgs {
     /// Azure to Azure: `server` (Put Block From URL, default) or `stream` (through ferry).
     #[arg(long, default_value = "server", value_parser = parse_copy_mode)]
     pub copy_method: CopyMode,
-    /// Print event-log writer statistics (events, batches, busy time) to stderr.
+    /// Print event-log writer statistics (events, batches, busy time), and
+    /// what --parallel auto chose, to stderr.
     #[arg(long)]
     pub stats: bool,
     /// Overwrite policy plugin for blobs present at both ends: plugin:PATH.wasm
@@ -373,10 +418,11 @@ fn parse_plugin_failure(s: &str) -> Result<PluginFailure, String> {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Parallel copies for this run (default: the job's setting, else 8 x cores).
-    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub parallel: Option<u32>,
-    /// Print event-log writer statistics (events, batches, busy time) to stderr.
+    /// Parallel copies for this run, or auto (default: the job's setting, else 8 x cores).
+    #[arg(long, value_name = "N|auto", allow_negative_numbers = true, value_parser = parse_parallel)]
+    pub parallel: Option<Parallel>,
+    /// Print event-log writer statistics (events, batches, busy time), and
+    /// what --parallel auto chose, to stderr.
     #[arg(long)]
     pub stats: bool,
     /// SAS for a source given as a container URL (never stored in the log).
@@ -425,4 +471,21 @@ fn parse_copy_mode(s: &str) -> Result<CopyMode, String> {
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_is_a_number_of_copies_or_auto() {
+        assert_eq!(parse_parallel("8"), Ok(Parallel::Fixed(8)));
+        assert_eq!(parse_parallel("4096"), Ok(Parallel::Fixed(4096)));
+        assert_eq!(parse_parallel("auto"), Ok(Parallel::Auto));
+        assert_eq!(parse_parallel("AUTO"), Ok(Parallel::Auto));
+        for bad in ["0", "-1", "4097", "lots", "", "8.5", "auto8"] {
+            let e = parse_parallel(bad).unwrap_err();
+            assert!(e.contains("1 to 4096, or auto"), "{bad}: {e}");
+        }
+    }
 }

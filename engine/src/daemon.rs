@@ -67,6 +67,8 @@ pub struct DaemonOptions {
     pub grace: Duration,
     /// Parallel copies per job (default: the job's, else 8 x cores).
     pub parallel: Option<usize>,
+    /// `--parallel auto` for every job; overrides `parallel`.
+    pub parallel_auto: bool,
     /// How long a stop waits for running jobs to reach a blob boundary.
     pub stop_timeout: Duration,
 }
@@ -80,6 +82,7 @@ impl Default for DaemonOptions {
             tick: Duration::from_secs(5),
             grace: Duration::from_secs(60),
             parallel: None,
+            parallel_auto: false,
             stop_timeout: Duration::from_secs(30),
         }
     }
@@ -410,6 +413,7 @@ impl Daemon {
         let job = s.id;
         let opts = RunOptions {
             parallel: self.opts.parallel,
+            parallel_auto: self.opts.parallel_auto,
             by_daemon: true,
             ..RunOptions::default()
         };

@@ -30,6 +30,9 @@ use crate::transfer::{self, Attempt, AttemptEnd, Progress, RunReport};
 pub struct RunOptions {
     /// Parallel copies; overrides the job's own setting.
     pub parallel: Option<usize>,
+    /// `--parallel auto`: adapt the parallel copies to throughput and
+    /// throttling; overrides `parallel` and the job's setting.
+    pub parallel_auto: bool,
     /// Cancelled on Ctrl-C/SIGTERM: in-flight copies finish, no new ones
     /// start, and the attempt is recorded as interrupted.
     pub cancel: CancellationToken,
@@ -246,10 +249,8 @@ impl Engine {
             EngineError::corrupt(&self.dir, format!("job {job} has no JobSubmitted event"))
         })?;
         let attempt = summary.attempts.len() as u32 + 1;
-        let parallel = opts
-            .parallel
-            .or(spec.parallel.map(|p| p as usize))
-            .unwrap_or_else(default_parallelism);
+        let concurrency = transfer::Concurrency::choose(opts.parallel, opts.parallel_auto, &spec);
+        let parallel = concurrency.initial();
         let tag = job.tag();
         let retry = opts.retry.unwrap_or_else(|| self.accounts.retry());
         let open = store::OpenOptions {
@@ -309,7 +310,7 @@ impl Engine {
             policy,
             listing_retries: Default::default(),
         });
-        let end = transfer::run(ctx, parallel).await?;
+        let end = transfer::run(ctx, concurrency).await?;
         let totals = opts.progress.totals();
         let outcome = match end {
             AttemptEnd::Interrupted => {

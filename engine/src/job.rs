@@ -325,7 +325,8 @@ pub struct JobSpec {
     pub src: Address,
     pub dst: Address,
     pub mode: Mode,
-    /// Parallel copies; `None` means the engine default (8 x cores).
+    /// Parallel copies; `None` means the engine default (8 x cores), and
+    /// [`JobSpec::PARALLEL_AUTO`] (0) `--parallel auto`.
     pub parallel: Option<u32>,
     /// Block size for large Azure blobs; `None` means 8 MiB.
     #[serde(default)]
@@ -398,14 +399,20 @@ impl FromStr for CopyMode {
 }
 
 impl JobSpec {
+    /// `parallel` of a job submitted with `--parallel auto`. Zero copies
+    /// was never a valid setting, so every log ferry ever wrote still
+    /// decodes and means what it meant, without a schema change; a ferry
+    /// from before auto that runs such a job copies with one worker.
+    pub const PARALLEL_AUTO: u32 = 0;
+
+    /// Whether the job adapts its parallel copies (`--parallel auto`).
+    pub fn parallel_auto(&self) -> bool {
+        self.parallel == Some(Self::PARALLEL_AUTO)
+    }
+
     /// Checks what can be checked before enqueueing, so a bad job fails at
     /// submit time with a clear message instead of in a worker later.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if self.parallel == Some(0) {
-            return Err(EngineError::InvalidInput(
-                "--parallel must be at least 1".into(),
-            ));
-        }
         if self.block_size == Some(0) {
             return Err(EngineError::InvalidInput(
                 "--block-size must be at least 1 byte".into(),

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,10 +101,43 @@ impl RetryTally {
     }
 }
 
+/// Request tries an attempt sent and how many of them the service
+/// throttled (429, 503 ServerBusy), over the whole attempt. `--parallel
+/// auto` reads the counts each window: a throttled share above a few percent
+/// means too many copies at once. Counted where each try's answer is
+/// classified (the Azure request pipeline); local copies count nothing.
+#[derive(Debug, Default)]
+pub struct Load {
+    requests: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl Load {
+    /// Request tries so far, throttled ones included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Tries the service answered with a throttling status.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self, throttled: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if throttled {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 tokio::task_local! {
     /// The tally of the blob (or listing) the current task works for, so an
     /// HTTP pipeline deep inside the SDK can count its retries there.
     static TALLY: Arc<RetryTally>;
+    /// The attempt's request counts, set only when something reads them
+    /// (`--parallel auto`).
+    static LOAD: Arc<Load>;
 }
 
 /// Runs `f` with `tally` as the current task's tally.
@@ -111,13 +145,22 @@ pub async fn counted<F: Future>(tally: Arc<RetryTally>, f: F) -> F::Output {
     TALLY.scope(tally, f).await
 }
 
-/// Wraps `f` (about to be spawned) so it counts into the current tally.
+/// Runs `f` with `load` counting the current task's requests.
+pub async fn measured<F: Future>(load: Arc<Load>, f: F) -> F::Output {
+    LOAD.scope(load, f).await
+}
+
+/// Wraps `f` (about to be spawned) so it counts into the current tally and
+/// load.
 pub fn inherit<F: Future>(f: F) -> impl Future<Output = F::Output> {
     let tally = TALLY.try_with(Arc::clone).ok();
+    let load = LOAD.try_with(Arc::clone).ok();
     async move {
-        match tally {
-            Some(t) => TALLY.scope(t, f).await,
-            None => f.await,
+        match (tally, load) {
+            (Some(t), Some(l)) => TALLY.scope(t, LOAD.scope(l, f)).await,
+            (Some(t), None) => TALLY.scope(t, f).await,
+            (None, Some(l)) => LOAD.scope(l, f).await,
+            (None, None) => f.await,
         }
     }
 }
@@ -125,6 +168,12 @@ pub fn inherit<F: Future>(f: F) -> impl Future<Output = F::Output> {
 /// Counts a retry in the current task's tally, if it has one.
 pub fn record(cause: &str) {
     let _ = TALLY.try_with(|t| t.record(cause));
+}
+
+/// Counts one request try (and whether it was throttled) in the current
+/// task's load, if it has one.
+pub fn record_request(throttled: bool) {
+    let _ = LOAD.try_with(|l| l.count(throttled));
 }
 
 impl RetryPolicy {
@@ -384,5 +433,32 @@ mod tests {
         let counts = tally.take();
         assert_eq!(counts.get("timeout"), Some(&2));
         assert_eq!(counts.len(), 1, "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn the_task_load_follows_spawned_work_with_or_without_a_tally() {
+        let load = Arc::new(Load::default());
+        let tally = Arc::new(RetryTally::default());
+        measured(load.clone(), async {
+            record_request(false);
+            counted(tally.clone(), async {
+                tokio::spawn(inherit(async {
+                    record_request(true);
+                    record("503 ServerBusy");
+                }))
+                .await
+                .unwrap();
+            })
+            .await;
+            tokio::spawn(inherit(async { record_request(false) }))
+                .await
+                .unwrap();
+            // Not inherited: counted nowhere.
+            tokio::spawn(async { record_request(true) }).await.unwrap();
+        })
+        .await;
+        record_request(true);
+        assert_eq!((load.requests(), load.throttled()), (3, 1));
+        assert_eq!(tally.take().get("503 ServerBusy"), Some(&1));
     }
 }

@@ -15,7 +15,7 @@ use ferry_engine::Engine;
 use tokio_util::sync::CancellationToken;
 
 use super::run::Ctx;
-use crate::args::DaemonArgs;
+use crate::args::{DaemonArgs, Parallel};
 use crate::control::{self, Access, Request};
 use crate::exit;
 
@@ -34,11 +34,13 @@ pub fn clock() -> Result<Arc<dyn Clock>> {
 
 pub fn daemon(ctx: &Ctx, args: DaemonArgs) -> Result<u8> {
     let engine = ctx.engine(ctx.accounts()?)?;
+    let (parallel, parallel_auto) = Parallel::split(args.parallel);
     let opts = DaemonOptions {
         max_jobs: args.jobs as usize,
         max_retries: args.max_retries,
         retry_delay: Duration::from_secs_f64(args.retry_delay),
-        parallel: args.parallel.map(|p| p as usize),
+        parallel,
+        parallel_auto,
         ..DaemonOptions::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

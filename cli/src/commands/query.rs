@@ -508,7 +508,9 @@ pub fn print_show(
         writeln!(out, "dest      {}", spec.dst)?;
         writeln!(out, "mode      {}", spec.mode)?;
         print_policy(&mut out, spec)?;
-        if let Some(p) = spec.parallel {
+        if spec.parallel_auto() {
+            writeln!(out, "parallel  auto")?;
+        } else if let Some(p) = spec.parallel {
             writeln!(out, "parallel  {p}")?;
         }
     }

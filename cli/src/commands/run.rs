@@ -15,7 +15,7 @@ use indicatif::HumanBytes;
 use tokio_util::sync::CancellationToken;
 
 use super::{open, Output};
-use crate::args::{JobArgs, RetryArgs, RunArgs};
+use crate::args::{JobArgs, Parallel, RetryArgs, RunArgs};
 use crate::control::{self, Access, Request};
 use crate::exit;
 use crate::progress::ProgressView;
@@ -70,7 +70,7 @@ pub(crate) fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec
         } else {
             args.mode
         },
-        parallel: args.parallel,
+        parallel: args.parallel.map(Parallel::for_spec),
         block_size: args.block_size,
         copy_method: args.copy_method,
         policy_plugin: None,
@@ -171,8 +171,8 @@ pub fn copy(ctx: &Ctx, args: JobArgs) -> Result<u8> {
             retry: args.retry,
             ..How::default()
         };
-        let report = attempt(&engine, id, how, cancel, out).await?;
-        print_stats(&engine, args.stats, report.elapsed);
+        let (report, progress) = attempt(&engine, id, how, cancel, out).await?;
+        print_stats(&engine, args.stats, &report, &progress);
         Ok(code_of(&report))
     })
 }
@@ -197,8 +197,8 @@ pub fn run_queue(ctx: &Ctx, args: RunArgs) -> Result<u8> {
                 allow_plugin_change: args.allow_plugin_change,
                 retry: args.retry,
             };
-            let report = attempt(&engine, id, how, cancel.clone(), out).await?;
-            print_stats(&engine, args.stats, report.elapsed);
+            let (report, progress) = attempt(&engine, id, how, cancel.clone(), out).await?;
+            print_stats(&engine, args.stats, &report, &progress);
             ran += 1;
             worst = worst.max(code_of(&report));
         }
@@ -224,8 +224,8 @@ pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
             allow_plugin_change: args.allow_plugin_change,
             retry: args.retry,
         };
-        let report = attempt(&engine, id, how, cancel, out).await?;
-        print_stats(&engine, args.stats, report.elapsed);
+        let (report, progress) = attempt(&engine, id, how, cancel, out).await?;
+        print_stats(&engine, args.stats, &report, &progress);
         Ok(code_of(&report))
     })
 }
@@ -233,7 +233,7 @@ pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
 /// How to run one attempt.
 #[derive(Default)]
 struct How {
-    parallel: Option<u32>,
+    parallel: Option<Parallel>,
     /// Resume (replay) rather than start.
     replay: bool,
     allow_plugin_change: bool,
@@ -260,20 +260,24 @@ fn retry_policy(engine: &Engine, args: RetryArgs) -> Result<Option<RetryPolicy>>
     Ok(Some(p))
 }
 
+/// Runs one attempt; returns its report and live counters (which keep
+/// what `--parallel auto` did).
 async fn attempt(
     engine: &Engine,
     id: JobId,
     how: How,
     cancel: CancellationToken,
     out: Output,
-) -> Result<RunReport> {
+) -> Result<(RunReport, Arc<Progress>)> {
     let retry = retry_policy(engine, how.retry)?;
     let progress = Arc::new(Progress::default());
     let view = (!out.quiet).then(|| ProgressView::start(progress.clone()));
+    let (parallel, parallel_auto) = Parallel::split(how.parallel);
     let opts = RunOptions {
-        parallel: how.parallel.map(|p| p as usize),
+        parallel,
+        parallel_auto,
         cancel,
-        progress,
+        progress: progress.clone(),
         retry,
         allow_plugin_change: how.allow_plugin_change,
         ..RunOptions::default()
@@ -290,14 +294,19 @@ async fn attempt(
     if !out.quiet {
         println!("{}", summary_line(&report));
     }
-    Ok(report)
+    Ok((report, progress))
 }
 
-/// Writer statistics for benchmarks: how busy the single log writer was.
-fn print_stats(engine: &Engine, enabled: bool, elapsed: std::time::Duration) {
+/// Statistics for benchmarks: how busy the single log writer was, and the
+/// parallel copies `--parallel auto` went through.
+fn print_stats(engine: &Engine, enabled: bool, report: &RunReport, progress: &Progress) {
     if !enabled {
         return;
     }
+    if let Some(auto) = progress.auto.summary() {
+        eprintln!("{auto}");
+    }
+    let elapsed = report.elapsed;
     let s = engine.log().writer_stats();
     let events = s.events.load(std::sync::atomic::Ordering::Relaxed);
     let batches = s.batches.load(std::sync::atomic::Ordering::Relaxed);

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use tokio_util::sync::CancellationToken;
 
+use super::auto::Limiter;
 use super::{Attempt, Progress, Work};
 use crate::error::EngineError;
 use crate::event::{CopyMethod, ErrorKind, Event, SkipReason};
@@ -24,10 +25,13 @@ enum Done {
     Identical,
 }
 
+/// `limiter` (`--parallel auto`) caps how many workers copy at once; it is
+/// taken per blob, so a lower limit takes hold within one blob's time.
 pub(crate) async fn worker(
     ctx: Arc<Attempt>,
     rx: async_channel::Receiver<Vec<Work>>,
     stop: CancellationToken,
+    limiter: Option<Arc<Limiter>>,
 ) -> Result<(), EngineError> {
     let mut policy = None;
     loop {
@@ -45,6 +49,13 @@ pub(crate) async fn worker(
                 ctx.log.append(ctx.job, event).await?;
                 continue;
             }
+            let _permit = match limiter.as_deref() {
+                Some(l) => match l.acquire(&stop).await {
+                    Some(p) => Some(p),
+                    None => return Ok(()),
+                },
+                None => None,
+            };
             let started = Instant::now();
             let tally = Arc::new(RetryTally::default());
             let (res, tries) = retry::counted(
@@ -128,6 +139,7 @@ pub(crate) fn local_worker(
     stop: CancellationToken,
     src: LocalStore,
     dst: LocalStore,
+    limiter: Option<Arc<Limiter>>,
 ) -> Result<(), EngineError> {
     let mut policy = None;
     while !stop.is_cancelled() {
@@ -142,6 +154,15 @@ pub(crate) fn local_worker(
                 ctx.log.append_blocking(ctx.job, event)?;
                 continue;
             }
+            // The limiter is async; this thread may block on it (its
+            // wake-ups need no runtime).
+            let _permit = match limiter.as_deref() {
+                Some(l) => match futures::executor::block_on(l.acquire(&stop)) {
+                    Some(p) => Some(p),
+                    None => return Ok(()),
+                },
+                None => None,
+            };
             let started = Instant::now();
             let tally = RetryTally::default();
             let (res, tries) = ctx.retry.run_blocking(StoreError::fault, &tally, || {

@@ -1,10 +1,15 @@
 //! The copy pipeline of one attempt: a planner streams the source listing
 //! (merge-joined with the destination's), decides each blob and feeds a
-//! bounded queue; a pool of workers copies and records outcomes.
+//! bounded queue; a pool of workers copies and records outcomes. With
+//! `--parallel auto` a controller (`auto.rs`) sets how many of the workers
+//! copy at once.
 
+mod auto;
 mod copy;
 mod merge;
 mod plan;
+
+pub use auto::{AutoStats, AutoSummary, Concurrency, Limits};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,6 +42,8 @@ pub struct Progress {
     pub resumed: AtomicU64,
     pub resumed_bytes: AtomicU64,
     pub retries: AtomicU64,
+    /// What `--parallel auto` did (nothing in a fixed attempt).
+    pub auto: AutoStats,
 }
 
 impl Progress {
@@ -111,7 +118,10 @@ pub(crate) enum AttemptEnd {
 
 /// Runs the pipeline to its end. Errors are only those that make recording
 /// impossible (the log failed); everything else is an outcome.
-pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd, EngineError> {
+pub(crate) async fn run(
+    ctx: Arc<Attempt>,
+    concurrency: Concurrency,
+) -> Result<AttemptEnd, EngineError> {
     if let Err(e) = ctx.dst.prepare_destination().await {
         let message = format!("preparing {} failed: {e}", ctx.dst.describe());
         return Ok(AttemptEnd::Finished(Outcome::Failed { message }));
@@ -121,20 +131,39 @@ pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd
     let (tx, rx) = async_channel::bounded(WORK_QUEUE);
     let mut workers = JoinSet::new();
     let local = ctx.src.as_local().cloned().zip(ctx.dst.as_local().cloned());
-    for _ in 0..parallel.max(1) {
-        let (ctx, rx, stop) = (ctx.clone(), rx.clone(), stop.clone());
-        match local.clone() {
-            Some((src, dst)) => {
-                workers.spawn_blocking(move || copy::local_worker(ctx, rx, stop, src, dst))
+    let auto = match concurrency {
+        Concurrency::Auto(limits) => Some(auto::Auto::new(limits)),
+        Concurrency::Fixed(_) => None,
+    };
+    let limiter = auto.as_ref().map(|a| a.limiter.clone());
+    for _ in 0..concurrency.workers() {
+        let (ctx, rx, stop, limiter) = (ctx.clone(), rx.clone(), stop.clone(), limiter.clone());
+        match (local.clone(), &auto) {
+            (Some((src, dst)), _) => {
+                workers.spawn_blocking(move || copy::local_worker(ctx, rx, stop, src, dst, limiter))
             }
-            None => workers.spawn(copy::worker(ctx, rx, stop)),
+            // The requests of an auto attempt count into its load.
+            (None, Some(a)) => workers.spawn(crate::retry::measured(
+                a.load.clone(),
+                copy::worker(ctx, rx, stop, limiter),
+            )),
+            (None, None) => workers.spawn(copy::worker(ctx, rx, stop, limiter)),
         };
     }
     drop(rx);
+    // The controller ends with the workers, or with this future if dropped.
+    let controller_done = CancellationToken::new();
+    let _stop_controller = controller_done.clone().drop_guard();
+    let controller = auto
+        .as_ref()
+        .map(|a| tokio::spawn(a.controller(ctx.progress.clone(), controller_done.clone())));
     // Listing requests (pages, container checks) count into the listing's
     // tally, recorded with ListingCompleted.
-    let planned =
-        crate::retry::counted(ctx.listing_retries.clone(), plan::plan(&ctx, tx, &stop)).await;
+    let planning = crate::retry::counted(ctx.listing_retries.clone(), plan::plan(&ctx, tx, &stop));
+    let planned = match &auto {
+        Some(a) => crate::retry::measured(a.load.clone(), planning).await,
+        None => planning.await,
+    };
     if planned.is_err() {
         stop.cancel();
     }
@@ -151,6 +180,12 @@ pub(crate) async fn run(ctx: Arc<Attempt>, parallel: usize) -> Result<AttemptEnd
                 log_error.get_or_insert(EngineError::LogWrite(format!("a copy worker died: {e}")));
             }
         }
+    }
+    controller_done.cancel();
+    if let Some(c) = controller {
+        // A controller that panicked only stopped tuning; the copies are
+        // what matters.
+        let _ = c.await;
     }
     if let Some(e) = log_error {
         return Err(e);

@@ -12,6 +12,12 @@ pub fn is_transient(status: u16, code: &str) -> bool {
         || matches!(code, "ServerBusy" | "OperationTimedOut" | "InternalError")
 }
 
+/// Whether an answer says the service is shedding load (as opposed to a
+/// fault of one request): what `--parallel auto` backs off from.
+pub fn is_throttling(status: u16, code: &str) -> bool {
+    matches!(status, 429 | 503) || code == "ServerBusy"
+}
+
 /// Maps an SDK error on `what` (e.g. `prod:photos/a.jpg`) of `account`
 /// that came out of the request pipeline. The pipeline has already retried
 /// it as far as the policy allows, so it is final: a blob's worker must not
@@ -163,6 +169,17 @@ mod tests {
             if s != 412 {
                 assert!(!e.is_transient(), "{s} {c}");
             }
+        }
+        for (s, c) in [
+            (429, "TooManyRequests"),
+            (503, "ServerBusy"),
+            (503, ""),
+            (500, "ServerBusy"),
+        ] {
+            assert!(is_throttling(s, c), "{s} {c}");
+        }
+        for (s, c) in [(500, "InternalError"), (408, ""), (504, ""), (200, "")] {
+            assert!(!is_throttling(s, c), "{s} {c}");
         }
         let msg = from_status(403, "AuthenticationFailed", "prod:photos", "prod").to_string();
         assert!(

@@ -44,6 +44,7 @@ impl Policy for RetryRequests {
             let sent = tokio::time::timeout(p.try_timeout, forward(ctx, request, next)).await;
             let (result, fault) = match sent {
                 Err(_) => {
+                    retry::record_request(false);
                     let e = io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("no response within {} s", p.try_timeout.as_secs()),
@@ -58,6 +59,9 @@ impl Policy for RetryRequests {
                         .get_optional_str(&ERROR_CODE)
                         .unwrap_or_default()
                         .to_string();
+                    // Every try's answer counts towards the attempt's
+                    // throttled share (`--parallel auto`).
+                    retry::record_request(errors::is_throttling(status, &code));
                     if !errors::is_transient(status, &code) {
                         return Ok(response);
                     }
@@ -67,13 +71,17 @@ impl Policy for RetryRequests {
                     };
                     (Ok(response), fault)
                 }
-                Ok(Err(e)) => match e.kind() {
-                    azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
-                        let cause = errors::io_cause(&e);
-                        (Err(e), Fault::new(cause))
+                Ok(Err(e)) => {
+                    retry::record_request(false);
+                    match e.kind() {
+                        azure_core::error::ErrorKind::Io
+                        | azure_core::error::ErrorKind::Connection => {
+                            let cause = errors::io_cause(&e);
+                            (Err(e), Fault::new(cause))
+                        }
+                        _ => return Err(e),
                     }
-                    _ => return Err(e),
-                },
+                }
             };
             let Some(wait) = p.next_wait(tries, start.elapsed(), &fault) else {
                 tracing::debug!(cause = %fault.cause, tries, "giving up on a request");
