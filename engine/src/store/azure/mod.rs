@@ -10,7 +10,6 @@ mod retry;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use azure_core::http::policies::{Policy, PolicyResult};
@@ -19,9 +18,8 @@ use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
     BlobClientStartCopyFromUrlOptions, BlobClientStartCopyFromUrlResultHeaders,
     BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientUploadBlobFromUrlOptions,
-    BlockBlobClientUploadOptions, BlockListType, BlockLookupList, CopyStatus, HttpRange,
-    ListBlobsIncludeItem,
+    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientUploadOptions, BlockListType,
+    BlockLookupList, CopyStatus, HttpRange, ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::{Bytes, BytesMut};
@@ -47,6 +45,8 @@ const PAGE: u32 = 5000;
 
 /// How long a SAS that ferry signs for a server-side copy stays valid.
 const COPY_SAS_HOURS: i64 = 24;
+/// Longest a server-side Copy Blob may stay pending before the blob fails.
+const COPY_PENDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One container (and prefix) of an Azure account.
 #[derive(Clone)]
@@ -66,9 +66,6 @@ pub struct AzureStore {
     container_url: url::Url,
     auth: Auth,
     block_size: u64,
-    /// The service answered Put Blob From URL with 501 (Azurite, older
-    /// endpoints): single-block copies then use Copy Blob instead.
-    no_put_from_url: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for AzureStore {
@@ -324,7 +321,6 @@ impl AzureStore {
             container_url,
             auth,
             block_size: block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
-            no_put_from_url: Default::default(),
         })
     }
 
@@ -428,10 +424,7 @@ impl AzureStore {
         let source = src.source_url(&meta.name)?;
         let bs = self.block_size_for(meta.size);
         if meta.size <= bs {
-            if self.no_put_from_url.load(Ordering::Relaxed) {
-                return self.copy_blob(source, meta).await;
-            }
-            return self.put_from_url(&blob, source, meta).await;
+            return self.copy_blob(source, meta).await;
         }
         let staged = self.staged_blocks(&blob, meta, bs).await;
         let mut ids = Vec::new();
@@ -478,43 +471,14 @@ impl AzureStore {
             .await
     }
 
-    /// A blob of one block in one request (Put Blob From URL): half the
-    /// requests of Put Block From URL + Put Block List, which made small-blob
-    /// server-side copies slower than a tool using Copy Blob.
-    async fn put_from_url(
-        &self,
-        blob: &azure_storage_blob::BlockBlobClient,
-        source: String,
-        meta: &BlobMeta,
-    ) -> Result<(), StoreError> {
-        let p = meta.props.as_deref().cloned().unwrap_or_default();
-        let opts = BlockBlobClientUploadBlobFromUrlOptions {
-            source_if_match: Some(meta.etag.clone().into()),
-            blob_content_md5: meta.md5.map(|m| m.to_vec()),
-            blob_content_type: p.content_type,
-            blob_content_encoding: p.content_encoding,
-            blob_content_language: p.content_language,
-            blob_cache_control: p.cache_control,
-            blob_content_disposition: p.content_disposition,
-            metadata: (!p.metadata.is_empty()).then(|| p.metadata.into_iter().collect()),
-            ..Default::default()
-        };
-        let put = blob.upload_blob_from_url(source.clone(), Some(opts)).await;
-        match put.map_err(|e| self.err(&e, &meta.name)) {
-            Ok(_) => Ok(()),
-            Err(StoreError::Service { status: 501, .. }) => {
-                self.no_put_from_url.store(true, Ordering::Relaxed);
-                tracing::debug!(store = %self.label, "no Put Blob From URL: using Copy Blob");
-                self.copy_blob(source, meta).await
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Copy Blob for a single-block blob where Put Blob From URL is missing:
-    /// source etag pinned, properties and metadata come with the source. The
-    /// service may finish it later ("pending"): it is polled until done, so
-    /// a blob is recorded copied only once it is there.
+    /// A single-block blob in one request, Copy Blob (like rclone): Put Block
+    /// From URL + Put Block List took two, and small-blob server-side copies
+    /// were slower than rclone's. (Put Blob From URL would be one request
+    /// too, but Azurite 3.37 answers it 501, or 500 under a SAS.) The source
+    /// etag is pinned; properties and metadata come with the source. The
+    /// service may finish it later ("pending"): it is polled, so a blob is
+    /// recorded copied only once it is there, and given up after
+    /// [`COPY_PENDING_LIMIT`].
     async fn copy_blob(&self, source: String, meta: &BlobMeta) -> Result<(), StoreError> {
         let name = self.full_name(&meta.name)?;
         let client = self.client.blob_client(&name);
@@ -528,7 +492,16 @@ impl AzureStore {
             .map_err(|e| self.err(&e, &meta.name))?;
         let mut status = started.copy_status().ok().flatten();
         let mut wait = std::time::Duration::from_millis(50);
+        let since = std::time::Instant::now();
         while status == Some(CopyStatus::Pending) {
+            if since.elapsed() > COPY_PENDING_LIMIT {
+                return Err(StoreError::Service {
+                    what: self.what(&meta.name),
+                    status: 500,
+                    code: "CopyStillPending".into(),
+                    transient: true,
+                });
+            }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_secs(2));
             let props = client
