@@ -122,8 +122,14 @@ fn a_schedule_fires_its_job_runs_and_a_restart_does_not_run_it_again() {
         ])
     );
 
-    // Thursday 23:29:58: the fire is two seconds away.
-    let d = daemon(&env, Some("2026-11-26T23:29:58Z"), &[]);
+    // Two seconds before the schedule's first fire after now (real time): the
+    // schedule was added now, so only fires after that are its own. (A fixed
+    // date failed when the test ran later that evening.)
+    let due = first_fire_after(chrono::Utc::now() + chrono::Duration::seconds(5));
+    let at = |secs: i64| {
+        (due + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let d = daemon(&env, Some(&at(-2)), &[]);
     let job = wait_for(60, "the scheduled job to succeed", || {
         let jobs = env.jobs_json();
         let j = jobs.first()?;
@@ -134,7 +140,7 @@ fn a_schedule_fires_its_job_runs_and_a_restart_does_not_run_it_again() {
     stop(d, 15);
 
     // Restarted after the fire: nothing runs twice.
-    let d = daemon(&env, Some("2026-11-26T23:30:05Z"), &[]);
+    let d = daemon(&env, Some(&at(5)), &[]);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         env.jobs_json().len(),
@@ -147,9 +153,23 @@ fn a_schedule_fires_its_job_runs_and_a_restart_does_not_run_it_again() {
         .filter(|e| ev_type(e) == "ScheduleFired")
         .collect();
     assert_eq!(fired.len(), 1);
-    assert_eq!(ev_data(&fired[0])["due"], "2026-11-26T23:30:00Z");
+    assert_eq!(ev_data(&fired[0])["due"], at(0));
     assert_eq!(ev_data(&fired[0])["job"], job.as_str());
     env.verify_log_ok(None);
+}
+
+/// The first Mon-Thu 23:30 UTC strictly after `t` (the schedule above).
+fn first_fire_after(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Datelike, TimeZone, Weekday};
+    let mut day = t.date_naive();
+    loop {
+        let fire = chrono::Utc.from_utc_datetime(&day.and_hms_opt(23, 30, 0).unwrap());
+        let weekday = day.weekday();
+        if fire > t && !matches!(weekday, Weekday::Fri | Weekday::Sat | Weekday::Sun) {
+            return fire;
+        }
+        day = day.succ_opt().unwrap();
+    }
 }
 
 #[test]
