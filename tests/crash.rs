@@ -155,13 +155,7 @@ fn twenty_kills_then_replays_lose_nothing_and_resume_large_blobs_from_blocks() {
         .arg(&down)
         .run()
         .success();
-    let names = list_files(&env.src);
-    assert_eq!(names.len(), SMALL + LARGE);
-    assert_eq!(list_files(&down), names);
-    for n in &names {
-        let same = std::fs::read(env.src.join(n)).unwrap() == std::fs::read(down.join(n)).unwrap();
-        assert!(same, "{n} differs");
-    }
+    assert_eq!(assert_same_files(&env.src, &down), SMALL + LARGE);
 
     // Each attempt is one gap-free run of sequence numbers, opened by its
     // JobStarted; the cached projections equal a fresh fold.

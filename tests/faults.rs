@@ -99,16 +99,7 @@ fn verify(s: &Setup, container: &str) {
         .arg(&down)
         .run()
         .success();
-    let names = list_files(&s.env.src);
-    assert_eq!(names.len(), 2000);
-    assert_eq!(list_files(&down), names);
-    for n in &names {
-        let (a, b) = (
-            std::fs::read(s.env.src.join(n)),
-            std::fs::read(down.join(n)),
-        );
-        assert!(a.unwrap() == b.unwrap(), "{n} differs");
-    }
+    assert_eq!(assert_same_files(&s.env.src, &down), 2000);
 }
 
 fn report(what: &str, s: &Setup, summary: &Value) {

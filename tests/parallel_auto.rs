@@ -148,13 +148,7 @@ fn auto_backs_off_from_a_service_that_answers_503_above_k_in_flight_and_copies_e
         .arg(&down)
         .run()
         .success();
-    let names = list_files(&env.src);
-    assert_eq!(names.len(), FILES as usize);
-    assert_eq!(list_files(&down), names);
-    for n in &names {
-        let (a, b) = (std::fs::read(env.src.join(n)), std::fs::read(down.join(n)));
-        assert!(a.unwrap() == b.unwrap(), "{n} differs");
-    }
+    assert_eq!(assert_same_files(&env.src, &down), FILES as usize);
     env.verify_log_ok(None);
 }
 

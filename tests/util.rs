@@ -565,6 +565,18 @@ pub fn temp_files(root: &Path) -> Vec<String> {
 
 /// Asserts two trees hold the same file names with the same bytes, sizes,
 /// mtimes (to the nanosecond) and permission bits.
+/// `dst` holds exactly `src`'s files with the same bytes (times are not
+/// compared: a download's files are as new as the download). Returns how many.
+pub fn assert_same_files(src: &Path, dst: &Path) -> usize {
+    let names = list_files(src);
+    assert_eq!(list_files(dst), names);
+    for n in &names {
+        let same = std::fs::read(src.join(n)).unwrap() == std::fs::read(dst.join(n)).unwrap();
+        assert!(same, "{n} differs");
+    }
+    names.len()
+}
+
 pub fn assert_same_tree(src: &Path, dst: &Path) {
     let a = snapshot(src);
     let b = snapshot(dst);

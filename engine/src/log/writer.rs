@@ -639,11 +639,8 @@ impl WriterState {
                     entry,
                 };
                 self.pending.push((job, attempt, item));
-            } else {
-                batch.insert(keys::history(job, name, rec.seq), entry.encode()?);
-                if let Some((name, state)) = BlobState::from_event(&rec) {
-                    batch.insert(keys::blob(job, name), encode_state(&state)?);
-                }
+            } else if let Some((_, state)) = BlobState::from_event(&rec) {
+                put_keyed(batch, job, name, &entry, &state)?;
             }
         }
         self.seqs.insert(job, rec.seq + 1);
@@ -671,11 +668,7 @@ impl WriterState {
             let mut mark = self.mark(job, attempt)?;
             while let Some((_, _, item)) = items.next_if(|(j, a, _)| (*j, *a) == (job, attempt)) {
                 if mark.as_deref().is_some_and(|m| item.name.as_str() <= m) {
-                    batch.insert(
-                        keys::history(job, &item.name, item.seq),
-                        item.entry.encode()?,
-                    );
-                    batch.insert(keys::blob(job, &item.name), encode_state(&item.state())?);
+                    put_keyed(batch, job, &item.name, &item.entry, &item.state())?;
                     continue;
                 }
                 mark = Some(item.name.clone());
@@ -809,8 +802,19 @@ fn prepare_index(db: &sled::Db) -> Result<bool, String> {
     Ok(false)
 }
 
-fn encode_state(state: &BlobState) -> Result<Vec<u8>, String> {
-    rmp_serde::to_vec_named(state).map_err(|e| format!("cannot encode a checkpoint: {e}"))
+/// A blob outcome as keys of its own: its history line and checkpoint entry.
+fn put_keyed(
+    batch: &mut sled::Batch,
+    job: JobId,
+    name: &str,
+    entry: &history::HistoryEntry,
+    state: &BlobState,
+) -> Result<(), String> {
+    let checkpoint =
+        rmp_serde::to_vec_named(state).map_err(|e| format!("cannot encode a checkpoint: {e}"))?;
+    batch.insert(keys::history(job, name, state.seq), entry.encode()?);
+    batch.insert(keys::blob(job, name), checkpoint);
+    Ok(())
 }
 
 /// Adds a run (if any) to the batch under its greatest name and empties it.

@@ -420,12 +420,12 @@ impl AzureStore {
     /// pinned so a blob that changes meanwhile fails instead of mixing.
     pub async fn copy_from(&self, src: &AzureStore, meta: &BlobMeta) -> Result<(), StoreError> {
         let name = self.full_name(&meta.name)?;
-        let blob = Arc::new(self.client.blob_client(&name).block_blob_client());
         let source = src.source_url(&meta.name)?;
         let bs = self.block_size_for(meta.size);
         if meta.size <= bs {
-            return self.copy_blob(source, meta).await;
+            return self.copy_blob(&name, source, meta).await;
         }
+        let blob = Arc::new(self.client.blob_client(&name).block_blob_client());
         let staged = self.staged_blocks(&blob, meta, bs).await;
         let mut ids = Vec::new();
         let mut tasks = JoinSet::new();
@@ -479,9 +479,19 @@ impl AzureStore {
     /// service may finish it later ("pending"): it is polled, so a blob is
     /// recorded copied only once it is there, and given up after
     /// [`COPY_PENDING_LIMIT`].
-    async fn copy_blob(&self, source: String, meta: &BlobMeta) -> Result<(), StoreError> {
-        let name = self.full_name(&meta.name)?;
-        let client = self.client.blob_client(&name);
+    async fn copy_blob(
+        &self,
+        name: &str,
+        source: String,
+        meta: &BlobMeta,
+    ) -> Result<(), StoreError> {
+        let client = self.client.blob_client(name);
+        let failed = |code: &str| StoreError::Service {
+            what: self.what(&meta.name),
+            status: 500,
+            code: code.into(),
+            transient: true,
+        };
         let opts = BlobClientStartCopyFromUrlOptions {
             source_if_match: Some(meta.etag.clone().into()),
             ..Default::default()
@@ -495,12 +505,7 @@ impl AzureStore {
         let since = std::time::Instant::now();
         while status == Some(CopyStatus::Pending) {
             if since.elapsed() > COPY_PENDING_LIMIT {
-                return Err(StoreError::Service {
-                    what: self.what(&meta.name),
-                    status: 500,
-                    code: "CopyStillPending".into(),
-                    transient: true,
-                });
+                return Err(failed("CopyStillPending"));
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_secs(2));
@@ -511,12 +516,7 @@ impl AzureStore {
             status = props.copy_status().ok().flatten();
         }
         match status {
-            Some(CopyStatus::Aborted) | Some(CopyStatus::Failed) => Err(StoreError::Service {
-                what: self.what(&meta.name),
-                status: 500,
-                code: "CopyFailed".into(),
-                transient: true,
-            }),
+            Some(CopyStatus::Aborted) | Some(CopyStatus::Failed) => Err(failed("CopyFailed")),
             _ => Ok(()),
         }
     }
