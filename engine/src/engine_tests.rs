@@ -65,11 +65,12 @@ async fn given_a_copied_job_then_cached_projections_equal_a_fresh_replay_and_cor
     // Submitted, started, 500 copies, listing completed, finished.
     assert_eq!(v.events, 504);
 
-    // When a checkpoint entry is tampered with, verification names it.
+    // When a checkpoint entry is tampered with, verification names it. (Its
+    // seq is past every event's, so it wins over the blob's line in a run.)
     let forged = BlobState {
         status: crate::projection::BlobStatus::Failed,
         etag: None,
-        seq: 3,
+        seq: 10_000,
         error_kind: None,
         message: None,
     };
