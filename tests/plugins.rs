@@ -28,6 +28,30 @@ pub(crate) fn policy_fixture(
     decide_body: &str,
     configure_body: &str,
 ) -> PathBuf {
+    fixture(dir, name, decide_body, configure_body, None)
+}
+
+/// A policy that also exports `policy-batch`: `decide-batch`'s params fit
+/// in 16 flat values (the pairs list's pointer and length, then the job
+/// context's seven) and it returns a pointer to its list's pointer and length.
+fn batched_policy_fixture(dir: &Path, name: &str, decide_body: &str, batch_body: &str) -> PathBuf {
+    fixture(dir, name, decide_body, CONFIGURE_OK, Some(batch_body))
+}
+
+fn fixture(
+    dir: &Path,
+    name: &str,
+    decide_body: &str,
+    configure_body: &str,
+    batch_body: Option<&str>,
+) -> PathBuf {
+    let batch = batch_body.map_or(String::new(), |body| {
+        format!(
+            r#"(func (export "ferry:plugin/policy-batch@0.1.0#decide-batch")
+    (param $pairs i32) (param $n i32) (param i32 i32 i32 i32 i32 i32 i32) (result i32)
+    {body})"#
+        )
+    });
     let wat = format!(
         r#"(module
   (memory (export "memory") 2)
@@ -43,6 +67,7 @@ pub(crate) fn policy_fixture(
     {configure_body})
   (func (export "ferry:plugin/policy@0.1.0#decide") (param $args i32) (result i32)
     {decide_body})
+  {batch}
 )"#
     );
     let module = wat::parse_str(&wat).expect("fixture WAT");
@@ -50,9 +75,11 @@ pub(crate) fn policy_fixture(
     let (pkg, _) = resolve
         .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit"))
         .unwrap();
-    let world = resolve
-        .select_world(&[pkg], Some("overwrite-policy"))
-        .unwrap();
+    let world_name = match batch_body {
+        Some(_) => "overwrite-policy-batched",
+        None => "overwrite-policy",
+    };
+    let world = resolve.select_world(&[pkg], Some(world_name)).unwrap();
     write_component(dir, name, module, &resolve, world)
 }
 
@@ -243,6 +270,67 @@ fn a_trapped_instance_is_replaced_and_later_blobs_are_decided() {
     assert_eq!((s.copied, s.failed), (16, 4));
 }
 
+/// decide-batch -> one skip("fixture says no") per pair: a decision is 12
+/// bytes (case byte, string pointer, length), written from 110000 on, the
+/// list's pointer and length at 109000 (above the fixture's bump allocator).
+const BATCH_SKIPS: &str = "(local $i i32) (local $at i32)
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $at (i32.add (i32.const 110000) (i32.mul (local.get $i) (i32.const 12))))
+      (i32.store8 (local.get $at) (i32.const 1))
+      (i32.store offset=4 (local.get $at) (i32.const 64))
+      (i32.store offset=8 (local.get $at) (i32.const 15))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (i32.store (i32.const 109000) (i32.const 110000))
+    (i32.store (i32.const 109004) (local.get $n))
+    (i32.const 109000)";
+
+#[test]
+fn a_batching_policy_answers_through_decide_batch() {
+    let env = Env::new();
+    both_ends(&env);
+    // `decide` alone would overwrite both: the skips prove the batch path.
+    let fixture = batched_policy_fixture(env.dir.path(), "batches", OVERWRITE, BATCH_SKIPS);
+    let args = policy_args(&fixture);
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let s = env.copy(&args).run().success().summary();
+    assert_eq!((s.copied, s.skipped, s.failed), (0, 2, 0));
+    let events = env.events(Some(&s.job));
+    for e in of_type(&events, "BlobSkipped") {
+        assert_eq!(ev_data(e)["reason"], "policy");
+        assert_eq!(ev_data(e)["detail"], "fixture says no");
+    }
+    assert_eq!(std::fs::read(env.dst.join("keep/a.txt")).unwrap(), b"old a");
+}
+
+#[test]
+fn a_failing_batch_is_asked_again_blob_by_blob() {
+    let cases = [
+        ("batch-traps", "unreachable".to_string()),
+        (
+            "batch-miscounts",
+            "(i32.store (i32.const 109000) (i32.const 110000)) (i32.store (i32.const 109004) (i32.const 0)) (i32.const 109000)".to_string(),
+        ),
+    ];
+    for (name, batch) in cases {
+        let env = Env::new();
+        both_ends(&env);
+        let fixture = batched_policy_fixture(env.dir.path(), name, OVERWRITE, &batch);
+        let args = policy_args(&fixture);
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = env.copy(&args).run().success();
+        let s = out.summary();
+        assert_eq!((s.copied, s.failed), (2, 0), "{name}: {out:?}");
+        assert!(
+            out.stderr.contains("decide-batch failed") && out.stderr.contains("blob by blob"),
+            "{name}: {}",
+            out.stderr
+        );
+        assert_eq!(std::fs::read(env.dst.join("keep/a.txt")).unwrap(), b"new a");
+    }
+}
+
 #[test]
 fn replay_refuses_a_plugin_that_changed_unless_allowed() {
     let env = Env::new();
@@ -371,6 +459,17 @@ fn plugin_check_names_the_world_and_dry_runs_it() {
         out.contains("decide(newer source) = overwrite (source newer)"),
         "{out}"
     );
+    assert!(out.contains("batches  yes"), "{out}");
+    // A batch answer that differs from decide's is refused.
+    let liar = batched_policy_fixture(env.dir.path(), "liar", OVERWRITE, BATCH_SKIPS);
+    let err = env
+        .ferry()
+        .args(["plugin", "check"])
+        .arg(&liar)
+        .run()
+        .code(9)
+        .stderr;
+    assert!(err.contains("a batch answer must equal decide's"), "{err}");
     let out = env
         .ferry()
         .args(["plugin", "check"])

@@ -91,6 +91,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|e| e.to_string())
         })
     })?;
+    // Batches of 32, as workers ask (one `decide-batch` call per batch if
+    // the plugin exports it); the rate counts decisions, not calls.
+    const BATCH: usize = 32;
+    let batched = calls_per_sec(1, calls / BATCH as u64, || {
+        let (plugin, ctx) = (&plugin, &ctx);
+        let pairs = vec![(&src, &dst); BATCH];
+        Ok(move || {
+            plugin
+                .decide_all(&pairs, ctx)
+                .into_iter()
+                .try_for_each(|d| d.map(|_| ()).map_err(|e| e.to_string()))
+        })
+    })? * BATCH as f64;
     println!("plugin {path}");
     println!(
         "cold start: compile {:.1} ms; cached load {:.2} ms",
@@ -110,6 +123,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("decide: 2 threads leasing pooled instances: {pooled:.0} calls/s");
+    println!(
+        "decide_all, 1 thread, batches of {BATCH} ({}): {batched:.0} decisions/s ({:.2} us each)",
+        if plugin.batches() {
+            "one decide-batch call each"
+        } else {
+            "no decide-batch export: one decide each"
+        },
+        1e6 / batched
+    );
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
 }

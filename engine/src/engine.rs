@@ -430,13 +430,15 @@ impl Engine {
     }
 
     /// Configures a policy plugin and asks it about a sample blob (newer and
-    /// bigger at the source): `ferry plugin check`.
+    /// bigger at the source): `ferry plugin check`. Returns its answer and
+    /// whether it answers batches; a batch answer must equal `decide`'s.
     pub fn dry_run_policy(
         &self,
         loaded: LoadedPlugin,
         config: Vec<(String, String)>,
-    ) -> Result<String, EngineError> {
-        let mut inst = PolicyPlugin::new(loaded, config)?.instance()?;
+    ) -> Result<(String, bool), EngineError> {
+        let plugin = PolicyPlugin::new(loaded, config)?;
+        let mut inst = plugin.instance()?;
         let now = chrono::Utc::now();
         let src = BlobMeta {
             name: "example/photo.jpg".into(),
@@ -458,10 +460,27 @@ impl Engine {
             source: "source".into(),
             destination: "destination".into(),
         };
-        Ok(match inst.decide(&src, &dst, &ctx)? {
+        let show = |d: plugin::PluginDecision| match d {
             plugin::PluginDecision::Overwrite(r) => format!("overwrite ({r})"),
             plugin::PluginDecision::Skip(r) => format!("skip ({r})"),
-        })
+        };
+        let single = show(inst.decide(&src, &dst, &ctx)?);
+        if !plugin.batches() {
+            return Ok((single, false));
+        }
+        let name = plugin.name().to_string();
+        let failed = |why: String| plugin::PluginError::Failed(name.clone(), why);
+        let batch = plugin
+            .call_batch_once(&[(&src, &dst)], &ctx)
+            .map_err(|why| failed(format!("failed in decide-batch: {why}")))?;
+        let batch = batch.into_iter().map(show).collect::<Vec<_>>().join(", ");
+        if batch != single {
+            return Err(failed(format!(
+                "answered {batch} in decide-batch but {single} in decide: a batch answer must equal decide's"
+            ))
+            .into());
+        }
+        Ok((single, true))
     }
 
     /// Configures a formatter plugin and formats a small sample report.

@@ -69,8 +69,13 @@ pub fn check(engine: &Engine, path: &Path, config: Vec<(String, String)>) -> Res
     println!("exports  {}", exports.join(", "));
     match loaded.world() {
         Some("overwrite-policy") => {
-            let decision = engine.dry_run_policy(loaded, config)?;
+            let (decision, batches) = engine.dry_run_policy(loaded, config)?;
             println!("dry run  configure ok; decide(newer source) = {decision}");
+            if batches {
+                println!("batches  yes: decide-batch answers the same");
+            } else {
+                println!("batches  no: asked blob by blob (export policy-batch to be faster)");
+            }
         }
         Some("report-formatter") => {
             let (ctype, ext, len) = engine.dry_run_formatter(loaded, config)?;

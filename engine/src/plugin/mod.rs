@@ -36,6 +36,8 @@ const TICK: Duration = Duration::from_millis(100);
 const DEADLINE_TICKS: u64 = 20;
 /// The interface a policy exports.
 const POLICY_INTERFACE: &str = "ferry:plugin/policy@0.1.0";
+/// The optional batched form of it.
+const POLICY_BATCH_INTERFACE: &str = "ferry:plugin/policy-batch@0.1.0";
 /// Instructions (roughly) a policy may spend per `decide`/`configure`.
 pub const POLICY_FUEL: u64 = 50_000_000;
 /// Instructions a formatter may spend per call (a batch is up to 1,000 outcomes).

@@ -1,12 +1,16 @@
 //! Overwrite-policy plugins: a pool of instances leased per call, so `decide` runs in
-//! parallel; an instance that trapped is dropped and made again.
+//! parallel; an instance that trapped is dropped and made again. A plugin
+//! that exports `policy-batch` is asked a worker's batch of blobs per call.
 
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{ComponentExportIndex, ComponentType, Func, HasSelf, Lower, TypedFunc};
 use wasmtime::Store;
 
-use super::{arm, describe, HostState, LoadedPlugin, PluginError, POLICY_FUEL, POLICY_INTERFACE};
+use super::{
+    arm, describe, HostState, LoadedPlugin, PluginError, POLICY_BATCH_INTERFACE, POLICY_FUEL,
+    POLICY_INTERFACE,
+};
 use crate::store::BlobMeta;
 
 mod bindings {
@@ -65,9 +69,11 @@ struct JobContextRef<'a> {
 }
 
 type DecideParams<'a> = (BlobInfoRef<'a>, BlobInfoRef<'a>, JobContextRef<'a>);
+type BatchParams<'a> = (&'a [(BlobInfoRef<'a>, BlobInfoRef<'a>)], JobContextRef<'a>);
 
-/// A configured, running instance and its `decide` export.
-type Live = (Store<HostState>, OverwritePolicy, Func);
+/// A configured, running instance, its `decide` export and its
+/// `decide-batch` export if the plugin has one.
+type Live = (Store<HostState>, OverwritePolicy, Func, Option<Func>);
 
 /// A policy plugin ready to instantiate (shared by all workers).
 pub struct PolicyPlugin {
@@ -75,6 +81,12 @@ pub struct PolicyPlugin {
     pre: OverwritePolicyPre<HostState>,
     /// `ferry:plugin/policy#decide`, called through [`BlobInfoRef`]s.
     decide: ComponentExportIndex,
+    /// `ferry:plugin/policy-batch#decide-batch`, if exported: one call per
+    /// batch instead of per blob. Each call costs ~10 host-guest crossings
+    /// whatever it carries (the parameter area, every string's `realloc`,
+    /// the call), so the job context and the call itself are paid once per
+    /// batch instead of once per blob.
+    decide_batch: Option<ComponentExportIndex>,
     config: Vec<(String, String)>,
     /// Instances not in a call. Workers lease one per `decide` instead of
     /// owning one each: a run with 16 workers on 2 cores then makes about
@@ -98,10 +110,12 @@ impl PolicyPlugin {
         let decide = loaded
             .export_index(POLICY_INTERFACE, "decide")
             .ok_or_else(|| loaded.invalid(wasmtime::Error::msg("no decide export")))?;
+        let decide_batch = loaded.export_index(POLICY_BATCH_INTERFACE, "decide-batch");
         let plugin = Arc::new(PolicyPlugin {
             loaded,
             pre,
             decide,
+            decide_batch,
             config,
             idle: Mutex::new(Vec::new()),
         });
@@ -112,8 +126,22 @@ impl PolicyPlugin {
             .2
             .typed::<DecideParams<'_>, (wt::Decision,)>(&first.0)
             .map_err(|e| plugin.loaded.invalid(e))?;
+        if let Some(batch) = first.3 {
+            batch
+                .typed::<BatchParams<'_>, (Vec<wt::Decision>,)>(&first.0)
+                .map_err(|e| plugin.loaded.invalid(e))?;
+        }
         plugin.give_back(first);
         Ok(plugin)
+    }
+
+    /// Whether the plugin answers batches (`policy-batch`).
+    pub fn batches(&self) -> bool {
+        self.decide_batch.is_some()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.loaded.name
     }
 
     pub fn sha256(&self) -> &str {
@@ -137,16 +165,83 @@ impl PolicyPlugin {
         dst: &BlobMeta,
         ctx: &JobContext,
     ) -> Result<PluginDecision, PluginError> {
-        let leased = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut live = match leased {
-            Some(live) => live,
-            None => self.start()?,
-        };
+        let mut live = self.lease()?;
         let decided = self.call(&mut live, src, dst, ctx);
         if decided.is_ok() {
             self.give_back(live);
         }
         decided
+    }
+
+    /// Asks about many blobs present at both ends on one leased instance:
+    /// one `decide-batch` call if the plugin has it, else a `decide` each.
+    /// One answer per pair, in order. A batch call that fails (a trap, or
+    /// not one decision per pair) is asked again blob by blob on a fresh
+    /// instance, so a failure is pinned on the blob that causes it.
+    pub fn decide_all(
+        &self,
+        pairs: &[(&BlobMeta, &BlobMeta)],
+        ctx: &JobContext,
+    ) -> Vec<Result<PluginDecision, PluginError>> {
+        if self.decide_batch.is_some() && !pairs.is_empty() {
+            if let Ok(mut live) = self.lease() {
+                match self.call_batch(&mut live, pairs, ctx) {
+                    Ok(decided) => {
+                        self.give_back(live);
+                        return decided.into_iter().map(Ok).collect();
+                    }
+                    Err(why) => tracing::warn!(
+                        plugin = %self.loaded.name,
+                        "decide-batch failed ({why}); asking blob by blob"
+                    ),
+                }
+            }
+        }
+        let mut live = None;
+        let mut out = Vec::with_capacity(pairs.len());
+        for (src, dst) in pairs {
+            let leased = match live.take() {
+                Some(l) => Ok(l),
+                None => self.lease(),
+            };
+            let mut l = match leased {
+                Ok(l) => l,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let decided = self.call(&mut l, src, dst, ctx);
+            if decided.is_ok() {
+                live = Some(l);
+            }
+            out.push(decided);
+        }
+        if let Some(l) = live {
+            self.give_back(l);
+        }
+        out
+    }
+
+    /// One `decide-batch` call with no fallback (`ferry plugin check`):
+    /// `Err` says why it failed.
+    pub fn call_batch_once(
+        &self,
+        pairs: &[(&BlobMeta, &BlobMeta)],
+        ctx: &JobContext,
+    ) -> Result<Vec<PluginDecision>, String> {
+        let mut live = self.lease().map_err(|e| e.to_string())?;
+        let decided = self.call_batch(&mut live, pairs, ctx)?;
+        self.give_back(live);
+        Ok(decided)
+    }
+
+    /// An idle pooled instance, or a new one when none is idle.
+    fn lease(&self) -> Result<Live, PluginError> {
+        match self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            Some(live) => Ok(live),
+            None => self.start(),
+        }
     }
 
     fn give_back(&self, live: Live) {
@@ -168,9 +263,12 @@ impl PolicyPlugin {
                 let decide = instance
                     .get_func(&mut store, self.decide)
                     .ok_or_else(|| wasmtime::Error::msg("no decide export"))?;
-                Ok((bindings, decide))
+                let batch = self
+                    .decide_batch
+                    .and_then(|i| instance.get_func(&mut store, i));
+                Ok((bindings, decide, batch))
             });
-        let (bindings, decide) = started.map_err(|e| {
+        let (bindings, decide, batch) = started.map_err(|e| {
             PluginError::Failed(
                 name.clone(),
                 format!("could not start: {}", describe(&e, &store)),
@@ -181,7 +279,7 @@ impl PolicyPlugin {
             .ferry_plugin_policy()
             .call_configure(&mut store, &self.config)
         {
-            Ok(Ok(())) => Ok((store, bindings, decide)),
+            Ok(Ok(())) => Ok((store, bindings, decide, batch)),
             Ok(Err(msg)) => Err(PluginError::Configure(msg, name)),
             Err(e) => Err(PluginError::Configure(describe(&e, &store), name)),
         }
@@ -190,30 +288,71 @@ impl PolicyPlugin {
     /// One `decide` call; `Err` means the instance trapped and is unusable.
     fn call(
         &self,
-        (store, _, decide): &mut Live,
+        (store, _, decide, _): &mut Live,
         src: &BlobMeta,
         dst: &BlobMeta,
         ctx: &JobContext,
     ) -> Result<PluginDecision, PluginError> {
         arm(store, POLICY_FUEL);
-        let ctx = JobContextRef {
-            job_id: &ctx.job_id,
-            attempt: ctx.attempt,
-            source: &ctx.source,
-            destination: &ctx.destination,
-        };
         // SAFETY: `new` checked these parameter and result types against
         // the component's `decide` (every instance is of that component).
         let typed: TypedFunc<DecideParams<'_>, (wt::Decision,)> =
             unsafe { TypedFunc::new_unchecked(*decide) };
-        match typed.call(&mut *store, (info(src), info(dst), ctx)) {
-            Ok((wt::Decision::Overwrite(r),)) => Ok(PluginDecision::Overwrite(r)),
-            Ok((wt::Decision::Skip(r),)) => Ok(PluginDecision::Skip(r)),
+        match typed.call(&mut *store, (info(src), info(dst), context(ctx))) {
+            Ok((d,)) => Ok(d.into()),
             Err(e) => Err(PluginError::Failed(
                 self.loaded.name.to_string(),
                 describe(&e, store),
             )),
         }
+    }
+
+    /// One `decide-batch` call; `Err` (why) means the instance is not to be
+    /// trusted again. The fuel budget is the per-blob one times the batch.
+    fn call_batch(
+        &self,
+        (store, _, _, batch): &mut Live,
+        pairs: &[(&BlobMeta, &BlobMeta)],
+        ctx: &JobContext,
+    ) -> Result<Vec<PluginDecision>, String> {
+        let Some(batch) = batch else {
+            return Err("no decide-batch export".into());
+        };
+        arm(store, POLICY_FUEL.saturating_mul(pairs.len() as u64));
+        let infos: Vec<_> = pairs.iter().map(|(s, d)| (info(s), info(d))).collect();
+        // SAFETY: `new` checked these types against the component's
+        // `decide-batch`, as for `decide`.
+        let typed: TypedFunc<BatchParams<'_>, (Vec<wt::Decision>,)> =
+            unsafe { TypedFunc::new_unchecked(*batch) };
+        let (decided,) = typed
+            .call(&mut *store, (&infos, context(ctx)))
+            .map_err(|e| describe(&e, store))?;
+        if decided.len() != pairs.len() {
+            return Err(format!(
+                "it returned {} decisions for {} blobs",
+                decided.len(),
+                pairs.len()
+            ));
+        }
+        Ok(decided.into_iter().map(PluginDecision::from).collect())
+    }
+}
+
+impl From<wt::Decision> for PluginDecision {
+    fn from(d: wt::Decision) -> Self {
+        match d {
+            wt::Decision::Overwrite(r) => PluginDecision::Overwrite(r),
+            wt::Decision::Skip(r) => PluginDecision::Skip(r),
+        }
+    }
+}
+
+fn context(ctx: &JobContext) -> JobContextRef<'_> {
+    JobContextRef {
+        job_id: &ctx.job_id,
+        attempt: ctx.attempt,
+        source: &ctx.source,
+        destination: &ctx.destination,
     }
 }
 

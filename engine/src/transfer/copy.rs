@@ -41,11 +41,13 @@ pub(crate) async fn worker(
             _ = stop.cancelled() => return Ok(()),
             w = rx.recv() => match w { Ok(w) => w, Err(_) => return Ok(()) },
         };
-        for mut work in batch {
+        let mut batch = batch;
+        let gated = gate(&ctx, &mut policy, &mut batch);
+        for (work, gated) in batch.into_iter().zip(gated) {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            if let Some(event) = gate(&ctx, &mut policy, &mut work) {
+            if let Some(event) = gated {
                 ctx.log.append(ctx.job, event).await?;
                 continue;
             }
@@ -70,18 +72,43 @@ pub(crate) async fn worker(
     }
 }
 
-/// Asks the job's plugin policy about a blob present at both ends. Returns
-/// the event to record instead of copying (a skip, or a contained plugin
-/// failure); `None` means copy, with the plugin's reason kept in `work`.
-/// `job` is the worker's job context, built on first use (its strings once
-/// per worker, not per blob).
-fn gate(ctx: &Attempt, job: &mut Option<JobContext>, work: &mut Work) -> Option<Event> {
-    let (Some(plugin), Some(dst)) = (&ctx.policy, work.ask_plugin.take()) else {
-        return None;
+/// Asks the job's plugin policy, in one go, about the blobs of a batch that
+/// are present at both ends. Returns, per work, the event to record instead
+/// of copying (a skip, or a contained plugin failure); `None` means copy,
+/// with the plugin's reason kept in the work. `job` is the worker's job
+/// context, built on first use (its strings once per worker, not per blob).
+fn gate(ctx: &Attempt, job: &mut Option<JobContext>, batch: &mut [Work]) -> Vec<Option<Event>> {
+    let mut gated: Vec<Option<Event>> = batch.iter().map(|_| None).collect();
+    let Some(plugin) = &ctx.policy else {
+        return gated;
     };
-    let p = &ctx.progress;
+    let asked: Vec<(usize, BlobMeta)> = batch
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, w)| w.ask_plugin.take().map(|dst| (i, dst)))
+        .collect();
+    if asked.is_empty() {
+        return gated;
+    }
     let job = job.get_or_insert_with(|| job_context(ctx));
-    let decided = plugin.decide(&work.meta, &dst, job);
+    let pairs: Vec<(&BlobMeta, &BlobMeta)> = asked
+        .iter()
+        .map(|(i, dst)| (&batch[*i].meta, dst))
+        .collect();
+    let decided = plugin.decide_all(&pairs, job);
+    for ((i, _), decided) in asked.iter().zip(decided) {
+        gated[*i] = settle(ctx, &mut batch[*i], decided);
+    }
+    gated
+}
+
+/// What one plugin answer means for its work: see [`gate`].
+fn settle(
+    ctx: &Attempt,
+    work: &mut Work,
+    decided: Result<PluginDecision, crate::plugin::PluginError>,
+) -> Option<Event> {
+    let p = &ctx.progress;
     let name = work.meta.name.clone();
     match decided {
         Ok(PluginDecision::Overwrite(reason)) => {
@@ -143,14 +170,15 @@ pub(crate) fn local_worker(
 ) -> Result<(), EngineError> {
     let mut policy = None;
     while !stop.is_cancelled() {
-        let Ok(batch) = rx.recv_blocking() else {
+        let Ok(mut batch) = rx.recv_blocking() else {
             return Ok(());
         };
-        for mut work in batch {
+        let gated = gate(&ctx, &mut policy, &mut batch);
+        for (work, gated) in batch.into_iter().zip(gated) {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            if let Some(event) = gate(&ctx, &mut policy, &mut work) {
+            if let Some(event) = gated {
                 ctx.log.append_blocking(ctx.job, event)?;
                 continue;
             }

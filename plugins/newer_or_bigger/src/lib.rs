@@ -2,12 +2,13 @@
 //! newer; at the same age, when the size differs; at the same age and size,
 //! when both MD5s are known and differ. Skips otherwise. Takes no config.
 
-wit_bindgen::generate!({ path: "../../wit", world: "overwrite-policy" });
+wit_bindgen::generate!({ path: "../../wit", world: "overwrite-policy-batched" });
 
 #[path = "../../common/config.rs"]
 mod config;
 
 use exports::ferry::plugin::policy::Guest;
+use exports::ferry::plugin::policy_batch::Guest as BatchGuest;
 use ferry::plugin::types::{BlobInfo, Decision, JobContext};
 
 const NAME: &str = "newer_or_bigger";
@@ -21,6 +22,12 @@ impl Guest for Plugin {
 
     fn decide(src: BlobInfo, dst: BlobInfo, _ctx: JobContext) -> Decision {
         decide(&src, &dst)
+    }
+}
+
+impl BatchGuest for Plugin {
+    fn decide_batch(pairs: Vec<(BlobInfo, BlobInfo)>, _ctx: JobContext) -> Vec<Decision> {
+        pairs.iter().map(|(src, dst)| decide(src, dst)).collect()
     }
 }
 

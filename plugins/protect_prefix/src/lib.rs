@@ -7,7 +7,7 @@
 //! `legal/` protects `legal/x.pdf` but not `legal-old/x.pdf`; `legal`
 //! protects both.
 
-wit_bindgen::generate!({ path: "../../wit", world: "overwrite-policy" });
+wit_bindgen::generate!({ path: "../../wit", world: "overwrite-policy-batched" });
 
 #[path = "../../common/config.rs"]
 mod config;
@@ -15,6 +15,7 @@ mod config;
 use std::cell::RefCell;
 
 use exports::ferry::plugin::policy::Guest;
+use exports::ferry::plugin::policy_batch::Guest as BatchGuest;
 use ferry::plugin::host::Level;
 use ferry::plugin::types::{BlobInfo, Decision, JobContext};
 
@@ -44,6 +45,18 @@ impl Guest for Plugin {
 
     fn decide(src: BlobInfo, dst: BlobInfo, _ctx: JobContext) -> Decision {
         PREFIXES.with(|p| decide(&p.borrow(), &src, &dst))
+    }
+}
+
+impl BatchGuest for Plugin {
+    fn decide_batch(pairs: Vec<(BlobInfo, BlobInfo)>, _ctx: JobContext) -> Vec<Decision> {
+        PREFIXES.with(|p| {
+            let prefixes = p.borrow();
+            pairs
+                .iter()
+                .map(|(src, dst)| decide(&prefixes, src, dst))
+                .collect()
+        })
     }
 }
 
