@@ -56,6 +56,8 @@ pub struct Counts {
     pub body_bytes: Mutex<BTreeMap<String, u64>>,
     /// Put Block requests forwarded (with their whole body).
     pub block_puts: AtomicU64,
+    /// GETs of a byte range (`x-ms-range` or `Range`) forwarded.
+    pub range_gets: AtomicU64,
     /// Requests being answered now, and the most ever let through at once.
     pub in_flight: AtomicU64,
     pub peak_in_flight: AtomicU64,
@@ -285,6 +287,11 @@ async fn handle(
         .is_some_and(|q| q.split('&').any(|kv| kv == "comp=block"))
     {
         shared.counts.block_puts.fetch_add(1, Ordering::Relaxed);
+    }
+    if parts.method == hyper::Method::GET
+        && (parts.headers.contains_key("x-ms-range") || parts.headers.contains_key("range"))
+    {
+        shared.counts.range_gets.fetch_add(1, Ordering::Relaxed);
     }
     let path = parts
         .uri

@@ -189,6 +189,54 @@ fn a_server_side_copy_through_faults_delivers_every_blob() {
 }
 
 #[test]
+fn a_ranged_download_through_faults_delivers_every_blob() {
+    let s = setup(Faults::default());
+    // With 16 KiB blocks a 200 KiB blob comes down as four 64 KiB ranges
+    // (the last one short), each written at its offset.
+    for i in 0..60u32 {
+        let data: Vec<u8> = (0..200 * 1024u32)
+            .map(|j| ((i * 31 + j) % 251) as u8)
+            .collect();
+        write(&s.env.src.join(format!("d{}/f{i:02}.bin", i % 6)), data);
+    }
+    let c = container("down");
+    s.env
+        .ferry()
+        .args(["copy", "--quiet"])
+        .arg(&s.env.src)
+        .arg(format!("dev:{c}"))
+        .run()
+        .success();
+    s.proxy.set_faults(mix());
+    let down = s.env.path("down");
+    let out = s
+        .env
+        .ferry()
+        .args(["copy", "--try-timeout", "1", "--block-size", "16K"])
+        .arg(format!("flaky:{c}"))
+        .arg(&down)
+        .run()
+        .success();
+    assert_eq!(out.summary().copied, 60);
+    let summary = show(&s.env, &job_of(&out));
+    report("ranged download", &s, &summary);
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert!(summary["retries"].as_u64().unwrap() > 0, "{summary}");
+    let ranges = s
+        .proxy
+        .counts
+        .range_gets
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ranges >= 240,
+        "{ranges} range GETs: not downloaded in ranges"
+    );
+    assert_eq!(assert_same_files(&s.env.src, &down), 60);
+    // No temp file of a failed try is left behind.
+    assert!(temp_files(&down).is_empty(), "{:?}", temp_files(&down));
+}
+
+#[test]
 fn permanent_errors_fail_at_once_without_retries() {
     let s = setup(Faults::default());
     make_tree(&s.env.src, &[("a.txt", b"a"), ("b.txt", b"b")]);

@@ -359,7 +359,8 @@ pub struct JobArgs {
     #[arg(long, value_name = "N|auto", allow_negative_numbers = true, value_parser = parse_parallel)]
     pub parallel: Option<Parallel>,
     /// Block size for large Azure blobs, e.g. 8MiB, 4M, 65536 (default 8 MiB,
-    /// doubled to stay under 50,000 blocks).
+    /// doubled to stay under 50,000 blocks); downloads of 2 blocks or more go
+    /// as parallel ranges of 4 blocks.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub block_size: Option<u64>,
     /// Azure to Azure: `server` (Put Block From URL, default) or `stream` (through ferry).

@@ -563,20 +563,8 @@ impl BlobStore for LocalStore {
     }
 
     async fn write(&self, meta: &BlobMeta, mut data: ByteStream) -> Result<(), StoreError> {
-        let to = self.path_for(&meta.name)?;
-        let tmp = self.temp_name(&base_name(&meta.name));
+        let (to, tmp, parent, file) = self.open_temp(meta).await?;
         let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
-        let (parent, file) = {
-            let this = self.clone();
-            let (name, to, tmp) = (meta.name.clone(), to.clone(), tmp.clone());
-            tokio::task::spawn_blocking(move || {
-                let parent = this.open_parent(&name, &to)?;
-                let file = parent.create_temp(&tmp, 0o666)?;
-                Ok::<_, StoreError>((parent, file))
-            })
-            .await
-            .map_err(|e| dst_err(io::Error::other(e)))??
-        };
         let mut file = tokio::fs::File::from_std(file);
         let written: Result<(), StoreError> = async {
             while let Some(chunk) = data.next().await {
@@ -595,6 +583,81 @@ impl BlobStore for LocalStore {
 
     fn as_local(&self) -> Option<&LocalStore> {
         Some(self)
+    }
+}
+
+impl LocalStore {
+    /// The blob's folder and a fresh temp file in it (on the blocking pool).
+    async fn open_temp(
+        &self,
+        meta: &BlobMeta,
+    ) -> Result<(PathBuf, CString, Parent, File), StoreError> {
+        let to = self.path_for(&meta.name)?;
+        let tmp = self.temp_name(&base_name(&meta.name));
+        let this = self.clone();
+        let (name, to2, tmp2) = (meta.name.clone(), to.clone(), tmp.clone());
+        let (parent, file) = tokio::task::spawn_blocking(move || {
+            let parent = this.open_parent(&name, &to2)?;
+            let file = parent.create_temp(&tmp2, 0o666)?;
+            Ok::<_, StoreError>((parent, file))
+        })
+        .await
+        .map_err(|e| {
+            StoreError::io(format!("destination {}", to.display()), io::Error::other(e))
+        })??;
+        Ok((to, tmp, parent, file))
+    }
+
+    /// Writes a blob whose bytes arrive out of order: `fill` writes every
+    /// byte of it at its offset through the [`Positioned`] it is given
+    /// (several ranges at once); the file is named only once `fill` has
+    /// succeeded, so a failed or interrupted fill leaves nothing behind.
+    pub async fn write_positioned<F, Fut>(&self, meta: &BlobMeta, fill: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(Positioned) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let (to, tmp, parent, file) = self.open_temp(meta).await?;
+        let file = Arc::new(file);
+        let target = Positioned {
+            file: file.clone(),
+            to: to.clone().into(),
+        };
+        let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
+        let written = match fill(target).await {
+            Ok(()) => {
+                filetime::set_file_handle_times(&file, None, Some(to_filetime(meta.modified)))
+                    .map_err(dst_err)
+            }
+            Err(e) => Err(e),
+        };
+        tokio::task::spawn_blocking(move || parent.finish(written, &tmp))
+            .await
+            .map_err(|e| StoreError::io(meta.name.clone(), io::Error::other(e)))?
+    }
+}
+
+/// A destination file filled at offsets, shared by the tasks filling it.
+#[derive(Clone)]
+pub struct Positioned {
+    file: Arc<File>,
+    /// The blob's path, for messages.
+    to: Arc<Path>,
+}
+
+impl Positioned {
+    /// Writes `data` at offset `at` (on the blocking pool); returns the
+    /// offset just past it.
+    pub async fn write_at(&self, data: bytes::Bytes, at: u64) -> Result<u64, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.clone();
+        let end = at + data.len() as u64;
+        tokio::task::spawn_blocking(move || file.write_all_at(&data, at))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| StoreError::io(format!("destination {}", self.to.display()), e))?;
+        Ok(end)
     }
 }
 

@@ -279,6 +279,19 @@ async fn copy_one(ctx: &Attempt, work: &Work) -> Result<Done, StoreError> {
             });
         }
     }
+    // Large Azure -> local: parallel ranges written at their offsets.
+    if let (Some(src), Some(dst)) = (ctx.src.as_azure(), ctx.dst.as_local()) {
+        if let Some(range) = src.download_range(work.meta.size) {
+            dst.write_positioned(&work.meta, |file| async move {
+                src.read_into(&work.meta, range, &file).await
+            })
+            .await?;
+            return Ok(Done::Copied {
+                method: CopyMethod::Stream,
+                bytes: work.meta.size,
+            });
+        }
+    }
     let data = ctx.src.read(&work.meta).await?;
     // Count what arrives: a blob that shrank or grew since it was listed
     // fails before the destination's rename instead of landing short.

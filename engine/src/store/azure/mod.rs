@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod errors;
+mod ranged;
 mod retry;
 
 use std::collections::HashMap;

@@ -1,0 +1,123 @@
+//! Large downloads as parallel ranges, each written at its own offset of the
+//! destination file, so neither a reorder buffer nor one sequential writer
+//! stands between the network and the disk.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use azure_storage_blob::models::BlobClientDownloadOptions;
+use azure_storage_blob::BlobClient;
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::task::JoinSet;
+
+use super::{errors, AzureStore};
+use crate::store::{BlobMeta, Positioned, StoreError};
+
+/// A range is this many blocks (`--block-size`, 8 MiB by default: 32 MiB
+/// ranges). Measured against Azurite with 2 x 256 MiB: 4 MiB ranges (the
+/// SDK's default partitions) made Azurite spend twice the CPU per byte of
+/// 16-64 MiB ones and took 2.0 s against 0.9 s.
+const BLOCKS_PER_RANGE: u64 = 4;
+/// Blobs of fewer than this many blocks are one plain streamed GET: a
+/// single range gains nothing from the positional path.
+const MIN_BLOCKS: u64 = 2;
+/// Ranges in flight per blob.
+const IN_FLIGHT: usize = 4;
+/// Bytes gathered before one positional write: the network yields chunks of
+/// a few KiB, and a blocking-pool hop per chunk would cost more than the
+/// copy.
+const WRITE_CHUNK: usize = 2 << 20;
+
+impl AzureStore {
+    /// The range size to download a blob of `size` bytes with, or `None`
+    /// when one streamed GET is better.
+    pub fn download_range(&self, size: u64) -> Option<u64> {
+        let bs = self.block_size_for(size);
+        (size >= MIN_BLOCKS * bs).then(|| BLOCKS_PER_RANGE * bs)
+    }
+
+    /// Downloads `meta` into `file` (an empty temp file the caller names
+    /// only on success): ranges in parallel, pinned to the listed etag so a
+    /// blob that changes midway fails instead of mixing versions, each range
+    /// checked to arrive whole.
+    pub async fn read_into(
+        &self,
+        meta: &BlobMeta,
+        range: u64,
+        file: &Positioned,
+    ) -> Result<(), StoreError> {
+        let full = self.full_name(&meta.name)?;
+        let blob = Arc::new(self.client.blob_client(&full));
+        let mut tasks = JoinSet::new();
+        let mut start = 0;
+        while start < meta.size {
+            let end = (start + range.max(1)).min(meta.size);
+            if tasks.len() >= IN_FLIGHT {
+                join_one(&mut tasks).await?;
+            }
+            let (this, blob, file) = (self.clone(), blob.clone(), file.clone());
+            let (name, etag) = (meta.name.clone(), meta.etag.clone());
+            tasks.spawn(crate::retry::inherit(async move {
+                this.read_range(&blob, &name, &etag, start..end, file).await
+            }));
+            start = end;
+        }
+        while !tasks.is_empty() {
+            join_one(&mut tasks).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_range(
+        &self,
+        blob: &BlobClient,
+        name: &str,
+        etag: &str,
+        range: Range<u64>,
+        file: Positioned,
+    ) -> Result<(), StoreError> {
+        let len = (range.end - range.start) as usize;
+        let opts = BlobClientDownloadOptions {
+            if_match: (!etag.is_empty()).then(|| etag.to_string().into()),
+            range: Some(range.clone().into()),
+            // One GET for the whole range, streamed (no SDK partitions).
+            parallel: std::num::NonZero::new(1),
+            partition_size: std::num::NonZero::new(len.max(1)),
+            ..Default::default()
+        };
+        let rsp = blob
+            .download(Some(opts))
+            .await
+            .map_err(|e| self.err(&e, name))?;
+        let mut body = rsp.body;
+        let mut at = range.start;
+        let mut buf = BytesMut::with_capacity(WRITE_CHUNK.min(len));
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| errors::map_body(&e, &self.what(name), &self.display_account))?;
+            if at + (buf.len() + chunk.len()) as u64 > range.end {
+                return Err(StoreError::SourceChanged { name: name.into() });
+            }
+            buf.extend_from_slice(&chunk);
+            if buf.len() >= WRITE_CHUNK {
+                at = file.write_at(buf.split().freeze(), at).await?;
+            }
+        }
+        if !buf.is_empty() {
+            at = file.write_at(buf.freeze(), at).await?;
+        }
+        if at != range.end {
+            return Err(StoreError::SourceChanged { name: name.into() });
+        }
+        Ok(())
+    }
+}
+
+async fn join_one(tasks: &mut JoinSet<Result<(), StoreError>>) -> Result<(), StoreError> {
+    match tasks.join_next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(StoreError::io("range task", std::io::Error::other(e))),
+        None => Ok(()),
+    }
+}
