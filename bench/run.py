@@ -703,8 +703,9 @@ def parallel(ctx):
             shutil.rmtree(state, ignore_errors=True)
             url = f"{env['AZ_ENDPOINT']}/{cont}?{env['AZ_SAS']}"
             try:
-                r = run(["nice", "-n", str(ctx.nice()), ctx.ferry, "copy", "--state", state, src, url, "--parallel", p],
-                        env=env, timeout=3600)
+                stats = ["--stats"] if p == "auto" else []
+                r = run(["nice", "-n", str(ctx.nice()), ctx.ferry, "copy", "--state", state, src, url, "--parallel", p,
+                         *stats], env=env, timeout=3600)
                 if r["rc"] == 2 and p == "auto" and "invalid value" in r["err"]:
                     unavailable["auto"] = "not available in this binary (`--parallel auto` refused: " + \
                                           r["err"].strip().splitlines()[0][:120] + ")"
@@ -719,8 +720,11 @@ def parallel(ctx):
                     bad = len(set(src_list) ^ set(got)) + sum(1 for k in src_list if k in got and got[k] != src_list[k])
                     raise BenchError(f"--parallel {p}: container {cont} does not match {src} ({bad} names/sizes differ)")
                 att = (job.get("attempts") or [{}])[-1]
+                # `--stats` says where auto settled: "parallel auto: started 16, settled 32 (...), 3 changes".
+                settled = re.search(r"parallel auto: started (\d+), settled (\d+)", r["err"] + r["out"])
                 values[p].append({"wall": r["wall"], "cpu": r["cpu"], "rss_mib": r["rss_mib"],
-                                  "parallelism": att.get("parallelism")})
+                                  "parallelism": att.get("parallelism"),
+                                  "settled": int(settled[2]) if settled else None})
                 log(f"parallel {p} rep {rep + 1}/{ctx.reps}: {r['wall']:.2f}s ({n / r['wall']:.0f} files/s), "
                     f"cpu {r['cpu']:.2f}s, rss {r['rss_mib']:.0f} MiB")
             finally:
@@ -734,7 +738,8 @@ def parallel(ctx):
         v = values[p]
         rows.append({"parallel": p, "runs": v, "wall": median([x["wall"] for x in v]),
                      "cpu": median([x["cpu"] for x in v]), "rss_mib": median([x["rss_mib"] for x in v]),
-                     "parallelism": sorted(set(x["parallelism"] for x in v if x["parallelism"] is not None))})
+                     "parallelism": sorted(set(x["parallelism"] for x in v if x["parallelism"] is not None)),
+                     "settled": [x["settled"] for x in v if x.get("settled") is not None]})
     return {"files": n, "rows": rows}
 
 
@@ -747,7 +752,7 @@ def parallel_md(res):
              "(values interleaved within each rep; ferry and Azurite at peers.sh's BENCH_NICE) "
              "and checked: the job's counts and the container's names and sizes. Target: `auto` settles near the best "
              "fixed value.", "",
-             "| --parallel | wall s | files/s | vs best fixed | CPU s | RSS MiB | parallelism the job recorded |",
+             "| --parallel | wall s | files/s | vs best fixed | CPU s | RSS MiB | parallelism the job recorded (auto: started → settled, per rep) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "note" in r:
@@ -755,7 +760,8 @@ def parallel_md(res):
             continue
         lines.append(f"| {r['parallel']}{' (best fixed)' if r is best else ''} | {fmt(r['wall'])} "
                      f"| {fmt(res['files'] / r['wall'], 0)} | {ratio(r['wall'], best['wall'])} | {fmt(r['cpu'])} "
-                     f"| {fmt(r['rss_mib'], 0)} | {', '.join(map(str, r['parallelism'])) or '-'} |")
+                     f"| {fmt(r['rss_mib'], 0)} | {', '.join(map(str, r['parallelism'])) or '-'}"
+                     f"{' → ' + ', '.join(map(str, r['settled'])) if r.get('settled') else ''} |")
     lines.append("")
     return "\n".join(lines)
 
