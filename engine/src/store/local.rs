@@ -647,17 +647,17 @@ pub struct Positioned {
 
 impl Positioned {
     /// Writes `data` at offset `at` (on the blocking pool); returns the
-    /// offset just past it.
-    pub async fn write_at(&self, data: bytes::Bytes, at: u64) -> Result<u64, StoreError> {
+    /// offset just past it, and the buffer for reuse.
+    pub async fn write_at(&self, data: Vec<u8>, at: u64) -> Result<(u64, Vec<u8>), StoreError> {
         use std::os::unix::fs::FileExt;
         let file = self.file.clone();
         let end = at + data.len() as u64;
-        tokio::task::spawn_blocking(move || file.write_all_at(&data, at))
+        let data = tokio::task::spawn_blocking(move || file.write_all_at(&data, at).map(|()| data))
             .await
             .map_err(io::Error::other)
             .and_then(|r| r)
             .map_err(|e| StoreError::io(format!("destination {}", self.to.display()), e))?;
-        Ok(end)
+        Ok((end, data))
     }
 }
 

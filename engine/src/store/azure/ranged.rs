@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use azure_storage_blob::models::BlobClientDownloadOptions;
 use azure_storage_blob::BlobClient;
-use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
@@ -26,8 +25,10 @@ const MIN_BLOCKS: u64 = 2;
 const IN_FLIGHT: usize = 4;
 /// Bytes gathered before one positional write: the network yields chunks of
 /// a few KiB, and a blocking-pool hop per chunk would cost more than the
-/// copy.
-const WRITE_CHUNK: usize = 2 << 20;
+/// copy. Not more: with 2 MiB writes the kernel's copy into the page cache
+/// took 0.25 s or 0.95 s of system time for the same 512 MiB, about half
+/// the runs each; with 256 KiB, 0.23-0.30 s in 11 runs of 11 (as rclone).
+const WRITE_CHUNK: usize = 256 << 10;
 
 impl AzureStore {
     /// The range size to download a blob of `size` bytes with, or `None`
@@ -92,7 +93,9 @@ impl AzureStore {
             .map_err(|e| self.err(&e, name))?;
         let mut body = rsp.body;
         let mut at = range.start;
-        let mut buf = BytesMut::with_capacity(WRITE_CHUNK.min(len));
+        // One buffer per range, reused: a fresh 2 MiB each time is a fresh
+        // mapping to fault in and zero.
+        let mut buf = Vec::with_capacity(WRITE_CHUNK.min(len));
         while let Some(chunk) = body.next().await {
             let chunk =
                 chunk.map_err(|e| errors::map_body(&e, &self.what(name), &self.display_account))?;
@@ -101,11 +104,12 @@ impl AzureStore {
             }
             buf.extend_from_slice(&chunk);
             if buf.len() >= WRITE_CHUNK {
-                at = file.write_at(buf.split().freeze(), at).await?;
+                (at, buf) = file.write_at(buf, at).await?;
+                buf.clear();
             }
         }
         if !buf.is_empty() {
-            at = file.write_at(buf.freeze(), at).await?;
+            (at, _) = file.write_at(buf, at).await?;
         }
         if at != range.end {
             return Err(StoreError::SourceChanged { name: name.into() });
