@@ -839,6 +839,25 @@ fn azure_meddle(sb: &Sb, src: &Loc, dst: &Loc, meddle: fn(&Azurite, &str)) -> Ou
     })
 }
 
+/// `azure_victim` with a victim big enough (300 KB at 64 KiB blocks) to
+/// come down as parallel ranges written at their offsets.
+fn azure_big_victim(sb: &Sb) -> (Loc, Loc) {
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let src = sb.azure_src(&[("a-held", b"new!"), ("z-victim", &big)]);
+    write(&sb.env.dst.join("a-held"), "old!");
+    (src, sb.dst())
+}
+
+/// Copies `azure_big_victim` in 64 KiB blocks, meddling with the container.
+fn azure_meddle_ranged(sb: &Sb, src: &Loc, dst: &Loc, meddle: fn(&Azurite, &str)) -> Out {
+    let At::Container(c) = &src.at else {
+        unreachable!()
+    };
+    let held = sb.env.dst.join("a-held");
+    let extra = ["--mode", "if-different", "--block-size", "64K"];
+    copy_and_meddle(sb, src, dst, &held, &extra, &|| meddle(sb.az(), c))
+}
+
 /// Both ends hold two files with newer sources (a policy plugin is asked
 /// about them); `fresh.txt` is only at the source.
 fn both_ends(sb: &Sb) -> (Loc, Loc) {
@@ -1735,6 +1754,24 @@ fn runtime_rows() -> Vec<Case> {
             azure_victim,
             Run::Custom(|sb, src, dst| {
                 azure_meddle(sb, src, dst, |az, c| {
+                    put_blob(az, c, "z-victim", b"the victim, rewritten")
+                })
+            }),
+            Expect::BlobsFailed {
+                failed: &[(
+                    "z-victim",
+                    "source-changed",
+                    "changed while it was being copied",
+                )],
+                copied: 1,
+            },
+        )
+        .changes_src(),
+        Case::new(
+            "large source blob changed mid-download (ranges, If-Match)",
+            azure_big_victim,
+            Run::Custom(|sb, src, dst| {
+                azure_meddle_ranged(sb, src, dst, |az, c| {
                     put_blob(az, c, "z-victim", b"the victim, rewritten")
                 })
             }),
