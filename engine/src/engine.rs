@@ -471,7 +471,7 @@ impl Engine {
         let name = plugin.name().to_string();
         let failed = |why: String| plugin::PluginError::Failed(name.clone(), why);
         let batch = plugin
-            .call_batch_once(&[(&src, &dst)], &ctx)
+            .decide_batch(&[(&src, &dst)], &ctx)
             .map_err(|why| failed(format!("failed in decide-batch: {why}")))?;
         let batch = batch.into_iter().map(show).collect::<Vec<_>>().join(", ");
         if batch != single {

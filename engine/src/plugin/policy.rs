@@ -184,37 +184,28 @@ impl PolicyPlugin {
         ctx: &JobContext,
     ) -> Vec<Result<PluginDecision, PluginError>> {
         if self.decide_batch.is_some() && !pairs.is_empty() {
-            if let Ok(mut live) = self.lease() {
-                match self.call_batch(&mut live, pairs, ctx) {
-                    Ok(decided) => {
-                        self.give_back(live);
-                        return decided.into_iter().map(Ok).collect();
-                    }
-                    Err(why) => tracing::warn!(
-                        plugin = %self.loaded.name,
-                        "decide-batch failed ({why}); asking blob by blob"
-                    ),
-                }
+            match self.decide_batch(pairs, ctx) {
+                Ok(decided) => return decided.into_iter().map(Ok).collect(),
+                Err(why) => tracing::warn!(
+                    plugin = %self.loaded.name,
+                    "decide-batch failed ({why}); asking blob by blob"
+                ),
             }
         }
+        // One instance for the whole batch, replaced only after a trap.
         let mut live = None;
         let mut out = Vec::with_capacity(pairs.len());
         for (src, dst) in pairs {
-            let leased = match live.take() {
-                Some(l) => Ok(l),
-                None => self.lease(),
-            };
-            let mut l = match leased {
-                Ok(l) => l,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            let decided = self.call(&mut l, src, dst, ctx);
-            if decided.is_ok() {
-                live = Some(l);
-            }
+            let decided = live
+                .take()
+                .map_or_else(|| self.lease(), Ok)
+                .and_then(|mut l| {
+                    let decided = self.call(&mut l, src, dst, ctx);
+                    if decided.is_ok() {
+                        live = Some(l);
+                    }
+                    decided
+                });
             out.push(decided);
         }
         if let Some(l) = live {
@@ -223,9 +214,9 @@ impl PolicyPlugin {
         out
     }
 
-    /// One `decide-batch` call with no fallback (`ferry plugin check`):
-    /// `Err` says why it failed.
-    pub fn call_batch_once(
+    /// One `decide-batch` call, with no fallback; `Err` says why it failed
+    /// (the instance is then dropped).
+    pub fn decide_batch(
         &self,
         pairs: &[(&BlobMeta, &BlobMeta)],
         ctx: &JobContext,

@@ -36,12 +36,11 @@ pub(crate) async fn worker(
     let mut policy = None;
     loop {
         // biased: once stopped, take no new batch even if some are queued.
-        let batch = tokio::select! {
+        let mut batch = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
             w = rx.recv() => match w { Ok(w) => w, Err(_) => return Ok(()) },
         };
-        let mut batch = batch;
         let gated = gate(&ctx, &mut policy, &mut batch);
         for (work, gated) in batch.into_iter().zip(gated) {
             if stop.is_cancelled() {

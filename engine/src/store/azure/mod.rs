@@ -580,10 +580,14 @@ impl AzureStore {
     }
 }
 
+/// Waits for one of a blob's parallel block or range tasks.
 async fn join_one(tasks: &mut JoinSet<Result<(), StoreError>>) -> Result<(), StoreError> {
     match tasks.join_next().await {
         Some(Ok(r)) => r,
-        Some(Err(e)) => Err(StoreError::io("block task", std::io::Error::other(e))),
+        Some(Err(e)) => Err(StoreError::io(
+            "block or range task",
+            std::io::Error::other(e),
+        )),
         None => Ok(()),
     }
 }

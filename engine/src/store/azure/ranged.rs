@@ -10,7 +10,7 @@ use azure_storage_blob::BlobClient;
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
-use super::{errors, AzureStore};
+use super::{errors, join_one, AzureStore};
 use crate::store::{BlobMeta, Positioned, StoreError};
 
 /// A range is this many blocks (`--block-size`, 8 MiB by default: 32 MiB
@@ -93,8 +93,8 @@ impl AzureStore {
             .map_err(|e| self.err(&e, name))?;
         let mut body = rsp.body;
         let mut at = range.start;
-        // One buffer per range, reused: a fresh 2 MiB each time is a fresh
-        // mapping to fault in and zero.
+        // One buffer per range, reused: a fresh one per write is fresh
+        // memory to fault in and zero.
         let mut buf = Vec::with_capacity(WRITE_CHUNK.min(len));
         while let Some(chunk) = body.next().await {
             let chunk =
@@ -115,13 +115,5 @@ impl AzureStore {
             return Err(StoreError::SourceChanged { name: name.into() });
         }
         Ok(())
-    }
-}
-
-async fn join_one(tasks: &mut JoinSet<Result<(), StoreError>>) -> Result<(), StoreError> {
-    match tasks.join_next().await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => Err(StoreError::io("range task", std::io::Error::other(e))),
-        None => Ok(()),
     }
 }
