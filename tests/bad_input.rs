@@ -823,39 +823,53 @@ fn local_meddle(sb: &Sb, src: &Loc, dst: &Loc, meddle: fn(&Path)) -> Out {
 /// that has its own `a-held` of the same size: in if-different mode a worker
 /// opens that one to compare, and blocks on its lease.
 fn azure_victim(sb: &Sb) -> (Loc, Loc) {
-    let src = sb.azure_src(&[("a-held", b"new!"), ("z-victim", b"the victim")]);
-    write(&sb.env.dst.join("a-held"), "old!");
-    (src, sb.dst())
+    azure_victim_of(sb, b"the victim")
 }
 
-/// Copies `azure_victim`, meddling with the container.
-fn azure_meddle(sb: &Sb, src: &Loc, dst: &Loc, meddle: fn(&Azurite, &str)) -> Out {
-    let At::Container(c) = &src.at else {
-        unreachable!()
-    };
-    let held = sb.env.dst.join("a-held");
-    copy_and_meddle(sb, src, dst, &held, &["--mode", "if-different"], &|| {
-        meddle(sb.az(), c)
-    })
-}
-
-/// `azure_victim` with a victim big enough (300 KB at 64 KiB blocks) to
-/// come down as parallel ranges written at their offsets.
+/// `azure_victim` with a victim big enough (300 KB at `azure_meddle`'s
+/// 64 KiB blocks) to come down as parallel ranges written at their offsets.
 fn azure_big_victim(sb: &Sb) -> (Loc, Loc) {
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let src = sb.azure_src(&[("a-held", b"new!"), ("z-victim", &big)]);
+    azure_victim_of(sb, &big)
+}
+
+fn azure_victim_of(sb: &Sb, victim: &[u8]) -> (Loc, Loc) {
+    let src = sb.azure_src(&[("a-held", b"new!"), ("z-victim", victim)]);
     write(&sb.env.dst.join("a-held"), "old!");
     (src, sb.dst())
 }
 
-/// Copies `azure_big_victim` in 64 KiB blocks, meddling with the container.
-fn azure_meddle_ranged(sb: &Sb, src: &Loc, dst: &Loc, meddle: fn(&Azurite, &str)) -> Out {
+/// Copies `azure_victim` (64 KiB blocks), meddling with the container.
+fn azure_meddle(sb: &Sb, src: &Loc, dst: &Loc, meddle: fn(&Azurite, &str)) -> Out {
     let At::Container(c) = &src.at else {
         unreachable!()
     };
     let held = sb.env.dst.join("a-held");
     let extra = ["--mode", "if-different", "--block-size", "64K"];
     copy_and_meddle(sb, src, dst, &held, &extra, &|| meddle(sb.az(), c))
+}
+
+/// The Azure victim is rewritten while `a-held` holds the copy up: the
+/// pinned download fails that blob alone.
+fn azure_victim_rewritten(name: &'static str, setup: fn(&Sb) -> (Loc, Loc)) -> Case {
+    Case::new(
+        name,
+        setup,
+        Run::Custom(|sb, src, dst| {
+            azure_meddle(sb, src, dst, |az, c| {
+                put_blob(az, c, "z-victim", b"the victim, rewritten")
+            })
+        }),
+        Expect::BlobsFailed {
+            failed: &[(
+                "z-victim",
+                "source-changed",
+                "changed while it was being copied",
+            )],
+            copied: 1,
+        },
+    )
+    .changes_src()
 }
 
 /// Both ends hold two files with newer sources (a policy plugin is asked
@@ -1749,42 +1763,11 @@ fn runtime_rows() -> Vec<Case> {
             },
         )
         .changes_src(),
-        Case::new(
-            "source blob changed mid-copy (If-Match)",
-            azure_victim,
-            Run::Custom(|sb, src, dst| {
-                azure_meddle(sb, src, dst, |az, c| {
-                    put_blob(az, c, "z-victim", b"the victim, rewritten")
-                })
-            }),
-            Expect::BlobsFailed {
-                failed: &[(
-                    "z-victim",
-                    "source-changed",
-                    "changed while it was being copied",
-                )],
-                copied: 1,
-            },
-        )
-        .changes_src(),
-        Case::new(
+        azure_victim_rewritten("source blob changed mid-copy (If-Match)", azure_victim),
+        azure_victim_rewritten(
             "large source blob changed mid-download (ranges, If-Match)",
             azure_big_victim,
-            Run::Custom(|sb, src, dst| {
-                azure_meddle_ranged(sb, src, dst, |az, c| {
-                    put_blob(az, c, "z-victim", b"the victim, rewritten")
-                })
-            }),
-            Expect::BlobsFailed {
-                failed: &[(
-                    "z-victim",
-                    "source-changed",
-                    "changed while it was being copied",
-                )],
-                copied: 1,
-            },
-        )
-        .changes_src(),
+        ),
         Case::new(
             "disk full (1 MiB tmpfs destination)",
             |sb| {

@@ -148,13 +148,7 @@ fn twenty_kills_then_replays_lose_nothing_and_resume_large_blobs_from_blocks() {
         .success();
 
     // The destination verifies: download it directly and compare bytes.
-    let down = env.path("down");
-    env.ferry()
-        .args(["copy", "--quiet"])
-        .arg(format!("dev:{container}"))
-        .arg(&down)
-        .run()
-        .success();
+    let down = env.download(&container, &[]);
     assert_eq!(assert_same_files(&env.src, &down), SMALL + LARGE);
 
     // Each attempt is one gap-free run of sequence numbers, opened by its

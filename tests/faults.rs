@@ -91,14 +91,7 @@ fn job_of(out: &Out) -> String {
 /// Copies `container` back down directly (no proxy) and compares names
 /// and bytes (Azure keeps whole-second times, so not mtimes).
 fn verify(s: &Setup, container: &str) {
-    let down = s.env.path(&format!("verify-{container}"));
-    s.env
-        .ferry()
-        .args(["copy", "--quiet", "--block-size", "64K"])
-        .arg(format!("dev:{container}"))
-        .arg(&down)
-        .run()
-        .success();
+    let down = s.env.download(container, &["--block-size", "64K"]);
     assert_eq!(assert_same_files(&s.env.src, &down), 2000);
 }
 

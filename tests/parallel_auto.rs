@@ -141,13 +141,7 @@ fn auto_backs_off_from_a_service_that_answers_503_above_k_in_flight_and_copies_e
 
     // Every blob arrived intact: copy the container back directly.
     proxy.set_concurrency_limit(0);
-    let down = env.path("down");
-    env.ferry()
-        .args(["copy", "--quiet"])
-        .arg(format!("dev:{container}"))
-        .arg(&down)
-        .run()
-        .success();
+    let down = env.download(&container, &[]);
     assert_eq!(assert_same_files(&env.src, &down), FILES as usize);
     env.verify_log_ok(None);
 }

@@ -52,6 +52,20 @@ impl Env {
         self.dir.path().join(rel)
     }
 
+    /// Copies `container` of account `dev` (Azurite, no proxy) down into a
+    /// fresh folder of the sandbox, with `extra` flags; returns the folder.
+    pub fn download(&self, container: &str, extra: &[&str]) -> PathBuf {
+        let down = self.path(&format!("down-{container}"));
+        self.ferry()
+            .args(["copy", "--quiet"])
+            .args(extra)
+            .arg(format!("dev:{container}"))
+            .arg(&down)
+            .run()
+            .success();
+        down
+    }
+
     /// `ferry --state STATE` with a clean environment (no FERRY_HOME,
     /// FERRY_CONFIG, Azure connection string or RUST_LOG).
     pub fn ferry(&self) -> Ferry {
