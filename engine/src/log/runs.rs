@@ -22,9 +22,10 @@ use crate::event::Event;
 use crate::projection::history::{HistoryEntry, Stored};
 use crate::projection::BlobState;
 
-/// Most outcomes in one run: a lookup decodes a whole run, so runs stay a
-/// few tens of KB.
-pub(crate) const RUN_MAX: usize = 512;
+/// Most outcomes in one run (~4 KB): a lookup decodes a whole run, and
+/// sled keeps small values' nodes inline and evictable (see the writer's
+/// `VALUE_BYTES`).
+pub(crate) const RUN_MAX: usize = 64;
 
 /// One outcome in a run.
 #[derive(Debug, Clone, PartialEq, Eq)]

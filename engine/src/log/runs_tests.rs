@@ -72,7 +72,7 @@ async fn given_skips_in_name_order_when_logged_then_they_go_in_runs_and_read_bac
     let all = log.history(job, "", false).unwrap();
     assert_eq!(all.len(), n);
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "name order");
-    let one = log.history(job, &names[600], true).unwrap();
+    let one = log.history(job, &names[n / 2], true).unwrap();
     assert_eq!((one.len(), one[0].2.attempt), (1, 1));
     assert_eq!(log.history(job, "d/b0001", false).unwrap().len(), 10);
 }
@@ -116,4 +116,31 @@ async fn given_late_outcomes_and_a_second_attempt_when_read_then_keys_and_runs_m
     // The state of "a" is its key's; "z" only in attempt 1's run.
     assert_eq!(log.blob_state(job, "a").unwrap().unwrap().seq, 3);
     assert_eq!(log.blob_state(job, "z").unwrap().unwrap().seq, 2);
+}
+
+#[tokio::test]
+async fn given_long_names_when_logged_then_every_value_stays_small_and_reads_back() {
+    // A run and a chunk of these would be ~120 KB: sled keeps a node that
+    // large as a blob file and never evicts it from memory.
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let job = JobId::new();
+    let names: Vec<String> = (0..64).map(|i| format!("{i:03}{}", "x".repeat(900))).collect();
+    write(&log, job, [started(1)]).await;
+    write(&log, job, names.iter().map(|n| skipped(n))).await;
+
+    let chunks = log.scan_raw_for_tests(&keys::event_prefix(job));
+    let runs = log.scan_raw_for_tests(&keys::run_prefix(job));
+    for (k, v) in chunks.iter().chain(&runs) {
+        assert!(v.len() <= writer::VALUE_BYTES, "{} bytes under {k:?}", v.len());
+    }
+    assert!(runs.len() >= 10, "{} runs", runs.len());
+    assert!(keyed(&log, job).is_empty(), "split runs are still runs");
+    let seqs: Vec<u64> = log.events(job).map(|r| r.unwrap().seq).collect();
+    assert_eq!(seqs, (0..=64).collect::<Vec<u64>>());
+    for (i, name) in names.iter().enumerate() {
+        let state = log.blob_state(job, name).unwrap().unwrap();
+        assert_eq!(state.seq, i as u64 + 1, "{name:.8}");
+    }
+    assert_eq!(log.blob_states(job).count(), 64);
 }
