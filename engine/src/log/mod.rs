@@ -6,6 +6,7 @@ pub mod keys;
 pub(crate) mod runs;
 #[cfg(test)]
 mod runs_tests;
+mod spans;
 mod upcast;
 mod writer;
 
@@ -85,6 +86,7 @@ impl EventLog {
                 job,
                 event,
                 ack: None,
+                ordinal: None,
             })
             .await
     }
@@ -95,6 +97,43 @@ impl EventLog {
             job,
             event,
             ack: None,
+            ordinal: None,
+        })
+    }
+
+    /// [`EventLog::append`] for a blob's outcome, with the blob's place
+    /// among the attempt's listed blobs (0, 1, 2, ... in listing order,
+    /// counting only blobs that get an outcome): outcomes of consecutive
+    /// places share runs, and a late one fills the gap left for it.
+    pub async fn append_outcome(
+        &self,
+        job: JobId,
+        event: Event,
+        ordinal: u64,
+    ) -> Result<(), EngineError> {
+        self.inner
+            .writer
+            .send(Cmd::Append {
+                job,
+                event,
+                ack: None,
+                ordinal: Some(ordinal),
+            })
+            .await
+    }
+
+    /// Blocking form of [`EventLog::append_outcome`].
+    pub fn append_outcome_blocking(
+        &self,
+        job: JobId,
+        event: Event,
+        ordinal: u64,
+    ) -> Result<(), EngineError> {
+        self.inner.writer.send_blocking(Cmd::Append {
+            job,
+            event,
+            ack: None,
+            ordinal: Some(ordinal),
         })
     }
 
@@ -107,6 +146,7 @@ impl EventLog {
                 job,
                 event,
                 ack: Some(tx),
+                ordinal: None,
             })
             .await?;
         rx.await.map_err(|_| writer_gone())?
@@ -119,6 +159,7 @@ impl EventLog {
             job,
             event,
             ack: Some(tx),
+            ordinal: None,
         })?;
         rx.blocking_recv().map_err(|_| writer_gone())?
     }

@@ -85,9 +85,10 @@ async fn given_late_outcomes_and_a_second_attempt_when_read_then_keys_and_runs_m
     {
         let log = EventLog::open(dir.path()).unwrap();
         write(&log, job, [started(1), skipped("m")]).await;
-        // Below the attempt's greatest name so far: keys of their own.
+        // "a" arrives after "m" but lies in the gap below its run: a run too.
         write(&log, job, [skipped("z"), skipped("a")]).await;
-        assert_eq!(keyed(&log, job), ["a"]);
+        assert!(keyed(&log, job).is_empty());
+        assert_eq!(log.scan_raw_for_tests(&keys::run_prefix(job)).len(), 3);
         let names: Vec<String> = log.blob_states(job).map(|r| r.unwrap().0).collect();
         assert_eq!(names, ["a", "m", "z"]);
 
@@ -105,17 +106,39 @@ async fn given_late_outcomes_and_a_second_attempt_when_read_then_keys_and_runs_m
         );
         log.close();
     }
-    // Another process continuing attempt 2 reads its greatest name from the log.
+    // Another process continuing attempt 2 knows only its greatest run name
+    // from the log: "c", below it, gets keys of its own.
     let log = EventLog::open(dir.path()).unwrap();
     write(&log, job, [copied("c"), copied("n")]).await;
-    assert_eq!(keyed(&log, job), ["a", "c"]);
+    assert_eq!(keyed(&log, job), ["c"]);
     let c = log.blob_state(job, "c").unwrap().unwrap();
     assert_eq!(c.status, BlobStatus::Copied);
     assert_eq!(log.blob_states(job).count(), 5);
     assert_eq!(log.history(job, "", false).unwrap().len(), 6);
-    // The state of "a" is its key's; "z" only in attempt 1's run.
     assert_eq!(log.blob_state(job, "a").unwrap().unwrap().seq, 3);
     assert_eq!(log.blob_state(job, "z").unwrap().unwrap().seq, 2);
+    assert_eq!(log.blob_state(job, "n").unwrap().unwrap().seq, 7);
+}
+
+#[tokio::test]
+async fn given_outcomes_far_out_of_order_when_logged_then_they_fill_gaps_and_read_back() {
+    // Like 16 workers finishing work batches in any order.
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let job = JobId::new();
+    let names: Vec<String> = (0..600).map(|i| format!("d/b{i:05}")).collect();
+    write(&log, job, [started(1)]).await;
+    for block in [3, 0, 5, 1, 4, 2].map(|b| &names[b * 100..(b + 1) * 100]) {
+        write(&log, job, block.iter().map(|n| skipped(n))).await;
+    }
+    assert!(keyed(&log, job).is_empty(), "every block fits a gap");
+    let states: Vec<(String, BlobState)> = log.blob_states(job).map(|r| r.unwrap()).collect();
+    assert_eq!(states.len(), 600);
+    assert!(states.iter().zip(&names).all(|((a, _), b)| a == b));
+    for n in [&names[0], &names[99], &names[100], &names[350], &names[599]] {
+        assert!(log.blob_state(job, n).unwrap().is_some(), "{n}");
+    }
+    assert_eq!(log.history(job, "d/b001", false).unwrap().len(), 100);
 }
 
 #[tokio::test]
@@ -125,14 +148,20 @@ async fn given_long_names_when_logged_then_every_value_stays_small_and_reads_bac
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(dir.path()).unwrap();
     let job = JobId::new();
-    let names: Vec<String> = (0..64).map(|i| format!("{i:03}{}", "x".repeat(900))).collect();
+    let names: Vec<String> = (0..64)
+        .map(|i| format!("{i:03}{}", "x".repeat(900)))
+        .collect();
     write(&log, job, [started(1)]).await;
     write(&log, job, names.iter().map(|n| skipped(n))).await;
 
     let chunks = log.scan_raw_for_tests(&keys::event_prefix(job));
     let runs = log.scan_raw_for_tests(&keys::run_prefix(job));
     for (k, v) in chunks.iter().chain(&runs) {
-        assert!(v.len() <= writer::VALUE_BYTES, "{} bytes under {k:?}", v.len());
+        assert!(
+            v.len() <= writer::VALUE_BYTES,
+            "{} bytes under {k:?}",
+            v.len()
+        );
     }
     assert!(runs.len() >= 10, "{} runs", runs.len());
     assert!(keyed(&log, job).is_empty(), "split runs are still runs");

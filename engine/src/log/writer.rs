@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::runs::{self, RunItem};
+use super::spans::{Gap, Spans};
 use super::{keys, PruneStats};
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
@@ -60,6 +61,10 @@ pub(super) enum Cmd {
         job: JobId,
         event: Event,
         ack: Option<oneshot::Sender<Result<u64, EngineError>>>,
+        /// The blob's place among the attempt's listed blobs, when known: a
+        /// run stops where the next place is missing, so the missing
+        /// outcome (still being copied) finds a gap when it arrives.
+        ordinal: Option<u64>,
     },
     Sync(oneshot::Sender<Result<u64, EngineError>>),
     /// A whole job from an export: records keep their seq and time (already
@@ -93,6 +98,9 @@ pub struct WriterStats {
     /// CPU time of the writer thread: `busy_ns` also counts time it waited
     /// for a core while copy threads ran.
     pub cpu_ns: AtomicU64,
+    /// Copies and skips that got keys of their own instead of a place in a
+    /// run (two sled keys each: the main per-blob cost when it is high).
+    pub keyed: AtomicU64,
 }
 
 /// CPU time consumed by the calling thread so far.
@@ -136,7 +144,7 @@ impl Writer {
             db_file: std::fs::File::open(path.join("db")).ok(),
             mark_index,
             pending: Vec::new(),
-            marks: HashMap::new(),
+            spans: HashMap::new(),
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -216,13 +224,21 @@ struct WriterState {
     /// A new log: the index marker goes in with the first batch.
     mark_index: bool,
     /// This batch's copies and skips, written as runs when it is complete.
-    pending: Vec<(JobId, u32, RunItem)>,
-    /// Greatest name in the runs of a job's attempt so far: an outcome
-    /// joins a run only above it, so an attempt's runs never overlap.
-    marks: HashMap<(JobId, u32), String>,
+    pending: Vec<Pending>,
+    /// Where each job's attempt has runs so far: an outcome joins a run
+    /// only in a gap between them, so an attempt's runs never overlap.
+    spans: HashMap<(JobId, u32), Spans>,
 }
 
 type Ack = oneshot::Sender<Result<u64, EngineError>>;
+
+/// A copy or skip of the batch being written, waiting to go into a run.
+struct Pending {
+    job: JobId,
+    attempt: u32,
+    ordinal: Option<u64>,
+    item: RunItem,
+}
 
 impl Cmd {
     /// Someone waits for this command to be written.
@@ -278,7 +294,12 @@ impl WriterState {
                 Cmd::Shutdown => stop = true,
                 Cmd::Sync(ack) => acks.push((ack, 0)),
                 cmd @ (Cmd::Import { .. } | Cmd::Prune { .. }) => exclusive.push(cmd),
-                Cmd::Append { job, event, ack } => {
+                Cmd::Append {
+                    job,
+                    event,
+                    ack,
+                    ordinal,
+                } => {
                     transition |= event.is_transition();
                     if error.is_some() {
                         if let Some(ack) = ack {
@@ -286,7 +307,7 @@ impl WriterState {
                         }
                         continue;
                     }
-                    match self.stage(&mut batch, &mut chunks, job, event) {
+                    match self.stage(&mut batch, &mut chunks, job, event, ordinal) {
                         Ok(seq) => {
                             events += 1;
                             if let Some(ack) = ack {
@@ -447,11 +468,12 @@ impl WriterState {
             // Chunks as large as a writer batch, as appends would make.
             let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
             for rec in records.by_ref().take(MAX_BATCH) {
-                self.stage_record(&mut batch, &mut chunks, rec)
+                self.stage_record(&mut batch, &mut chunks, rec, None)
                     .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
             }
             for (job, recs) in &chunks {
-                put_chunks(&mut batch, *job, recs).map_err(|e| self.forget(*job, Exclusive::Write(e)))?;
+                put_chunks(&mut batch, *job, recs)
+                    .map_err(|e| self.forget(*job, Exclusive::Write(e)))?;
             }
         }
         self.stage_runs(&mut batch)
@@ -479,7 +501,7 @@ impl WriterState {
         self.seqs.remove(&job);
         self.summaries.remove(&job);
         self.pending.clear();
-        self.marks.retain(|(j, _), _| *j != job);
+        self.spans.retain(|(j, _), _| *j != job);
         e
     }
 
@@ -488,7 +510,7 @@ impl WriterState {
         self.seqs.clear();
         self.summaries.clear();
         self.pending.clear();
-        self.marks.clear();
+        self.spans.clear();
     }
 
     /// Removes a finished job's blob events (rewriting its chunks with the
@@ -607,6 +629,7 @@ impl WriterState {
         chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
         job: JobId,
         event: Event,
+        ordinal: Option<u64>,
     ) -> Result<u64, String> {
         let seq = self.next_seq(job)?;
         let rec = EventRecord {
@@ -616,7 +639,7 @@ impl WriterState {
             at: chrono::Utc::now(),
             event,
         };
-        self.stage_record(batch, chunks, rec)?;
+        self.stage_record(batch, chunks, rec, ordinal)?;
         Ok(seq)
     }
 
@@ -628,6 +651,7 @@ impl WriterState {
         batch: &mut sled::Batch,
         chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
         rec: EventRecord,
+        ordinal: Option<u64>,
     ) -> Result<(), String> {
         let job = rec.job;
         let summary = self.summary(job)?;
@@ -640,7 +664,12 @@ impl WriterState {
                     seq: rec.seq,
                     entry,
                 };
-                self.pending.push((job, attempt, item));
+                self.pending.push(Pending {
+                    job,
+                    attempt,
+                    ordinal,
+                    item,
+                });
             } else if let Some((_, state)) = BlobState::from_event(&rec) {
                 put_keyed(batch, job, name, &entry, &state)?;
             }
@@ -654,44 +683,66 @@ impl WriterState {
     }
 
     /// Writes this batch's copies and skips: per job and attempt in name
-    /// order, those above the attempt's greatest name so far as runs of up
-    /// to [`runs::RUN_MAX`], the rest (late, out of order) one key each.
+    /// order, as runs of up to [`runs::RUN_MAX`] in the gaps between the
+    /// attempt's runs so far (see `log::spans`), the rest (inside a run's
+    /// range) one key each.
     fn stage_runs(&mut self, batch: &mut sled::Batch) -> Result<(), String> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable_by(|a, b| {
-            (a.0, a.1, &a.2.name, a.2.seq).cmp(&(b.0, b.1, &b.2.name, b.2.seq))
+            (a.job, a.attempt, &a.item.name, a.item.seq).cmp(&(
+                b.job,
+                b.attempt,
+                &b.item.name,
+                b.item.seq,
+            ))
         });
         let mut run: Vec<RunItem> = Vec::new();
         let mut items = pending.into_iter().peekable();
-        while let Some((job, attempt)) = items.peek().map(|(j, a, _)| (*j, *a)) {
-            let mut mark = self.mark(job, attempt)?;
-            while let Some((_, _, item)) = items.next_if(|(j, a, _)| (*j, *a) == (job, attempt)) {
-                if mark.as_deref().is_some_and(|m| item.name.as_str() <= m) {
-                    put_keyed(batch, job, &item.name, &item.entry, &item.state())?;
-                    continue;
+        while let Some((job, attempt)) = items.peek().map(|p| (p.job, p.attempt)) {
+            let mut spans = self.spans(job, attempt)?;
+            // Exclusive upper bound of the gap the open run fills.
+            let mut bound: Option<String> = None;
+            let mut last_ordinal: Option<u64> = None;
+            while let Some(Pending { ordinal, item, .. }) =
+                items.next_if(|p| (p.job, p.attempt) == (job, attempt))
+            {
+                let next_listed = match (last_ordinal, ordinal) {
+                    (Some(a), Some(b)) => a.checked_add(1) == Some(b),
+                    _ => true,
+                };
+                last_ordinal = ordinal;
+                let extends = run.len() < runs::RUN_MAX
+                    && next_listed
+                    && run.last().is_some_and(|last| item.name > last.name)
+                    && bound.as_ref().is_none_or(|b| item.name < *b);
+                if !extends {
+                    close_run(batch, job, attempt, &mut run, &mut spans)?;
+                    match spans.gap(&item.name) {
+                        Gap::Taken => {
+                            self.stats.keyed.fetch_add(1, Ordering::Relaxed);
+                            put_keyed(batch, job, &item.name, &item.entry, &item.state())?;
+                            continue;
+                        }
+                        Gap::Free(b) => bound = b,
+                    }
                 }
-                mark = Some(item.name.clone());
                 run.push(item);
-                if run.len() == runs::RUN_MAX {
-                    put_run(batch, job, attempt, &mut run)?;
-                }
             }
-            put_run(batch, job, attempt, &mut run)?;
-            if let Some(m) = mark {
-                self.marks.insert((job, attempt), m);
-            }
+            close_run(batch, job, attempt, &mut run, &mut spans)?;
+            self.spans.insert((job, attempt), spans);
         }
         Ok(())
     }
 
-    /// The greatest name in the runs of `job`'s `attempt`: cached, else read
-    /// from the log (an attempt this process did not start, or an import).
-    fn mark(&mut self, job: JobId, attempt: u32) -> Result<Option<String>, String> {
-        if let Some(m) = self.marks.get(&(job, attempt)) {
-            return Ok(Some(m.clone()));
+    /// What the writer knows of where `job`'s `attempt` has runs: cached,
+    /// else everything up to its greatest run name in the log (an attempt
+    /// this process did not start, or an import).
+    fn spans(&mut self, job: JobId, attempt: u32) -> Result<Spans, String> {
+        if let Some(s) = self.spans.remove(&(job, attempt)) {
+            return Ok(s);
         }
         let last = self
             .db
@@ -699,12 +750,13 @@ impl WriterState {
             .next_back()
             .transpose()
             .map_err(|e| describe(&e))?;
-        match last {
+        let floor = match last {
             Some((k, _)) => keys::parse_run(&k)
                 .map(|(_, name)| Some(name.to_string()))
-                .ok_or_else(|| "a malformed run key".to_string()),
-            None => Ok(None),
-        }
+                .ok_or_else(|| "a malformed run key".to_string())?,
+            None => None,
+        };
+        Ok(Spans::above(floor))
     }
 
     fn next_seq(&mut self, job: JobId) -> Result<u64, String> {
@@ -821,13 +873,18 @@ fn put_keyed(
 
 /// Adds a run (if any) to the batch under its greatest name, in parts of
 /// at most [`VALUE_BYTES`] (any split keeps an attempt's runs disjoint and
-/// ordered), and empties it.
-fn put_run(
+/// ordered), records its range in `spans` and empties it.
+fn close_run(
     batch: &mut sled::Batch,
     job: JobId,
     attempt: u32,
     run: &mut Vec<RunItem>,
+    spans: &mut Spans,
 ) -> Result<(), String> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Ok(());
+    };
+    spans.take(first.name.clone(), last.name.clone());
     put_split(run, &|items| runs::encode(items), &mut |items, value| {
         if let Some(last) = items.last() {
             batch.insert(keys::run(job, attempt, &last.name), value);

@@ -76,18 +76,46 @@ impl LocalStore {
     /// own name as well. Everything after works relative to this folder, so
     /// nothing is ever written outside the root.
     fn open_parent(&self, name: &str, to: &Path) -> Result<Parent, StoreError> {
-        self.walk_to_parent(name, to, true)
+        self.walk_to_parent(name, to, true, &mut FolderCache::default())
     }
 
     /// The folder of an existing blob, walked the same way but creating
     /// nothing.
     fn open_existing_parent(&self, name: &str, to: &Path) -> Result<Parent, StoreError> {
-        self.walk_to_parent(name, to, false)
+        self.walk_to_parent(name, to, false, &mut FolderCache::default())
     }
 
-    fn walk_to_parent(&self, name: &str, to: &Path, create: bool) -> Result<Parent, StoreError> {
+    fn walk_to_parent(
+        &self,
+        name: &str,
+        to: &Path,
+        create: bool,
+        folders: &mut FolderCache,
+    ) -> Result<Parent, StoreError> {
         names::check(name)?;
         let (dirs, base) = name.rsplit_once('/').unwrap_or(("", name));
+        let base = cstring(base.as_bytes()).map_err(|e| StoreError::io(name, e))?;
+        let dir = match &folders.last {
+            Some((cached, dir)) if cached == dirs => dir.clone(),
+            _ => {
+                let dir = Arc::new(self.walk_to_folder(name, dirs, create)?);
+                folders.last = Some((dirs.to_string(), dir.clone()));
+                dir
+            }
+        };
+        if is_link(dir.as_raw_fd(), &base) {
+            return Err(link_refused(to));
+        }
+        Ok(Parent {
+            dir,
+            base,
+            to: to.to_path_buf(),
+        })
+    }
+
+    /// Opens the folder `dirs` (of blob `name`) below the root, one part at
+    /// a time without following links, creating missing parts if `create`.
+    fn walk_to_folder(&self, name: &str, dirs: &str, create: bool) -> Result<OwnedFd, StoreError> {
         let root_err = |e| StoreError::io(format!("destination {}", self.root.display()), e);
         // The root itself is the user's choice and may be a link.
         let root = cstring(self.root.as_os_str().as_bytes()).map_err(root_err)?;
@@ -121,15 +149,7 @@ impl LocalStore {
             };
             dir = opened.map_err(|e| refused(dir.as_raw_fd(), &c, &walked, e))?;
         }
-        let base = cstring(base.as_bytes()).map_err(|e| StoreError::io(name, e))?;
-        if is_link(dir.as_raw_fd(), &base) {
-            return Err(link_refused(to));
-        }
-        Ok(Parent {
-            dir,
-            base,
-            to: to.to_path_buf(),
-        })
+        Ok(dir)
     }
 
     /// Copies one file from another local store with the kernel's
@@ -138,6 +158,17 @@ impl LocalStore {
     /// against its listing before and after, so a file that changes meanwhile
     /// fails (and is retried) instead of landing torn. Blocking.
     pub fn copy_file_from(&self, src: &LocalStore, meta: &BlobMeta) -> Result<u64, StoreError> {
+        self.copy_file_via(src, meta, &mut FolderCache::default())
+    }
+
+    /// [`LocalStore::copy_file_from`] reusing the destination folder opened
+    /// for the previous blob when this one goes in the same folder.
+    pub fn copy_file_via(
+        &self,
+        src: &LocalStore,
+        meta: &BlobMeta,
+        folders: &mut FolderCache,
+    ) -> Result<u64, StoreError> {
         let from = src.path_for(&meta.name)?;
         let to = self.path_for(&meta.name)?;
         let src_err = |e| StoreError::io(format!("source {}", from.display()), e);
@@ -149,24 +180,31 @@ impl LocalStore {
                 name: meta.name.clone(),
             });
         }
-        let parent = self.open_parent(&meta.name, &to)?;
+        let parent = self.walk_to_parent(&meta.name, &to, true, folders)?;
         let tmp = self.temp_name(&base_name(&meta.name));
         let anonymous = parent.create_anonymous(before.mode())?;
-        let out = match &anonymous {
-            Some(f) => f
-                .try_clone()
-                .map_err(|e| StoreError::io(format!("destination {}", to.display()), e))?,
-            None => parent.create_temp(&tmp, before.mode())?,
+        let named = match anonymous {
+            Some(_) => None,
+            None => Some(parent.create_temp(&tmp, before.mode())?),
+        };
+        let Some(out) = anonymous.as_ref().or(named.as_ref()) else {
+            return Err(StoreError::io(
+                format!("destination {}", to.display()),
+                io::Error::other("no file to write"),
+            ));
         };
         let done = (|| {
-            let n = copy_data(&input, &out, meta.size).map_err(|e| {
+            let n = copy_data(&input, out, meta.size).map_err(|e| {
                 let what = format!("copying {} to {}", from.display(), to.display());
                 StoreError::io(what, e)
             })?;
             let dst_err = |e| StoreError::io(format!("destination {}", to.display()), e);
-            // The mode given at creation is filtered by the umask: set it exactly.
-            out.set_permissions(before.permissions()).map_err(dst_err)?;
-            filetime::set_file_handle_times(&out, None, Some(to_filetime(meta.modified)))
+            // The mode given at creation is filtered by the umask: set it
+            // exactly, unless the umask spares every bit of it.
+            if umask().is_none_or(|m| before.mode() & 0o7777 & m != 0) {
+                out.set_permissions(before.permissions()).map_err(dst_err)?;
+            }
+            filetime::set_file_handle_times(out, None, Some(to_filetime(meta.modified)))
                 .map_err(dst_err)?;
             let after = input.metadata().map_err(src_err)?;
             if n != meta.size || !unchanged(&after) {
@@ -176,7 +214,7 @@ impl LocalStore {
             }
             Ok(n)
         })();
-        drop(out);
+        drop(named);
         match anonymous {
             Some(file) => done.and_then(|n| parent.publish(&file, &tmp).map(|_| n)),
             None => parent.finish(done, &tmp),
@@ -213,9 +251,30 @@ impl LocalStore {
     }
 }
 
+/// The process's umask, read once from /proc (asking the kernel with
+/// umask(2) means setting it, racing other threads creating files).
+/// `None` where /proc does not say: modes are then always set.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// The last destination folder a copy thread opened. Consecutive blobs of
+/// a work batch mostly share a folder, and walking to it costs ~4 system
+/// calls of a small file's ~17. Workers start a new cache per work batch,
+/// so a folder moved away meanwhile is reopened within one batch's time.
+#[derive(Default)]
+pub struct FolderCache {
+    last: Option<(String, Arc<OwnedFd>)>,
+}
+
 /// The folder a blob goes in, opened below the root without following links.
 struct Parent {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     /// The blob's file name in `dir`.
     base: CString,
     /// The blob's full path, for messages only.
@@ -789,7 +848,7 @@ fn read_sorted(
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     use super::*;
 
@@ -863,6 +922,37 @@ mod tests {
         // Reading the destination for a comparison does not follow links either.
         let err = dst.same_content(&src, "filelink").unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn a_reused_folder_still_lands_every_blob_where_it_belongs_and_refuses_links() {
+        let names = ["real/a", "real/b", "fresh/c", "real/d", "e", "real/planted"];
+        let (_d, src, dst, outside) = setup(&names);
+        let mut folders = FolderCache::default();
+        for name in &names[..5] {
+            dst.copy_file_via(&src, &listed_meta(&src, name), &mut folders)
+                .unwrap();
+            assert_eq!(fs::read(dst.root().join(name)).unwrap(), name.as_bytes());
+        }
+        // A link planted in the cached folder is still seen per blob.
+        symlink(outside.join("victim"), dst.root().join("real/planted")).unwrap();
+        let err = dst
+            .copy_file_via(&src, &listed_meta(&src, "real/planted"), &mut folders)
+            .unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn copies_keep_the_source_mode_whatever_the_umask_spares() {
+        let names = ["m/private", "m/script", "m/shared"];
+        let (_d, src, dst, _outside) = setup(&names);
+        for (name, mode) in names.iter().zip([0o600, 0o755, 0o666]) {
+            fs::set_permissions(src.root().join(name), fs::Permissions::from_mode(mode)).unwrap();
+            dst.copy_file_from(&src, &listed_meta(&src, name)).unwrap();
+            let got = fs::metadata(dst.root().join(name)).unwrap().mode() & 0o7777;
+            assert_eq!(got, mode, "{name}");
+        }
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use crate::error::EngineError;
 use crate::event::{ErrorKind, SkipReason};
 use crate::job::Address;
 
-pub use local::{LocalStore, Positioned};
+pub use local::{FolderCache, LocalStore, Positioned};
 pub use memory::MemoryStore;
 
 /// What a listing says about one blob.

@@ -18,7 +18,7 @@ use crate::event::{CopyMethod, ErrorKind, Event, SkipReason};
 use crate::job::{CopyMode, PluginFailure};
 use crate::plugin::{JobContext, PluginDecision};
 use crate::retry::{self, RetryTally};
-use crate::store::{BlobMeta, BlobStore, LocalStore, StoreError};
+use crate::store::{BlobMeta, BlobStore, FolderCache, LocalStore, StoreError};
 
 enum Done {
     Copied { method: CopyMethod, bytes: u64 },
@@ -47,7 +47,7 @@ pub(crate) async fn worker(
                 return Ok(());
             }
             if let Some(event) = gated {
-                ctx.log.append(ctx.job, event).await?;
+                ctx.log.append_outcome(ctx.job, event, work.place).await?;
                 continue;
             }
             let _permit = match limiter.as_deref() {
@@ -65,8 +65,9 @@ pub(crate) async fn worker(
                     .run(StoreError::fault, &tally, || copy_one(&ctx, &work)),
             )
             .await;
+            let place = work.place;
             let event = outcome(&ctx.progress, work, res, (tries, tally.take()), started);
-            ctx.log.append(ctx.job, event).await?;
+            ctx.log.append_outcome(ctx.job, event, place).await?;
         }
     }
 }
@@ -173,12 +174,14 @@ pub(crate) fn local_worker(
             return Ok(());
         };
         let gated = gate(&ctx, &mut policy, &mut batch);
+        let mut folders = FolderCache::default();
         for (work, gated) in batch.into_iter().zip(gated) {
             if stop.is_cancelled() {
                 return Ok(());
             }
             if let Some(event) = gated {
-                ctx.log.append_blocking(ctx.job, event)?;
+                ctx.log
+                    .append_outcome_blocking(ctx.job, event, work.place)?;
                 continue;
             }
             // The limiter is async; this thread may block on it (its
@@ -196,14 +199,15 @@ pub(crate) fn local_worker(
                 if work.compare && dst.same_content(&src, &work.meta.name)? {
                     return Ok(Done::Identical);
                 }
-                let bytes = dst.copy_file_from(&src, &work.meta)?;
+                let bytes = dst.copy_file_via(&src, &work.meta, &mut folders)?;
                 Ok(Done::Copied {
                     method: CopyMethod::LocalFile,
                     bytes,
                 })
             });
+            let place = work.place;
             let event = outcome(&ctx.progress, work, res, (tries, tally.take()), started);
-            ctx.log.append_blocking(ctx.job, event)?;
+            ctx.log.append_outcome_blocking(ctx.job, event, place)?;
         }
     }
     Ok(())

@@ -80,6 +80,9 @@ pub struct RunReport {
 /// One blob for a worker.
 #[derive(Debug)]
 pub(crate) struct Work {
+    /// Its place among the attempt's blobs with an outcome, in listing
+    /// order: lets the log keep consecutive outcomes in one run.
+    pub place: u64,
     pub meta: BlobMeta,
     pub reason: CopyReason,
     /// Same size, unknown hashes: compare content before deciding.

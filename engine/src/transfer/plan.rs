@@ -79,6 +79,9 @@ pub(crate) async fn plan(
     let mut src = ctx.src.list();
     let mut dst = policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list()));
     let (mut blobs, mut bytes) = (0u64, 0u64);
+    // Places of the listed blobs that get a copy or skip, for the log's runs
+    // (`EventLog::append_outcome`); listing failures never join runs.
+    let mut places = 0u64;
     let whole_seconds = ctx.src.whole_second_times() || ctx.dst.whole_second_times();
     loop {
         let ready = src.next().now_or_never();
@@ -120,17 +123,15 @@ pub(crate) async fn plan(
                     continue;
                 }
                 Progress::add(&p.skipped, 1);
-                ctx.log
-                    .append(
-                        ctx.job,
-                        Event::BlobSkipped {
-                            name,
-                            reason,
-                            src_etag: None,
-                            detail: None,
-                        },
-                    )
-                    .await?;
+                let event = Event::BlobSkipped {
+                    name,
+                    reason,
+                    src_etag: None,
+                    detail: None,
+                };
+                let place = places;
+                places += 1;
+                ctx.log.append_outcome(ctx.job, event, place).await?;
                 continue;
             }
             Some(Ok(Listed::Blob(meta))) => meta,
@@ -154,8 +155,11 @@ pub(crate) async fn plan(
         };
         // A plugin policy decides for blobs present at both ends, in the
         // workers (one instance each), like the DML's overwrite callback.
+        let place = places;
+        places += 1;
         if ctx.policy.is_some() && existing.is_some() {
             let work = Work {
+                place,
                 meta,
                 reason: CopyReason::Policy,
                 compare: false,
@@ -176,10 +180,11 @@ pub(crate) async fn plan(
                     src_etag: Some(meta.etag),
                     detail: None,
                 };
-                ctx.log.append(ctx.job, event).await?;
+                ctx.log.append_outcome(ctx.job, event, place).await?;
                 continue;
             }
             Decision::Copy(reason) => Work {
+                place,
                 meta,
                 reason,
                 compare: false,
@@ -187,6 +192,7 @@ pub(crate) async fn plan(
                 detail: None,
             },
             Decision::CompareContent => Work {
+                place,
                 meta,
                 reason: CopyReason::Different,
                 compare: true,
