@@ -623,10 +623,11 @@ impl Engine {
             v.jobs += 1;
             let stored = self.log.summary(id)?;
             let pruned = stored.as_ref().is_some_and(|s| s.pruned);
-            let mut history = History::default();
             let mut summary = JobSummary::new(id);
             let mut checkpoint = Checkpoint::default();
             let mut last: Option<u64> = None;
+            // Events up to the first gap; the history pass folds as many.
+            let mut sound = 0usize;
             for (i, rec) in self.log.events(id).enumerate() {
                 let rec = rec?;
                 v.events += 1;
@@ -642,10 +643,10 @@ impl Engine {
                     ));
                     break;
                 }
+                sound += 1;
                 last = Some(rec.seq);
                 summary.apply(&rec);
                 checkpoint.apply(&rec);
-                history.apply(&rec);
             }
             match stored {
                 Some(cached) if cached == summary => {}
@@ -656,43 +657,62 @@ impl Engine {
                 )),
                 None => v.problems.push(format!("job {id}: no cached summary")),
             }
-            let mut cached = Checkpoint::default();
-            for entry in self.log.blob_states(id) {
-                let (name, state) = entry?;
-                cached.blobs.insert(name, state);
-            }
-            if cached != checkpoint {
-                let first = checkpoint
-                    .blobs
-                    .iter()
-                    .find(|(n, s)| cached.blobs.get(*n) != Some(s))
-                    .map(|(n, _)| n.clone())
-                    .or_else(|| {
-                        cached
-                            .blobs
-                            .keys()
-                            .find(|n| !checkpoint.blobs.contains_key(*n))
-                            .cloned()
-                    })
-                    .unwrap_or_default();
-                // Mid-prune a crash leaves some of both; pruning again
-                // removes the rest.
-                let hint = if pruned {
-                    " (an interrupted prune? run `ferry prune` again)"
-                } else {
-                    ""
-                };
-                v.problems.push(format!(
-                    "job {id}: checkpoint entry for {first:?} differs from the replay{hint}"
-                ));
-            }
-            v.blobs += checkpoint.blobs.len() as u64;
-            // A pruned job's lines outlive its blob events on purpose.
+            self.verify_checkpoint(id, pruned, checkpoint, &mut v)?;
+            // A pruned job's lines outlive its blob events on purpose. A
+            // second pass over the events, so the replayed checkpoint and
+            // the replayed lines are never in memory together.
             if !pruned {
+                let mut history = History::default();
+                for rec in self.log.events(id).take(sound) {
+                    history.apply(&rec?);
+                }
                 self.verify_history(id, history.lines, &mut v)?;
             }
         }
         Ok(v)
+    }
+
+    /// Compares a job's stored checkpoint entries with those replayed from
+    /// its events; names the first difference.
+    fn verify_checkpoint(
+        &self,
+        id: JobId,
+        pruned: bool,
+        checkpoint: Checkpoint,
+        v: &mut Verification,
+    ) -> Result<(), EngineError> {
+        let mut cached = Checkpoint::default();
+        for entry in self.log.blob_states(id) {
+            let (name, state) = entry?;
+            cached.blobs.insert(name, state);
+        }
+        if cached != checkpoint {
+            let first = checkpoint
+                .blobs
+                .iter()
+                .find(|(n, s)| cached.blobs.get(*n) != Some(s))
+                .map(|(n, _)| n.clone())
+                .or_else(|| {
+                    cached
+                        .blobs
+                        .keys()
+                        .find(|n| !checkpoint.blobs.contains_key(*n))
+                        .cloned()
+                })
+                .unwrap_or_default();
+            // Mid-prune a crash leaves some of both; pruning again
+            // removes the rest.
+            let hint = if pruned {
+                " (an interrupted prune? run `ferry prune` again)"
+            } else {
+                ""
+            };
+            v.problems.push(format!(
+                "job {id}: checkpoint entry for {first:?} differs from the replay{hint}"
+            ));
+        }
+        v.blobs += checkpoint.blobs.len() as u64;
+        Ok(())
     }
 
     /// Compares a job's stored history lines with those rebuilt from its
@@ -706,18 +726,26 @@ impl Engine {
         >,
         v: &mut Verification,
     ) -> Result<(), EngineError> {
-        let mut first: Option<String> = None;
-        for (name, seq, entry) in self.log.history(job, "", false)? {
+        // Lines come in no overall order; the first difference reported is
+        // the one with the smallest name (then seq), as a sorted scan would.
+        let mut first: Option<(String, u64, &str)> = None;
+        self.log.each_history_line(job, |name, seq, entry| {
             v.history += 1;
-            let what = match expected.remove(&(job, name.clone(), seq)) {
-                Some(e) if e == entry => continue,
+            let what = match expected.remove(&(job, name.to_string(), seq)) {
+                Some(e) if e == *entry => return,
                 Some(_) => "differs from the replay",
                 None => "has no event behind it",
             };
-            first.get_or_insert_with(|| {
-                format!("job {job}: history line of {name:?} (seq {seq}) {what}")
-            });
-        }
+            if first
+                .as_ref()
+                .is_none_or(|(n, s, _)| (name, seq) < (n.as_str(), *s))
+            {
+                first = Some((name.to_string(), seq, what));
+            }
+        })?;
+        let mut first = first.map(|(name, seq, what)| {
+            format!("job {job}: history line of {name:?} (seq {seq}) {what}")
+        });
         if let Some(((_, name, seq), _)) = expected.iter().next() {
             first.get_or_insert_with(|| {
                 format!("job {job}: history line of {name:?} (seq {seq}) is missing")

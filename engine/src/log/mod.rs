@@ -404,6 +404,30 @@ impl EventLog {
         rx.await.map_err(|_| writer_gone())?
     }
 
+    /// Every history line of a job, keyed ones first, then run by run, in
+    /// no overall order: for a check that looks each up, without holding
+    /// all of them (a 1M-blob job's lines are ~250 MB as a sorted list).
+    pub fn each_history_line(
+        &self,
+        job: JobId,
+        mut visit: impl FnMut(&str, u64, &HistoryEntry),
+    ) -> Result<(), EngineError> {
+        for kv in self.tree().scan_prefix(keys::history_prefix(job, "")) {
+            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+            let (_, name, seq) =
+                keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
+            let entry = HistoryEntry::decode(&v)
+                .map_err(|e| self.corrupt(format!("undecodable history line: {e}")))?;
+            visit(name, seq, &entry);
+        }
+        self.each_run(job, "", |items| {
+            for it in items {
+                visit(&it.name, it.seq, &it.entry);
+            }
+            true
+        })
+    }
+
     /// History lines of one job, as (name, seq, entry) in name then seq
     /// order: of the blob `text` (`exact`), or of every name starting with
     /// `text`. Lines with keys of their own and lines in runs are merged.
