@@ -86,7 +86,7 @@ impl EventLog {
                 job,
                 event,
                 ack: None,
-                ordinal: None,
+                place: None,
             })
             .await
     }
@@ -97,7 +97,7 @@ impl EventLog {
             job,
             event,
             ack: None,
-            ordinal: None,
+            place: None,
         })
     }
 
@@ -109,7 +109,7 @@ impl EventLog {
         &self,
         job: JobId,
         event: Event,
-        ordinal: u64,
+        place: u64,
     ) -> Result<(), EngineError> {
         self.inner
             .writer
@@ -117,7 +117,7 @@ impl EventLog {
                 job,
                 event,
                 ack: None,
-                ordinal: Some(ordinal),
+                place: Some(place),
             })
             .await
     }
@@ -127,13 +127,13 @@ impl EventLog {
         &self,
         job: JobId,
         event: Event,
-        ordinal: u64,
+        place: u64,
     ) -> Result<(), EngineError> {
         self.inner.writer.send_blocking(Cmd::Append {
             job,
             event,
             ack: None,
-            ordinal: Some(ordinal),
+            place: Some(place),
         })
     }
 
@@ -146,7 +146,7 @@ impl EventLog {
                 job,
                 event,
                 ack: Some(tx),
-                ordinal: None,
+                place: None,
             })
             .await?;
         rx.await.map_err(|_| writer_gone())?
@@ -159,7 +159,7 @@ impl EventLog {
             job,
             event,
             ack: Some(tx),
-            ordinal: None,
+            place: None,
         })?;
         rx.blocking_recv().map_err(|_| writer_gone())?
     }

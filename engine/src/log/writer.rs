@@ -64,7 +64,7 @@ pub(super) enum Cmd {
         /// The blob's place among the attempt's listed blobs, when known: a
         /// run stops where the next place is missing, so the missing
         /// outcome (still being copied) finds a gap when it arrives.
-        ordinal: Option<u64>,
+        place: Option<u64>,
     },
     Sync(oneshot::Sender<Result<u64, EngineError>>),
     /// A whole job from an export: records keep their seq and time (already
@@ -236,7 +236,7 @@ type Ack = oneshot::Sender<Result<u64, EngineError>>;
 struct Pending {
     job: JobId,
     attempt: u32,
-    ordinal: Option<u64>,
+    place: Option<u64>,
     item: RunItem,
 }
 
@@ -288,6 +288,9 @@ impl WriterState {
         let mut exclusive: Vec<Cmd> = Vec::new();
         let mut stop = false;
         let mut transition = false;
+        // Jobs whose attempt ended in this batch: their spans are dropped
+        // once its runs are staged (a daemon runs attempt after attempt).
+        let mut ended: Vec<JobId> = Vec::new();
         let mut error: Option<String> = None;
         for cmd in cmds.drain(..) {
             match cmd {
@@ -298,16 +301,22 @@ impl WriterState {
                     job,
                     event,
                     ack,
-                    ordinal,
+                    place,
                 } => {
                     transition |= event.is_transition();
+                    if matches!(
+                        event,
+                        Event::JobFinished { .. } | Event::JobInterrupted { .. }
+                    ) {
+                        ended.push(job);
+                    }
                     if error.is_some() {
                         if let Some(ack) = ack {
                             acks.push((ack, 0));
                         }
                         continue;
                     }
-                    match self.stage(&mut batch, &mut chunks, job, event, ordinal) {
+                    match self.stage(&mut batch, &mut chunks, job, event, place) {
                         Ok(seq) => {
                             events += 1;
                             if let Some(ack) = ack {
@@ -324,6 +333,8 @@ impl WriterState {
                 error = Some(e);
             }
         }
+        // A late outcome of an ended attempt reads its floor from the log.
+        self.spans.retain(|(j, _), _| !ended.contains(j));
         if error.is_none() {
             for (job, recs) in &chunks {
                 let Some(summary) = self.summaries.get(job) else {
@@ -465,7 +476,7 @@ impl WriterState {
         self.summaries.insert(job, JobSummary::new(job));
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            // Chunks as large as a writer batch, as appends would make.
+            // Chunks as appends would make them.
             let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
             for rec in records.by_ref().take(MAX_BATCH) {
                 self.stage_record(&mut batch, &mut chunks, rec, None)
@@ -629,7 +640,7 @@ impl WriterState {
         chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
         job: JobId,
         event: Event,
-        ordinal: Option<u64>,
+        place: Option<u64>,
     ) -> Result<u64, String> {
         let seq = self.next_seq(job)?;
         let rec = EventRecord {
@@ -639,7 +650,7 @@ impl WriterState {
             at: chrono::Utc::now(),
             event,
         };
-        self.stage_record(batch, chunks, rec, ordinal)?;
+        self.stage_record(batch, chunks, rec, place)?;
         Ok(seq)
     }
 
@@ -651,7 +662,7 @@ impl WriterState {
         batch: &mut sled::Batch,
         chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
         rec: EventRecord,
-        ordinal: Option<u64>,
+        place: Option<u64>,
     ) -> Result<(), String> {
         let job = rec.job;
         let summary = self.summary(job)?;
@@ -667,7 +678,7 @@ impl WriterState {
                 self.pending.push(Pending {
                     job,
                     attempt,
-                    ordinal,
+                    place,
                     item,
                 });
             } else if let Some((_, state)) = BlobState::from_event(&rec) {
@@ -705,15 +716,15 @@ impl WriterState {
             let mut spans = self.spans(job, attempt)?;
             // Exclusive upper bound of the gap the open run fills.
             let mut bound: Option<String> = None;
-            let mut last_ordinal: Option<u64> = None;
-            while let Some(Pending { ordinal, item, .. }) =
+            let mut last_place: Option<u64> = None;
+            while let Some(Pending { place, item, .. }) =
                 items.next_if(|p| (p.job, p.attempt) == (job, attempt))
             {
-                let next_listed = match (last_ordinal, ordinal) {
+                let next_listed = match (last_place, place) {
                     (Some(a), Some(b)) => a.checked_add(1) == Some(b),
                     _ => true,
                 };
-                last_ordinal = ordinal;
+                last_place = place;
                 let extends = run.len() < runs::RUN_MAX
                     && next_listed
                     && run.last().is_some_and(|last| item.name > last.name)
