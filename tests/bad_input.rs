@@ -111,6 +111,17 @@ enum Expect {
     Error { code: i32, needle: &'static str },
 }
 
+/// The mid-copy rows: the victim fails as changed at its source while it
+/// was copied, and the other blob lands.
+const VICTIM_CHANGED: Expect = Expect::BlobsFailed {
+    failed: &[(
+        "z-victim",
+        "source-changed",
+        "changed while it was being copied",
+    )],
+    copied: 1,
+};
+
 struct Case {
     name: &'static str,
     /// Makes the inputs; returns the source and destination.
@@ -860,14 +871,7 @@ fn azure_victim_rewritten(name: &'static str, setup: fn(&Sb) -> (Loc, Loc)) -> C
                 put_blob(az, c, "z-victim", b"the victim, rewritten")
             })
         }),
-        Expect::BlobsFailed {
-            failed: &[(
-                "z-victim",
-                "source-changed",
-                "changed while it was being copied",
-            )],
-            copied: 1,
-        },
+        VICTIM_CHANGED,
     )
     .changes_src()
 }
@@ -1735,14 +1739,7 @@ fn runtime_rows() -> Vec<Case> {
                     write(victim, "the victim, rewritten");
                 })
             }),
-            Expect::BlobsFailed {
-                failed: &[(
-                    "z-victim",
-                    "source-changed",
-                    "changed while it was being copied",
-                )],
-                copied: 1,
-            },
+            VICTIM_CHANGED,
         )
         .changes_src(),
         Case::new(
@@ -1753,14 +1750,7 @@ fn runtime_rows() -> Vec<Case> {
             }),
             // The download is pinned with If-Match, and Azurite answers 412
             // for a blob that is gone (Azure itself answers 404: not-found).
-            Expect::BlobsFailed {
-                failed: &[(
-                    "z-victim",
-                    "source-changed",
-                    "changed while it was being copied",
-                )],
-                copied: 1,
-            },
+            VICTIM_CHANGED,
         )
         .changes_src(),
         azure_victim_rewritten("source blob changed mid-copy (If-Match)", azure_victim),

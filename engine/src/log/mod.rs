@@ -80,25 +80,7 @@ impl EventLog {
     /// this: a blob whose event is lost in a crash is copied again on replay.
     /// Waits only when the writer's queue is full (backpressure).
     pub async fn append(&self, job: JobId, event: Event) -> Result<(), EngineError> {
-        self.inner
-            .writer
-            .send(Cmd::Append {
-                job,
-                event,
-                ack: None,
-                place: None,
-            })
-            .await
-    }
-
-    /// Blocking form of [`EventLog::append`] for copy threads outside the runtime.
-    pub fn append_blocking(&self, job: JobId, event: Event) -> Result<(), EngineError> {
-        self.inner.writer.send_blocking(Cmd::Append {
-            job,
-            event,
-            ack: None,
-            place: None,
-        })
+        self.send_append(job, event, None).await
     }
 
     /// [`EventLog::append`] for a blob's outcome, with the blob's place
@@ -111,18 +93,28 @@ impl EventLog {
         event: Event,
         place: u64,
     ) -> Result<(), EngineError> {
+        self.send_append(job, event, Some(place)).await
+    }
+
+    async fn send_append(
+        &self,
+        job: JobId,
+        event: Event,
+        place: Option<u64>,
+    ) -> Result<(), EngineError> {
         self.inner
             .writer
             .send(Cmd::Append {
                 job,
                 event,
                 ack: None,
-                place: Some(place),
+                place,
             })
             .await
     }
 
-    /// Blocking form of [`EventLog::append_outcome`].
+    /// Blocking form of [`EventLog::append_outcome`], for copy threads
+    /// outside the runtime.
     pub fn append_outcome_blocking(
         &self,
         job: JobId,
@@ -412,20 +404,32 @@ impl EventLog {
         job: JobId,
         mut visit: impl FnMut(&str, u64, &HistoryEntry),
     ) -> Result<(), EngineError> {
-        for kv in self.tree().scan_prefix(keys::history_prefix(job, "")) {
-            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
-            let (_, name, seq) =
-                keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
-            let entry = HistoryEntry::decode(&v)
-                .map_err(|e| self.corrupt(format!("undecodable history line: {e}")))?;
-            visit(name, seq, &entry);
-        }
+        self.each_keyed_line(&keys::history_prefix(job, ""), |name, seq, entry| {
+            visit(name, seq, &entry)
+        })?;
         self.each_run(job, "", |items| {
             for it in items {
                 visit(&it.name, it.seq, &it.entry);
             }
             true
         })
+    }
+
+    /// The history lines with keys of their own under `prefix`, in key order.
+    fn each_keyed_line(
+        &self,
+        prefix: &[u8],
+        mut visit: impl FnMut(&str, u64, HistoryEntry),
+    ) -> Result<(), EngineError> {
+        for kv in self.tree().scan_prefix(prefix) {
+            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+            let (_, name, seq) =
+                keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
+            let entry = HistoryEntry::decode(&v)
+                .map_err(|e| self.corrupt(format!("undecodable history line: {e}")))?;
+            visit(name, seq, entry);
+        }
+        Ok(())
     }
 
     /// History lines of one job, as (name, seq, entry) in name then seq
@@ -443,14 +447,9 @@ impl EventLog {
             keys::history_prefix(job, text)
         };
         let mut lines = Vec::new();
-        for kv in self.tree().scan_prefix(prefix) {
-            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
-            let (_, name, seq) =
-                keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
-            let entry = HistoryEntry::decode(&v)
-                .map_err(|e| self.corrupt(format!("undecodable history line: {e}")))?;
-            lines.push((name.to_string(), seq, entry));
-        }
+        self.each_keyed_line(&prefix, |name, seq, entry| {
+            lines.push((name.to_string(), seq, entry))
+        })?;
         let wanted = |name: &str| {
             if exact {
                 name == text

@@ -30,15 +30,17 @@ use crate::projection::{history, BlobState, JobState, JobSummary};
 
 /// Most commands folded into one sled batch (and one flush).
 const MAX_BATCH: usize = 1024;
-/// Most events in one chunk, and most bytes in one chunk or run value (a
-/// lone record may be larger). Why: sled stores a node whose record is over
+/// Most events in one chunk (records are ~200 bytes, so 16 fit in
+/// `VALUE_BYTES` the first time: 32 were always encoded twice, whole and
+/// halved), and most bytes in one chunk or run value (a lone record may be
+/// larger). Why: sled stores a node whose record is over
 /// a quarter of its 512 KiB segment as a blob file and charges only the
 /// pointer to its page cache, so such nodes are never evicted: with whole
 /// writer batches as chunks (~60 KB) and runs of 512, a 1M-blob no-op run
 /// peaked at 176 MiB RSS and kept 214 MB in blob files. A leaf holds at most
 /// 17 values, so values of a few KiB keep every node inline and counted
 /// (45 MiB, and 20-40% less writer CPU: no blob file per node rewrite).
-const CHUNK_EVENTS: usize = 32;
+const CHUNK_EVENTS: usize = 16;
 pub(super) const VALUE_BYTES: usize = 6 << 10;
 /// Commands waiting for the writer; a full queue slows producers down.
 const QUEUE: usize = 8192;
@@ -922,8 +924,9 @@ fn put_chunks(batch: &mut sled::Batch, job: JobId, recs: &[EventRecord]) -> Resu
 }
 
 /// Hands `items` to `put` encoded, halved until each part is at most
-/// [`VALUE_BYTES`] or one item. Records are ~100 bytes, so halving is rare
-/// (long names or messages) and costs an encode per level.
+/// [`VALUE_BYTES`] or one item. A full chunk or run of ordinary names fits
+/// at once, so halving is rare (long names or messages) and costs an encode
+/// per level.
 fn put_split<T>(
     items: &[T],
     encode: &impl Fn(&[T]) -> Result<Vec<u8>, String>,

@@ -182,19 +182,13 @@ impl LocalStore {
         }
         let parent = self.walk_to_parent(&meta.name, &to, true, folders)?;
         let tmp = self.temp_name(&base_name(&meta.name));
-        let anonymous = parent.create_anonymous(before.mode())?;
-        let named = match anonymous {
-            Some(_) => None,
-            None => Some(parent.create_temp(&tmp, before.mode())?),
-        };
-        let Some(out) = anonymous.as_ref().or(named.as_ref()) else {
-            return Err(StoreError::io(
-                format!("destination {}", to.display()),
-                io::Error::other("no file to write"),
-            ));
+        // An unnamed file where the filesystem has them, else a named temp.
+        let (out, anonymous) = match parent.create_anonymous(before.mode())? {
+            Some(f) => (f, true),
+            None => (parent.create_temp(&tmp, before.mode())?, false),
         };
         let done = (|| {
-            let n = copy_data(&input, out, meta.size).map_err(|e| {
+            let n = copy_data(&input, &out, meta.size).map_err(|e| {
                 let what = format!("copying {} to {}", from.display(), to.display());
                 StoreError::io(what, e)
             })?;
@@ -204,7 +198,7 @@ impl LocalStore {
             if umask().is_none_or(|m| before.mode() & 0o7777 & m != 0) {
                 out.set_permissions(before.permissions()).map_err(dst_err)?;
             }
-            filetime::set_file_handle_times(out, None, Some(to_filetime(meta.modified)))
+            filetime::set_file_handle_times(&out, None, Some(to_filetime(meta.modified)))
                 .map_err(dst_err)?;
             let after = input.metadata().map_err(src_err)?;
             if n != meta.size || !unchanged(&after) {
@@ -214,10 +208,11 @@ impl LocalStore {
             }
             Ok(n)
         })();
-        drop(named);
-        match anonymous {
-            Some(file) => done.and_then(|n| parent.publish(&file, &tmp).map(|_| n)),
-            None => parent.finish(done, &tmp),
+        if anonymous {
+            done.and_then(|n| parent.publish(&out, &tmp).map(|_| n))
+        } else {
+            drop(out);
+            parent.finish(done, &tmp)
         }
     }
 
