@@ -15,7 +15,8 @@ bench/run.py imports this module (`bench()`); the command line prints a Markdown
 """
 import argparse, filecmp, json, os, re, shutil, statistics, subprocess, sys, time
 
-WRITER_RE = re.compile(r"log writer: (\d+) events .* busy ([\d.]+)s .*cpu ([\d.]+)s\) of ([\d.]+)s")
+WRITER_RE = re.compile(r"log writer: (?P<events>\d+) events .* busy (?P<busy>[\d.]+)s \(flush [\d.]+s, "
+                       r"cpu (?P<cpu>[\d.]+)s, waiting for a core (?P<wait>[\d.]+)s\) of (?P<wall>[\d.]+)s")
 COPIED_RE = re.compile(r"copied (\d+) files .*failed (\d+)")
 
 
@@ -122,9 +123,10 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
                     m = WRITER_RE.search(out)
                     if not m:
                         raise LocalBenchError(f"ferry --stats printed no `log writer:` line matching {WRITER_RE.pattern!r}: {out.strip()[-300:]}")
-                    ev, busy, cpu, w = int(m[1]), float(m[2]), float(m[3]), float(m[4])
-                    writer.append({"events": ev, "busy_s": busy, "cpu_s": cpu, "wall_s": w,
-                                   "busy_share": busy / w, "cpu_share": cpu / w,
+                    ev, busy, cpu, wait, w = (int(m["events"]), float(m["busy"]), float(m["cpu"]),
+                                              float(m["wait"]), float(m["wall"]))
+                    writer.append({"events": ev, "busy_s": busy, "cpu_s": cpu, "wait_s": wait, "wall_s": w,
+                                   "busy_share": busy / w, "cpu_share": cpu / w, "wait_share": wait / w,
                                    "events_per_cpu_s": ev / max(cpu, 1e-9)})
                 check_copy(tool, src, dst, src_list, content=(rep == 0))
                 times[tool].append(wall)
@@ -137,7 +139,7 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
             "ferry_over_cp": med["ferry"] / med["cp"], "ferry_over_rclone": med["ferry"] / med["rclone"],
             "writer": writer,
             "writer_median": {k: statistics.median(x[k] for x in writer) for k in
-                              ("busy_share", "cpu_share", "events_per_cpu_s")} if writer else None,
+                              ("busy_share", "cpu_share", "wait_share", "events_per_cpu_s")} if writer else None,
         })
     return result
 
@@ -145,11 +147,11 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
 def markdown(result):
     tools = result["tools"]
     lines = ["| dataset | " + " | ".join(f"{t} s" for t in tools)
-             + " | ferry / cp | ferry / rclone | log writer busy / CPU share of wall | writer events per CPU-second |",
+             + " | ferry / cp | ferry / rclone | log writer busy / CPU / waiting-for-a-core share of wall | writer events per CPU-second |",
              "|---" * (len(tools) + 5) + "|"]
     for d in result["datasets"]:
         med, w = d["median"], d["writer_median"]
-        ws = f"{w['busy_share'] * 100:.0f}% / {w['cpu_share'] * 100:.1f}%" if w else "-"
+        ws = f"{w['busy_share'] * 100:.0f}% / {w['cpu_share'] * 100:.1f}% / {w['wait_share'] * 100:.0f}%" if w else "-"
         ev = f"{w['events_per_cpu_s']:,.0f}" if w and d["dataset"] == "small" else "-"
         lines.append(f"| {d['label']} | " + " | ".join(f"{med[t]:.3f}" for t in tools)
                      + f" | {d['ferry_over_cp']:.2f} | {d['ferry_over_rclone']:.2f} | {ws} | {ev} |")

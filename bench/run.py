@@ -627,7 +627,7 @@ def scale(ctx):
                 raise BenchError(f"scale {n:,}: expected {n} skipped, 0 copied, 0 failed; the job says {t}")
             w = localbench.WRITER_RE.search(r["err"] + r["out"])
             runs.append({"wall": r["wall"], "cpu": r["cpu"], "rss_mib": r["rss_mib"],
-                         "writer_busy_share": float(w[2]) / float(w[4]) if w else None,
+                         "writer_busy_share": float(w["busy"]) / float(w["wall"]) if w else None,
                          "writer_line": next((l for l in r["err"].splitlines() if l.startswith("log writer:")), None)})
             shutil.rmtree(state, ignore_errors=True)
             log(f"scale {n:,} rep {rep + 1}/{ctx.reps}: {r['wall']:.3f}s, {r['rss_mib']:.1f} MiB, cpu {r['cpu']:.2f}s")

@@ -283,7 +283,47 @@ macro_rules! kebab_display {
         }
     )*};
 }
-kebab_display!(CopyReason, SkipReason, CopyMethod, ErrorKind);
+kebab_display!(CopyMethod, ErrorKind);
+
+// Reasons are turned to text once per blob (its history line), so they
+// name themselves without going through serde; a test pins them to serde's.
+impl CopyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyReason::New => "new",
+            CopyReason::Newer => "newer",
+            CopyReason::Different => "different",
+            CopyReason::Overwrite => "overwrite",
+            CopyReason::Policy => "policy",
+        }
+    }
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotNewer => "not-newer",
+            SkipReason::Exists => "exists",
+            SkipReason::Identical => "identical",
+            SkipReason::NotRegularFile => "not-regular-file",
+            SkipReason::FerryTempFile => "ferry-temp-file",
+            SkipReason::Policy => "policy",
+            SkipReason::PluginFailed => "plugin-failed",
+        }
+    }
+}
+
+impl fmt::Display for CopyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -401,4 +441,29 @@ fn write_retries(f: &mut fmt::Formatter<'_>, retries: &BTreeMap<String, u32>) ->
     let n: u32 = retries.values().sum();
     let each: Vec<String> = retries.iter().map(|(c, k)| format!("{c}: {k}")).collect();
     write!(f, " retries={n} ({})", each.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CopyReason, SkipReason};
+
+    #[test]
+    fn reasons_name_themselves_as_serde_writes_them() {
+        use CopyReason as C;
+        use SkipReason as S;
+        for r in [C::New, C::Newer, C::Different, C::Overwrite, C::Policy] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for r in [
+            S::NotNewer,
+            S::Exists,
+            S::Identical,
+            S::NotRegularFile,
+            S::FerryTempFile,
+            S::Policy,
+            S::PluginFailed,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
 }

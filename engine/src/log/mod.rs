@@ -2,11 +2,13 @@
 //! read side (scans of events, checkpoint entries, summaries and the history
 //! index).
 
+mod chunk;
 pub mod keys;
 pub(crate) mod runs;
 #[cfg(test)]
 mod runs_tests;
 mod spans;
+mod thread;
 mod upcast;
 mod writer;
 
@@ -189,8 +191,8 @@ impl EventLog {
             .scan_prefix(keys::event_prefix(job))
             .flat_map(move |kv| {
                 let chunk: Result<Vec<EventRecord>, EngineError> =
-                    kv.map_err(|e| self.corrupt(e)).and_then(|(_, v)| {
-                        upcast::decode_chunk(&v)
+                    kv.map_err(|e| self.corrupt(e)).and_then(|(k, v)| {
+                        chunk::decode(&k, &v)
                             .map_err(|e| self.corrupt(format!("undecodable event chunk: {e}")))
                     });
                 match chunk {

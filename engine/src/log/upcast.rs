@@ -10,7 +10,7 @@ use rmpv::Value;
 
 use crate::event::{EventRecord, SCHEMA_VERSION};
 
-/// Decodes one stored event chunk, upcasting older records. Records whose
+/// Decodes one event chunk of the named layout (see `log::chunk`), upcasting older records. Records whose
 /// shape did not change decode directly; a chunk that does not (an old
 /// shape) is read as generic MessagePack values, upcast, then decoded.
 pub fn decode_chunk(bytes: &[u8]) -> Result<Vec<EventRecord>, String> {
@@ -114,7 +114,7 @@ fn msgpack_to_json(v: Value) -> Result<serde_json::Value, String> {
     })
 }
 
-fn newer(v: u64) -> String {
+pub(super) fn newer(v: u64) -> String {
     format!("a record of schema {v}, newer than this ferry knows ({SCHEMA_VERSION}); upgrade ferry")
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::runs::{self, RunItem};
 use super::spans::{Gap, Spans};
+use super::thread::{self, RunQueueClock};
 use super::{keys, PruneStats};
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
@@ -100,24 +101,12 @@ pub struct WriterStats {
     /// CPU time of the writer thread: `busy_ns` also counts time it waited
     /// for a core while copy threads ran.
     pub cpu_ns: AtomicU64,
+    /// Part of `busy_ns` the writer was runnable but waiting for a core
+    /// (0 where the kernel does not report it).
+    pub wait_ns: AtomicU64,
     /// Copies and skips that got keys of their own instead of a place in a
     /// run (two sled keys each: the main per-blob cost when it is high).
     pub keyed: AtomicU64,
-}
-
-/// CPU time consumed by the calling thread so far.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc == 0 {
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    } else {
-        0
-    }
 }
 
 pub(super) struct Writer {
@@ -147,6 +136,7 @@ impl Writer {
             mark_index,
             pending: Vec::new(),
             spans: HashMap::new(),
+            clock: RunQueueClock::none(),
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -230,6 +220,8 @@ struct WriterState {
     /// Where each job's attempt has runs so far: an outcome joins a run
     /// only in a gap between them, so an attempt's runs never overlap.
     spans: HashMap<(JobId, u32), Spans>,
+    /// This thread's time waiting for a core (opened by the thread itself).
+    clock: RunQueueClock,
 }
 
 type Ack = oneshot::Sender<Result<u64, EngineError>>;
@@ -260,6 +252,7 @@ fn drain(rx: &mut mpsc::Receiver<Cmd>, cmds: &mut Vec<Cmd>) {
 
 impl WriterState {
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        self.clock = RunQueueClock::open();
         let mut cmds = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             cmds.push(first);
@@ -280,6 +273,7 @@ impl WriterState {
     /// Writes one batch; returns true on shutdown.
     fn write(&mut self, cmds: &mut Vec<Cmd>) -> bool {
         let started = Instant::now();
+        let waited = self.clock.waited_ns();
         let mut batch = sled::Batch::default();
         let mut acks: Vec<(Ack, u64)> = Vec::new();
         // Per job, this batch's events: stored as one chunk record, since a
@@ -383,7 +377,11 @@ impl WriterState {
                 Err(e) => error = Some(format!("{} ({})", describe(&e), self.path.display())),
             }
         }
-        self.stats.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+        self.stats.cpu_ns.store(thread::cpu_ns(), Ordering::Relaxed);
+        self.stats.wait_ns.fetch_add(
+            self.clock.waited_ns().saturating_sub(waited),
+            Ordering::Relaxed,
+        );
         self.stats.events.fetch_add(events, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -568,7 +566,7 @@ impl WriterState {
         let db = self.db.clone();
         for kv in db.scan_prefix(keys::event_prefix(job)) {
             let (k, v) = kv.map_err(write)?;
-            let recs = super::upcast::decode_chunk(&v)
+            let recs = super::chunk::decode(&k, &v)
                 .map_err(|e| Exclusive::Write(format!("undecodable event chunk: {e}")))?;
             let before = recs.len();
             let kept: Vec<EventRecord> = recs
@@ -583,8 +581,7 @@ impl WriterState {
             stats.bytes += (k.len() + v.len()) as u64;
             staged += before;
             if let Some(first) = kept.first() {
-                let chunk = rmp_serde::to_vec_named(&kept)
-                    .map_err(|e| Exclusive::Write(format!("cannot encode events: {e}")))?;
+                let chunk = super::chunk::encode(&kept).map_err(Exclusive::Write)?;
                 let key = keys::event(job, first.seq);
                 stats.bytes = stats.bytes.saturating_sub((key.len() + chunk.len()) as u64);
                 batch.insert(key.as_slice(), chunk);
@@ -703,6 +700,7 @@ impl WriterState {
         if self.pending.is_empty() {
             return Ok(());
         }
+        // Taken and given back emptied, so its capacity is reused.
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable_by(|a, b| {
             (a.job, a.attempt, &a.item.name, a.item.seq).cmp(&(
@@ -713,7 +711,7 @@ impl WriterState {
             ))
         });
         let mut run: Vec<RunItem> = Vec::new();
-        let mut items = pending.into_iter().peekable();
+        let mut items = pending.drain(..).peekable();
         while let Some((job, attempt)) = items.peek().map(|p| (p.job, p.attempt)) {
             let mut spans = self.spans(job, attempt)?;
             // Exclusive upper bound of the gap the open run fills.
@@ -747,6 +745,8 @@ impl WriterState {
             close_run(batch, job, attempt, &mut run, &mut spans)?;
             self.spans.insert((job, attempt), spans);
         }
+        drop(items);
+        self.pending = pending;
         Ok(())
     }
 
@@ -783,8 +783,8 @@ impl WriterState {
             .transpose()
             .map_err(|e| e.to_string())?;
         let next = match last {
-            Some((_, v)) => {
-                let chunk = super::upcast::decode_chunk(&v)
+            Some((k, v)) => {
+                let chunk = super::chunk::decode(&k, &v)
                     .map_err(|e| format!("undecodable event chunk: {e}"))?;
                 chunk
                     .last()
@@ -847,9 +847,9 @@ fn prepare_index(db: &sled::Db) -> Result<bool, String> {
         }
         let mut history = history::History::default();
         for chunk in db.scan_prefix(keys::event_prefix(job)) {
-            let (_, v) = chunk.map_err(err)?;
-            for rec in super::upcast::decode_chunk(&v)
-                .map_err(|e| format!("undecodable event chunk: {e}"))?
+            let (k, v) = chunk.map_err(err)?;
+            for rec in
+                super::chunk::decode(&k, &v).map_err(|e| format!("undecodable event chunk: {e}"))?
             {
                 history.apply(&rec);
             }
@@ -910,9 +910,7 @@ fn close_run(
 /// Adds a job's records of one batch as chunks of at most [`CHUNK_EVENTS`]
 /// records and [`VALUE_BYTES`], each under its first record's seq.
 fn put_chunks(batch: &mut sled::Batch, job: JobId, recs: &[EventRecord]) -> Result<(), String> {
-    let encode = |part: &[EventRecord]| {
-        rmp_serde::to_vec_named(part).map_err(|e| format!("cannot encode events: {e}"))
-    };
+    let encode = |part: &[EventRecord]| super::chunk::encode(part);
     for part in recs.chunks(CHUNK_EVENTS) {
         put_split(part, &encode, &mut |part, value| {
             if let Some(first) = part.first() {

@@ -61,14 +61,15 @@ pub struct HistoryEntry {
 
 /// How a line is stored: positional, the status as a small integer, the
 /// time as nanoseconds: about a third of the named form (~45 bytes instead
-/// of ~140). New fields go at the end.
+/// of ~140). New fields go at the end. Written with borrowed text (`&str`:
+/// no copies per line), read into `String`s.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Stored(
+pub(crate) struct Stored<S = String>(
     u8,
-    Option<String>,
+    Option<S>,
     Option<ErrorKind>,
-    Option<String>,
-    Option<String>,
+    Option<S>,
+    Option<S>,
     u32,
     i64,
 );
@@ -85,7 +86,7 @@ impl HistoryEntry {
         Self::from_stored(rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?)
     }
 
-    pub(crate) fn to_stored(&self) -> Result<Stored, String> {
+    pub(crate) fn to_stored(&self) -> Result<Stored<&str>, String> {
         let status = match self.status {
             BlobStatus::Copied => 0,
             BlobStatus::Skipped => 1,
@@ -97,10 +98,10 @@ impl HistoryEntry {
             .ok_or("a time outside 1677-2262")?;
         Ok(Stored(
             status,
-            self.reason.clone(),
+            self.reason.as_deref(),
             self.error_kind,
-            self.message.clone(),
-            self.etag.clone(),
+            self.message.as_deref(),
+            self.etag.as_deref(),
             self.attempt,
             at,
         ))
@@ -183,7 +184,7 @@ pub fn line(attempt: u32, rec: &EventRecord) -> Option<(&str, HistoryEntry)> {
         } => (
             name,
             BlobStatus::Copied,
-            Some(reason.to_string()),
+            Some(reason.as_str().to_owned()),
             None,
             None,
             Some(src_etag.clone()),
@@ -196,7 +197,7 @@ pub fn line(attempt: u32, rec: &EventRecord) -> Option<(&str, HistoryEntry)> {
         } => (
             name,
             BlobStatus::Skipped,
-            Some(reason.to_string()),
+            Some(reason.as_str().to_owned()),
             None,
             None,
             src_etag.clone(),
