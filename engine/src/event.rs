@@ -228,6 +228,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// The blob a blob event is about; none for job-level events.
+    pub fn blob_name(&self) -> Option<&str> {
+        match self {
+            Event::BlobCopied { name, .. }
+            | Event::BlobSkipped { name, .. }
+            | Event::BlobFailed { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
     /// The event's type name as stored.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -54,23 +54,38 @@ pub(super) fn eligible(event: &Event) -> bool {
     matches!(event, Event::BlobCopied { .. } | Event::BlobSkipped { .. })
 }
 
-/// A run's item as stored: written borrowed (`&str`), read owned.
+/// A run's item as stored: written borrowed from its event (`&str`), read
+/// owned.
 #[derive(Serialize, Deserialize)]
-struct StoredItem<S = String>(S, u64, Stored<S>);
+pub(crate) struct StoredItem<S = String>(S, u64, Stored<S>);
 
+impl<'a> StoredItem<&'a str> {
+    pub(crate) fn new(name: &'a str, seq: u64, line: Stored<&'a str>) -> Self {
+        StoredItem(name, seq, line)
+    }
+
+    pub(crate) fn name(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// Encodes items given in name order.
+pub(crate) fn encode_stored(items: &[StoredItem<&str>]) -> Result<Vec<u8>, String> {
+    // A copy's item is ~75 bytes with its name: most runs fit at once.
+    let guess: usize = items.iter().map(|i| i.0.len() + 72).sum();
+    let mut out = Vec::with_capacity(guess);
+    rmp_serde::encode::write(&mut out, items).map_err(|e| format!("cannot encode a run: {e}"))?;
+    Ok(out)
+}
+
+/// [`encode_stored`] for owned items (tests write runs by hand).
+#[cfg(test)]
 pub(crate) fn encode(items: &[RunItem]) -> Result<Vec<u8>, String> {
     let stored = items
         .iter()
         .map(|i| Ok(StoredItem(i.name.as_str(), i.seq, i.entry.to_stored()?)))
         .collect::<Result<Vec<_>, String>>()?;
-    // Names and etags dominate an item; 64 bytes more spares most regrowth.
-    let guess: usize = items
-        .iter()
-        .map(|i| i.name.len() + i.entry.etag.as_ref().map_or(0, String::len) + 64)
-        .sum();
-    let mut out = Vec::with_capacity(guess);
-    rmp_serde::encode::write(&mut out, &stored).map_err(|e| format!("cannot encode a run: {e}"))?;
-    Ok(out)
+    encode_stored(&stored)
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<RunItem>, String> {

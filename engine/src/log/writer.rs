@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::runs::{self, RunItem};
+use super::runs::{self, StoredItem};
 use super::spans::{Gap, Spans};
 use super::thread::{self, RunQueueClock};
 use super::{keys, PruneStats};
@@ -226,13 +226,19 @@ struct WriterState {
 
 type Ack = oneshot::Sender<Result<u64, EngineError>>;
 
-/// A copy or skip of the batch being written, waiting to go into a run.
+/// A copy or skip of the batch being written, waiting to go into a run:
+/// where its record is among the batch's chunks (`chunk`, `index`), so the
+/// run is encoded from the record itself, without copies of its strings.
 struct Pending {
     job: JobId,
     attempt: u32,
     place: Option<u64>,
-    item: RunItem,
+    chunk: usize,
+    index: usize,
 }
+
+/// A batch's records per job, in seq order: they become that job's chunks.
+type Chunks = Vec<(JobId, Vec<EventRecord>)>;
 
 impl Cmd {
     /// Someone waits for this command to be written.
@@ -278,7 +284,7 @@ impl WriterState {
         let mut acks: Vec<(Ack, u64)> = Vec::new();
         // Per job, this batch's events: stored as one chunk record, since a
         // sled key costs far more than its bytes (see docs/EVENTS.md).
-        let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
+        let mut chunks: Chunks = Vec::new();
         let mut events = 0u64;
         // Imports and prunes each write a batch of their own, after this one.
         let mut exclusive: Vec<Cmd> = Vec::new();
@@ -325,7 +331,7 @@ impl WriterState {
             }
         }
         if error.is_none() {
-            if let Err(e) = self.stage_runs(&mut batch) {
+            if let Err(e) = self.stage_runs(&mut batch, &chunks) {
                 error = Some(e);
             }
         }
@@ -474,21 +480,17 @@ impl WriterState {
         let n = records.len() as u64;
         let mut batch = sled::Batch::default();
         self.summaries.insert(job, JobSummary::new(job));
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            // Chunks as appends would make them.
-            let mut chunks: Vec<(JobId, Vec<EventRecord>)> = Vec::new();
-            for rec in records.by_ref().take(MAX_BATCH) {
-                self.stage_record(&mut batch, &mut chunks, rec, None)
-                    .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
-            }
-            for (job, recs) in &chunks {
-                put_chunks(&mut batch, *job, recs)
-                    .map_err(|e| self.forget(*job, Exclusive::Write(e)))?;
-            }
+        let mut chunks: Chunks = Vec::new();
+        for rec in records {
+            self.stage_record(&mut batch, &mut chunks, rec, None)
+                .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
         }
-        self.stage_runs(&mut batch)
+        self.stage_runs(&mut batch, &chunks)
             .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
+        for (job, recs) in &chunks {
+            put_chunks(&mut batch, *job, recs)
+                .map_err(|e| self.forget(*job, Exclusive::Write(e)))?;
+        }
         let summary = self
             .summaries
             .get_mut(&job)
@@ -636,7 +638,7 @@ impl WriterState {
     fn stage(
         &mut self,
         batch: &mut sled::Batch,
-        chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
+        chunks: &mut Chunks,
         job: JobId,
         event: Event,
         place: Option<u64>,
@@ -659,7 +661,7 @@ impl WriterState {
     fn stage_record(
         &mut self,
         batch: &mut sled::Batch,
-        chunks: &mut Vec<(JobId, Vec<EventRecord>)>,
+        chunks: &mut Chunks,
         rec: EventRecord,
         place: Option<u64>,
     ) -> Result<(), String> {
@@ -667,28 +669,28 @@ impl WriterState {
         let summary = self.summary(job)?;
         summary.apply(&rec);
         let attempt = summary.attempts.last().map_or(0, |a| a.attempt);
-        if let Some((name, entry)) = history::line(attempt, &rec) {
-            if runs::eligible(&rec.event) {
-                let item = RunItem {
-                    name: name.to_string(),
-                    seq: rec.seq,
-                    entry,
-                };
-                self.pending.push(Pending {
-                    job,
-                    attempt,
-                    place,
-                    item,
-                });
-            } else if let Some((_, state)) = BlobState::from_event(&rec) {
-                put_keyed(batch, job, name, &entry, &state)?;
+        let chunk = match chunks.iter().position(|(j, _)| *j == job) {
+            Some(c) => c,
+            None => {
+                chunks.push((job, Vec::new()));
+                chunks.len() - 1
             }
+        };
+        if runs::eligible(&rec.event) {
+            self.pending.push(Pending {
+                job,
+                attempt,
+                place,
+                chunk,
+                index: chunks[chunk].1.len(),
+            });
+        } else if let (Some((name, entry)), Some((_, state))) =
+            (history::line(attempt, &rec), BlobState::from_event(&rec))
+        {
+            put_keyed(batch, job, name, entry.encode()?, &state)?;
         }
         self.seqs.insert(job, rec.seq + 1);
-        match chunks.iter_mut().find(|(j, _)| *j == job) {
-            Some((_, recs)) => recs.push(rec),
-            None => chunks.push((job, vec![rec])),
-        }
+        chunks[chunk].1.push(rec);
         Ok(())
     }
 
@@ -696,51 +698,56 @@ impl WriterState {
     /// order, as runs of up to [`runs::RUN_MAX`] in the gaps between the
     /// attempt's runs so far (see `log::spans`), the rest (inside a run's
     /// range) one key each.
-    fn stage_runs(&mut self, batch: &mut sled::Batch) -> Result<(), String> {
+    fn stage_runs(&mut self, batch: &mut sled::Batch, chunks: &Chunks) -> Result<(), String> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let record = |p: &Pending| &chunks[p.chunk].1[p.index];
+        let name = |p: &Pending| record(p).event.blob_name().unwrap_or_default();
         // Taken and given back emptied, so its capacity is reused.
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable_by(|a, b| {
-            (a.job, a.attempt, &a.item.name, a.item.seq).cmp(&(
+            (a.job, a.attempt, name(a), record(a).seq).cmp(&(
                 b.job,
                 b.attempt,
-                &b.item.name,
-                b.item.seq,
+                name(b),
+                record(b).seq,
             ))
         });
-        let mut run: Vec<RunItem> = Vec::new();
+        let mut run: Vec<StoredItem<&str>> = Vec::new();
         let mut items = pending.drain(..).peekable();
         while let Some((job, attempt)) = items.peek().map(|p| (p.job, p.attempt)) {
             let mut spans = self.spans(job, attempt)?;
             // Exclusive upper bound of the gap the open run fills.
             let mut bound: Option<String> = None;
             let mut last_place: Option<u64> = None;
-            while let Some(Pending { place, item, .. }) =
-                items.next_if(|p| (p.job, p.attempt) == (job, attempt))
-            {
-                let next_listed = match (last_place, place) {
+            while let Some(p) = items.next_if(|p| (p.job, p.attempt) == (job, attempt)) {
+                let rec = record(&p);
+                let (name, line) = history::stored_outcome(attempt, rec)?
+                    .ok_or("a run item that is not a copy or skip")?;
+                let next_listed = match (last_place, p.place) {
                     (Some(a), Some(b)) => a.checked_add(1) == Some(b),
                     _ => true,
                 };
-                last_place = place;
+                last_place = p.place;
                 let extends = run.len() < runs::RUN_MAX
                     && next_listed
-                    && run.last().is_some_and(|last| item.name > last.name)
-                    && bound.as_ref().is_none_or(|b| item.name < *b);
+                    && run.last().is_some_and(|last| name > last.name())
+                    && bound.as_deref().is_none_or(|b| name < b);
                 if !extends {
                     close_run(batch, job, attempt, &mut run, &mut spans)?;
-                    match spans.gap(&item.name) {
+                    match spans.gap(name) {
                         Gap::Taken => {
                             self.stats.keyed.fetch_add(1, Ordering::Relaxed);
-                            put_keyed(batch, job, &item.name, &item.entry, &item.state())?;
+                            if let Some((_, state)) = BlobState::from_event(rec) {
+                                put_keyed(batch, job, name, line.encode()?, &state)?;
+                            }
                             continue;
                         }
                         Gap::Free(b) => bound = b,
                     }
                 }
-                run.push(item);
+                run.push(StoredItem::new(name, rec.seq, line));
             }
             close_run(batch, job, attempt, &mut run, &mut spans)?;
             self.spans.insert((job, attempt), spans);
@@ -874,12 +881,12 @@ fn put_keyed(
     batch: &mut sled::Batch,
     job: JobId,
     name: &str,
-    entry: &history::HistoryEntry,
+    line: Vec<u8>,
     state: &BlobState,
 ) -> Result<(), String> {
     let checkpoint =
         rmp_serde::to_vec_named(state).map_err(|e| format!("cannot encode a checkpoint: {e}"))?;
-    batch.insert(keys::history(job, name, state.seq), entry.encode()?);
+    batch.insert(keys::history(job, name, state.seq), line);
     batch.insert(keys::blob(job, name), checkpoint);
     Ok(())
 }
@@ -891,18 +898,22 @@ fn close_run(
     batch: &mut sled::Batch,
     job: JobId,
     attempt: u32,
-    run: &mut Vec<RunItem>,
+    run: &mut Vec<StoredItem<&str>>,
     spans: &mut Spans,
 ) -> Result<(), String> {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Ok(());
     };
-    spans.take(first.name.clone(), last.name.clone());
-    put_split(run, &|items| runs::encode(items), &mut |items, value| {
-        if let Some(last) = items.last() {
-            batch.insert(keys::run(job, attempt, &last.name), value);
-        }
-    })?;
+    spans.take(first.name().to_string(), last.name().to_string());
+    put_split(
+        run,
+        &|items| runs::encode_stored(items),
+        &mut |items, value| {
+            if let Some(last) = items.last() {
+                batch.insert(keys::run(job, attempt, last.name()), value);
+            }
+        },
+    )?;
     run.clear();
     Ok(())
 }

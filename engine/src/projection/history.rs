@@ -74,11 +74,30 @@ pub(crate) struct Stored<S = String>(
     i64,
 );
 
+impl Stored<&str> {
+    /// The stored bytes of this line.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec(self).map_err(|e| format!("cannot encode a history line: {e}"))
+    }
+}
+
+fn status_code(status: BlobStatus) -> u8 {
+    match status {
+        BlobStatus::Copied => 0,
+        BlobStatus::Skipped => 1,
+        BlobStatus::Failed => 2,
+    }
+}
+
+fn nanos(at: &DateTime<Utc>) -> Result<i64, String> {
+    at.timestamp_nanos_opt()
+        .ok_or_else(|| "a time outside 1677-2262".to_string())
+}
+
 impl HistoryEntry {
     /// The stored bytes of this line.
     pub fn encode(&self) -> Result<Vec<u8>, String> {
-        rmp_serde::to_vec(&self.to_stored()?)
-            .map_err(|e| format!("cannot encode a history line: {e}"))
+        self.to_stored()?.encode()
     }
 
     /// A line from its stored bytes.
@@ -87,23 +106,14 @@ impl HistoryEntry {
     }
 
     pub(crate) fn to_stored(&self) -> Result<Stored<&str>, String> {
-        let status = match self.status {
-            BlobStatus::Copied => 0,
-            BlobStatus::Skipped => 1,
-            BlobStatus::Failed => 2,
-        };
-        let at = self
-            .at
-            .timestamp_nanos_opt()
-            .ok_or("a time outside 1677-2262")?;
         Ok(Stored(
-            status,
+            status_code(self.status),
             self.reason.as_deref(),
             self.error_kind,
             self.message.as_deref(),
             self.etag.as_deref(),
             self.attempt,
-            at,
+            nanos(&self.at)?,
         ))
     }
 
@@ -170,6 +180,45 @@ pub fn blob_address(base: &str, name: &str) -> String {
     s.push('/');
     s.push_str(name.trim_start_matches('/'));
     s
+}
+
+/// The stored index line of a copy or skip, borrowed from its event: the
+/// log writer's form, with no copy of the name, reason or etag (it writes
+/// one per blob). None for other events; [`line`] gives the same line owned.
+pub(crate) fn stored_outcome(
+    attempt: u32,
+    rec: &EventRecord,
+) -> Result<Option<(&str, Stored<&str>)>, String> {
+    let (name, status, reason, etag) = match &rec.event {
+        Event::BlobCopied {
+            name,
+            src_etag,
+            reason,
+            ..
+        } => (name, BlobStatus::Copied, reason.as_str(), Some(src_etag)),
+        Event::BlobSkipped {
+            name,
+            reason,
+            src_etag,
+            ..
+        } => (
+            name,
+            BlobStatus::Skipped,
+            reason.as_str(),
+            src_etag.as_ref(),
+        ),
+        _ => return Ok(None),
+    };
+    let line = Stored(
+        status_code(status),
+        Some(reason),
+        None,
+        None,
+        etag.map(String::as_str),
+        attempt,
+        nanos(&rec.at)?,
+    );
+    Ok(Some((name, line)))
 }
 
 /// The index line a blob event adds (its blob's name and the entry);
