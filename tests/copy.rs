@@ -250,3 +250,46 @@ fn copied_files_are_independent_of_the_source() {
     write(&env.src.join("f"), b"changed!");
     assert_eq!(fs::read(env.dst.join("f")).unwrap(), b"original");
 }
+
+#[test]
+fn stats_account_for_the_log_writer_and_its_wait_for_a_core() {
+    let env = Env::new();
+    let files: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("d{}/f{i:03}", i % 7), vec![i as u8; 64]))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    make_tree(&env.src, &refs);
+    let out = env
+        .ferry()
+        .args(["copy", "--stats"])
+        .arg(&env.src)
+        .arg(&env.dst)
+        .run()
+        .success();
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("log writer: "))
+        .unwrap_or_else(|| panic!("no writer line: {}", out.stderr));
+    // The number right after `label` in the line.
+    let num = |label: &str| -> f64 {
+        let at = line
+            .find(label)
+            .unwrap_or_else(|| panic!("{label:?} in {line}"))
+            + label.len();
+        line[at..]
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a number after {label:?} in {line}"))
+    };
+    // Submitted, started, 200 copies, listing completed, finished.
+    assert_eq!(num("log writer: "), 204.0, "{line}");
+    // Waiting for a core is counted inside batches: part of busy.
+    let (busy, wait, cpu) = (num("busy "), num("waiting for a core "), num("cpu "));
+    assert!(wait <= busy && cpu >= 0.0, "{line}");
+    assert_same_tree(&env.src, &env.dst);
+}

@@ -341,6 +341,12 @@ async fn given_a_schema_1_log_when_read_then_it_replays_verifies_and_reports() {
         .await
         .unwrap();
     assert_eq!(n, 5);
+    let raw = engine
+        .log()
+        .get_raw_for_tests(&keys::event(job, 5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw[..2], [0x94, 2], "new records go in compact chunks");
     let v = engine.verify(Some(job)).unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);
 }

@@ -282,8 +282,8 @@ impl WriterState {
         let waited = self.clock.waited_ns();
         let mut batch = sled::Batch::default();
         let mut acks: Vec<(Ack, u64)> = Vec::new();
-        // Per job, this batch's events: stored as one chunk record, since a
-        // sled key costs far more than its bytes (see docs/EVENTS.md).
+        // Per job, this batch's events: stored as chunks of several records,
+        // since a sled key costs far more than its bytes (see docs/EVENTS.md).
         let mut chunks: Chunks = Vec::new();
         let mut events = 0u64;
         // Imports and prunes each write a batch of their own, after this one.
