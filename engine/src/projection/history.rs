@@ -189,75 +189,67 @@ pub(crate) fn stored_outcome(
     attempt: u32,
     rec: &EventRecord,
 ) -> Result<Option<(&str, Stored<&str>)>, String> {
-    let (name, status, reason, etag) = match &rec.event {
-        Event::BlobCopied {
-            name,
-            src_etag,
-            reason,
-            ..
-        } => (name, BlobStatus::Copied, reason.as_str(), Some(src_etag)),
-        Event::BlobSkipped {
-            name,
-            reason,
-            src_etag,
-            ..
-        } => (
-            name,
-            BlobStatus::Skipped,
-            reason.as_str(),
-            src_etag.as_ref(),
-        ),
-        _ => return Ok(None),
+    let Some((name, status, reason, etag)) = outcome(rec) else {
+        return Ok(None);
     };
     let line = Stored(
         status_code(status),
         Some(reason),
         None,
         None,
-        etag.map(String::as_str),
+        etag,
         attempt,
         nanos(&rec.at)?,
     );
     Ok(Some((name, line)))
 }
 
-/// The index line a blob event adds (its blob's name and the entry);
-/// none for job-level events. `attempt` is the job's current run.
-pub fn line(attempt: u32, rec: &EventRecord) -> Option<(&str, HistoryEntry)> {
-    let (name, status, reason, error_kind, message, etag) = match &rec.event {
+/// A copy's or skip's name, status, reason and source etag, borrowed.
+fn outcome(rec: &EventRecord) -> Option<(&str, BlobStatus, &'static str, Option<&str>)> {
+    match &rec.event {
         Event::BlobCopied {
             name,
             src_etag,
             reason,
             ..
-        } => (
-            name,
-            BlobStatus::Copied,
-            Some(reason.as_str().to_owned()),
-            None,
-            None,
-            Some(src_etag.clone()),
-        ),
+        } => Some((name, BlobStatus::Copied, reason.as_str(), Some(src_etag))),
         Event::BlobSkipped {
             name,
             reason,
             src_etag,
             ..
-        } => (
+        } => Some((
             name,
             BlobStatus::Skipped,
-            Some(reason.as_str().to_owned()),
+            reason.as_str(),
+            src_etag.as_deref(),
+        )),
+        _ => None,
+    }
+}
+
+/// The index line a blob event adds (its blob's name and the entry);
+/// none for job-level events. `attempt` is the job's current run.
+pub fn line(attempt: u32, rec: &EventRecord) -> Option<(&str, HistoryEntry)> {
+    let (name, status, reason, error_kind, message, etag) = match (outcome(rec), &rec.event) {
+        (Some((name, status, reason, etag)), _) => (
+            name,
+            status,
+            Some(reason.to_owned()),
             None,
             None,
-            src_etag.clone(),
+            etag.map(str::to_owned),
         ),
-        Event::BlobFailed {
-            name,
-            error_kind,
-            message,
-            ..
-        } => (
-            name,
+        (
+            None,
+            Event::BlobFailed {
+                name,
+                error_kind,
+                message,
+                ..
+            },
+        ) => (
+            name.as_str(),
             BlobStatus::Failed,
             None,
             Some(*error_kind),
