@@ -374,6 +374,31 @@ fn an_imported_job_shows_verifies_and_has_the_same_history_as_the_original() {
         .run()
         .error(2, "not a ferry export");
 
+    // A time the log cannot hold (nanoseconds in an i64) is refused up front,
+    // naming its line, and nothing is written.
+    let far: Vec<String> = archive(&env, &jobs[0])
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            if i == 3 {
+                v["at"] = "2600-01-02T03:04:05Z".into();
+            }
+            v.to_string()
+        })
+        .collect();
+    write(&file, far.join("\n"));
+    let fresh = env.path("state-far");
+    let mut f = env.ferry_no_state();
+    f.arg("--state").arg(&fresh).arg("import").arg(&file);
+    f.run().error(
+        2,
+        "line 4: a time outside 1677-2262 (2600-01-02T03:04:05+00:00)",
+    );
+    let mut f = env.ferry_no_state();
+    f.arg("--state").arg(&fresh).arg("jobs");
+    assert!(!f.run().success().stdout.contains(&jobs[0]));
+
     // The same job as a schema-1 ferry would have exported it (BlobFailed
     // had `attempts`): upcast on import, it reads the same.
     let old: Vec<String> = archive(&env, &jobs[0])

@@ -267,6 +267,14 @@ impl Engine {
                     format!("seq {} where {expected} was expected", rec.seq),
                 ));
             }
+            // The log keeps times as nanoseconds since 1970 in an i64 (the
+            // history index, compact chunks); ferry never stamps others.
+            if rec.at.timestamp_nanos_opt().is_none() {
+                return Err(bad(
+                    n,
+                    format!("a time outside 1677-2262 ({})", rec.at.to_rfc3339()),
+                ));
+            }
             gaps |= rec.seq != expected;
             blob_events |= BlobState::from_event(&rec).is_some();
             if rec.seq == 0 && !matches!(rec.event, Event::JobSubmitted { .. }) {

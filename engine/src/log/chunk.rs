@@ -10,7 +10,8 @@
 //! before, so an added optional field still reads in old records.
 //! Layout 1 (named): an array of whole records with named fields, as
 //! written before layout 2; still read, and still written for a chunk with a
-//! time outside 1677-2262 (nanoseconds in an i64 cannot hold it).
+//! time outside 1677-2262 (nanoseconds in an i64 cannot hold it; import
+//! refuses such records, so this only keeps encoding total).
 
 use chrono::{DateTime, Utc};
 use rmpv::Value;
