@@ -15,7 +15,6 @@
 
 use chrono::{DateTime, Utc};
 use rmpv::Value;
-use serde::de::IgnoredAny;
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Serialize, Serializer};
 
@@ -63,8 +62,9 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Vec<EventRecord>, String> {
         .and_then(JobId::from_slice)
         .ok_or("an event key without a job id")?;
     let first_seq = keys::seq_of(key).ok_or("an event key without a seq")?;
-    let (_, v, _, _): (u8, u16, i64, IgnoredAny) =
-        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+    // The schema follows the two bytes checked above; read alone, so the
+    // chunk is walked once.
+    let v: u16 = rmp_serde::decode::from_read(&bytes[2..]).map_err(|e| e.to_string())?;
     if v == SCHEMA_VERSION {
         let (_, _, base, recs): (u8, u16, i64, Vec<(u64, i64, Event)>) =
             rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;

@@ -31,10 +31,9 @@ use crate::projection::{history, BlobState, JobState, JobSummary};
 
 /// Most commands folded into one sled batch (and one flush).
 const MAX_BATCH: usize = 1024;
-/// Most events in one chunk (records are ~200 bytes, so 16 fit in
-/// `VALUE_BYTES` the first time: 32 were always encoded twice, whole and
-/// halved), and most bytes in one chunk or run value (a lone record may be
-/// larger). Why: sled stores a node whose record is over
+/// Most events in one chunk (a copy's compact record is ~125 bytes, so 16
+/// fit in `VALUE_BYTES` at once; 32 measured the same), and most bytes in
+/// one chunk or run value (a lone record may be larger). Why: sled stores a node whose record is over
 /// a quarter of its 512 KiB segment as a blob file and charges only the
 /// pointer to its page cache, so such nodes are never evicted: with whole
 /// writer batches as chunks (~60 KB) and runs of 512, a 1M-blob no-op run
@@ -230,7 +229,6 @@ type Ack = oneshot::Sender<Result<u64, EngineError>>;
 /// where its record is among the batch's chunks (`chunk`, `index`), so the
 /// run is encoded from the record itself, without copies of its strings.
 struct Pending {
-    job: JobId,
     attempt: u32,
     place: Option<u64>,
     chunk: usize,
@@ -678,7 +676,6 @@ impl WriterState {
         };
         if runs::eligible(&rec.event) {
             self.pending.push(Pending {
-                job,
                 attempt,
                 place,
                 chunk,
@@ -702,13 +699,14 @@ impl WriterState {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let job_of = |p: &Pending| chunks[p.chunk].0;
         let record = |p: &Pending| &chunks[p.chunk].1[p.index];
         let name = |p: &Pending| record(p).event.blob_name().unwrap_or_default();
         // Taken and given back emptied, so its capacity is reused.
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable_by(|a, b| {
-            (a.job, a.attempt, name(a), record(a).seq).cmp(&(
-                b.job,
+            (job_of(a), a.attempt, name(a), record(a).seq).cmp(&(
+                job_of(b),
                 b.attempt,
                 name(b),
                 record(b).seq,
@@ -716,12 +714,12 @@ impl WriterState {
         });
         let mut run: Vec<StoredItem<&str>> = Vec::new();
         let mut items = pending.drain(..).peekable();
-        while let Some((job, attempt)) = items.peek().map(|p| (p.job, p.attempt)) {
+        while let Some((job, attempt)) = items.peek().map(|p| (job_of(p), p.attempt)) {
             let mut spans = self.spans(job, attempt)?;
             // Exclusive upper bound of the gap the open run fills.
             let mut bound: Option<String> = None;
             let mut last_place: Option<u64> = None;
-            while let Some(p) = items.next_if(|p| (p.job, p.attempt) == (job, attempt)) {
+            while let Some(p) = items.next_if(|p| (job_of(p), p.attempt) == (job, attempt)) {
                 let rec = record(&p);
                 let (name, line) = history::stored_outcome(attempt, rec)?
                     .ok_or("a run item that is not a copy or skip")?;
@@ -921,9 +919,8 @@ fn close_run(
 /// Adds a job's records of one batch as chunks of at most [`CHUNK_EVENTS`]
 /// records and [`VALUE_BYTES`], each under its first record's seq.
 fn put_chunks(batch: &mut sled::Batch, job: JobId, recs: &[EventRecord]) -> Result<(), String> {
-    let encode = |part: &[EventRecord]| super::chunk::encode(part);
     for part in recs.chunks(CHUNK_EVENTS) {
-        put_split(part, &encode, &mut |part, value| {
+        put_split(part, &super::chunk::encode, &mut |part, value| {
             if let Some(first) = part.first() {
                 batch.insert(keys::event(job, first.seq).as_slice(), value);
             }
