@@ -15,8 +15,9 @@ bench/run.py imports this module (`bench()`); the command line prints a Markdown
 """
 import argparse, filecmp, json, os, re, shutil, statistics, subprocess, sys, time
 
-WRITER_RE = re.compile(r"log writer: (?P<events>\d+) events .* busy (?P<busy>[\d.]+)s \(flush [\d.]+s, "
-                       r"cpu (?P<cpu>[\d.]+)s, waiting for a core (?P<wait>[\d.]+)s\) of (?P<wall>[\d.]+)s")
+WRITER_RE = re.compile(r"log writer: (?P<events>\d+) events .* busy (?P<busy>[\d.]+)s \(cpu (?P<cpu>[\d.]+)s, "
+                       r"waiting for a core (?P<wait>[\d.]+)s, waiting for the flusher (?P<fwait>[\d.]+)s\) "
+                       r"of (?P<wall>[\d.]+)s.*flusher thread (?P<flush>[\d.]+)s")
 COPIED_RE = re.compile(r"copied (\d+) files .*failed (\d+)")
 
 

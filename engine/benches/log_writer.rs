@@ -109,7 +109,7 @@ fn main() {
     let cpu = s.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
     let busy = s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
     println!(
-        "{blobs} outcomes from {producers} producers: writer CPU {:.3} s ({:.2} µs per event), busy {busy:.3} s (flush {:.3} s), {} batches, {} keyed, wall {wall:.3} s",
+        "{blobs} outcomes from {producers} producers: writer CPU {:.3} s ({:.2} µs per event), busy {busy:.3} s (flusher thread {:.3} s), {} batches, {} keyed, wall {wall:.3} s",
         cpu,
         cpu * 1e6 / events as f64,
         s.flush_ns.load(Ordering::Relaxed) as f64 / 1e9,

@@ -3,6 +3,9 @@
 //! index).
 
 mod chunk;
+mod flusher;
+#[cfg(test)]
+mod flusher_tests;
 pub mod keys;
 pub(crate) mod runs;
 #[cfg(test)]

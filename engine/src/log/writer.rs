@@ -3,8 +3,10 @@
 //! inserts left holes after kill -9, see the design's measured.md). Each batch
 //! holds the events, their checkpoint entries and the touched job summaries,
 //! so projections and events commit together without transactions. After
-//! `apply_batch` it calls the blocking `flush()` (never `flush_async`, which
-//! hangs under concurrency in sled 0.34.7), then acknowledges.
+//! `apply_batch` it hands the batch's acknowledgements to the flusher thread
+//! (`log::flusher`), which calls the blocking `flush()` (never
+//! `flush_async`, which hangs under concurrency in sled 0.34.7) and then
+//! acknowledges, while this thread goes on with the next batch.
 //!
 //! The history index line of a blob event goes into the same batch as the
 //! event, so the index cannot drift from the log. Imports (whole jobs with
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::flusher::{FlushTarget, Flusher};
 use super::runs::{self, StoredItem};
 use super::spans::{Gap, Spans};
 use super::thread::{self, RunQueueClock};
@@ -49,14 +52,15 @@ const QUEUE: usize = 8192;
 /// own, so one-event batches (one slow producer) cost ~3x more CPU per event.
 const COALESCE_BELOW: usize = 256;
 const COALESCE_WAIT: Duration = Duration::from_millis(2);
-/// Longest a batch without acknowledgements waits to be flushed. Blob events
+/// Longest a batch without acknowledgements waits for a flush to be asked
+/// for. Blob events
 /// need no durability promise (a lost `BlobCopied` only means a re-copy on
 /// replay), and a flush per batch made the writer the bottleneck on local
 /// small files (flush is I/O that competes with the copies themselves).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Events after which a flush is due anyway: sled cannot evict dirty pages,
 /// so a fast burst (a no-op run logging skips) would otherwise grow memory.
-const FLUSH_EVENTS: u64 = 8192;
+pub(super) const FLUSH_EVENTS: u64 = 8192;
 
 pub(super) enum Cmd {
     Append {
@@ -93,10 +97,16 @@ pub(super) enum Cmd {
 pub struct WriterStats {
     pub events: AtomicU64,
     pub batches: AtomicU64,
-    /// Time spent encoding, applying and flushing (not waiting for work).
+    /// Time spent encoding and applying batches (not waiting for work).
     pub busy_ns: AtomicU64,
-    /// Part of `busy_ns` spent in sled's `flush()`.
+    /// Time the flusher thread spent in sled's `flush()` (and fsyncs): not
+    /// part of `busy_ns`, the writer goes on meanwhile.
     pub flush_ns: AtomicU64,
+    /// Flushes the flusher thread finished.
+    pub flushes: AtomicU64,
+    /// Part of `busy_ns` the writer waited for the flusher, with too much
+    /// applied and not yet flushed.
+    pub flush_wait_ns: AtomicU64,
     /// CPU time of the writer thread: `busy_ns` also counts time it waited
     /// for a core while copy threads ran.
     pub cpu_ns: AtomicU64,
@@ -123,6 +133,15 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
         let stats = Arc::new(WriterStats::default());
+        // sled keeps its data in `db` inside the directory.
+        let db_file = || std::fs::File::open(path.join("db")).ok();
+        let flusher = Flusher::start(FlushTarget {
+            db: db.clone(),
+            path: path.clone(),
+            db_file: db_file(),
+            failed: failed.clone(),
+            stats: stats.clone(),
+        })?;
         let state = WriterState {
             db,
             path: path.clone(),
@@ -130,8 +149,8 @@ impl Writer {
             summaries: HashMap::new(),
             last_flush: Instant::now(),
             unflushed: 0,
-            // sled keeps its data in `db` inside the directory.
-            db_file: std::fs::File::open(path.join("db")).ok(),
+            db_file: db_file(),
+            flusher,
             mark_index,
             pending: Vec::new(),
             spans: HashMap::new(),
@@ -210,8 +229,11 @@ struct WriterState {
     /// Events applied since the last flush.
     unflushed: u64,
     /// sled's flush is sync_file_range: it survives a killed process, not a
-    /// power cut. Job transitions are fsynced through this handle as well.
+    /// power cut, so imports and prunes are fsynced through this handle (the
+    /// flusher has its own for job transitions).
     db_file: Option<std::fs::File>,
+    /// Flushes applied batches and sends their acknowledgements.
+    flusher: Flusher,
     /// A new log: the index marker goes in with the first batch.
     mark_index: bool,
     /// This batch's copies and skips, written as runs when it is complete.
@@ -223,7 +245,7 @@ struct WriterState {
     clock: RunQueueClock,
 }
 
-type Ack = oneshot::Sender<Result<u64, EngineError>>;
+pub(super) type Ack = oneshot::Sender<Result<u64, EngineError>>;
 
 /// A copy or skip of the batch being written, waiting to go into a run:
 /// where its record is among the batch's chunks (`chunk`, `index`), so the
@@ -270,7 +292,9 @@ impl WriterState {
                 break;
             }
         }
-        // Make sure nothing acknowledged-as-sent stays unflushed at exit.
+        // The flusher acknowledges what it holds; then nothing sent stays
+        // unflushed at exit.
+        self.flusher.stop();
         let _ = self.db.flush();
     }
 
@@ -291,7 +315,9 @@ impl WriterState {
         // Jobs whose attempt ended in this batch: their spans are dropped
         // once its runs are staged (a daemon runs attempt after attempt).
         let mut ended: Vec<JobId> = Vec::new();
-        let mut error: Option<String> = None;
+        // A failed flush fails every later write, like a failed batch.
+        let mut error: Option<String> = self.failed.lock().ok().and_then(|g| g.clone());
+        let mut handover = None;
         for cmd in cmds.drain(..) {
             match cmd {
                 Cmd::Shutdown => stop = true,
@@ -361,23 +387,22 @@ impl WriterState {
             if self.mark_index && events > 0 {
                 batch.insert(keys::index_marker().as_slice(), INDEX_VERSION.as_slice());
             }
-            let mut result = self.db.apply_batch(batch);
-            if result.is_ok() && must_flush {
-                let flushing = Instant::now();
-                result = self.db.flush().map(|_| ());
-                if result.is_ok() && transition {
-                    if let Some(f) = &self.db_file {
-                        result = f.sync_all().map_err(sled::Error::Io);
+            match self.db.apply_batch(batch) {
+                Ok(()) => {
+                    self.mark_index &= events == 0;
+                    let waited = self.flusher.wait_room();
+                    self.stats
+                        .flush_wait_ns
+                        .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                    // The acknowledgements go out from the flusher, after
+                    // a flush that covers this batch (handed over below,
+                    // once the counters include it).
+                    handover = Some((std::mem::take(&mut acks), must_flush));
+                    if must_flush {
+                        self.last_flush = Instant::now();
+                        self.unflushed = 0;
                     }
                 }
-                self.last_flush = Instant::now();
-                self.unflushed = 0;
-                self.stats
-                    .flush_ns
-                    .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            }
-            match result {
-                Ok(()) => self.mark_index &= events == 0,
                 Err(e) => error = Some(format!("{} ({})", describe(&e), self.path.display())),
             }
         }
@@ -391,6 +416,9 @@ impl WriterState {
         self.stats
             .busy_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if let Some((acks, flush)) = handover {
+            self.flusher.applied(events, acks, transition, flush);
+        }
         match &error {
             None => {
                 for (ack, seq) in acks {
@@ -961,7 +989,7 @@ enum Exclusive {
 /// sled's error as one readable line. sled hands out copies of an I/O error
 /// it met earlier whose text is the original's Debug form (`Os { code: 28,
 /// kind: StorageFull, .. }`); those are described like the original.
-fn describe(e: &sled::Error) -> String {
+pub(super) fn describe(e: &sled::Error) -> String {
     let sled::Error::Io(io) = e else {
         return e.to_string();
     };
