@@ -17,7 +17,8 @@ import argparse, filecmp, json, os, re, shutil, statistics, subprocess, sys, tim
 
 WRITER_RE = re.compile(r"log writer: (?P<events>\d+) events .* busy (?P<busy>[\d.]+)s \(cpu (?P<cpu>[\d.]+)s, "
                        r"waiting for a core (?P<wait>[\d.]+)s, waiting for the flusher (?P<fwait>[\d.]+)s\) "
-                       r"of (?P<wall>[\d.]+)s.*flusher thread (?P<flush>[\d.]+)s")
+                       r"of (?P<wall>[\d.]+)s.*flusher thread (?P<flush>[\d.]+)s; "
+                       r"senders waited for a full queue (?P<full>\d+) times, (?P<full_s>[\d.]+)s")
 COPIED_RE = re.compile(r"copied (\d+) files .*failed (\d+)")
 
 
@@ -128,7 +129,8 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
                                               float(m["wait"]), float(m["wall"]))
                     writer.append({"events": ev, "busy_s": busy, "cpu_s": cpu, "wait_s": wait, "wall_s": w,
                                    "busy_share": busy / w, "cpu_share": cpu / w, "wait_share": wait / w,
-                                   "events_per_cpu_s": ev / max(cpu, 1e-9)})
+                                   "events_per_cpu_s": ev / max(cpu, 1e-9),
+                                   "full_queue_waits": int(m["full"]), "full_queue_wait_s": float(m["full_s"])})
                 check_copy(tool, src, dst, src_list, content=(rep == 0))
                 times[tool].append(wall)
                 log(f"local {ds} rep {rep + 1}/{reps} {tool}: {wall:.3f}s")
@@ -141,6 +143,8 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
             "writer": writer,
             "writer_median": {k: statistics.median(x[k] for x in writer) for k in
                               ("busy_share", "cpu_share", "wait_share", "events_per_cpu_s")} if writer else None,
+            # The worst rep: did the log ever hold a copy up?
+            "full_queue_max": max((x["full_queue_waits"], x["full_queue_wait_s"]) for x in writer) if writer else None,
         })
     return result
 
@@ -148,14 +152,17 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
 def markdown(result):
     tools = result["tools"]
     lines = ["| dataset | " + " | ".join(f"{t} s" for t in tools)
-             + " | ferry / cp | ferry / rclone | log writer busy / CPU / waiting-for-a-core share of wall | writer events per CPU-second |",
-             "|---" * (len(tools) + 5) + "|"]
+             + " | ferry / cp | ferry / rclone | log writer busy / CPU / waiting-for-a-core share of wall | writer events per CPU-second"
+             " | copies held up by a full log queue (worst rep) |",
+             "|---" * (len(tools) + 6) + "|"]
     for d in result["datasets"]:
         med, w = d["median"], d["writer_median"]
         ws = f"{w['busy_share'] * 100:.0f}% / {w['cpu_share'] * 100:.1f}% / {w['wait_share'] * 100:.0f}%" if w else "-"
         ev = f"{w['events_per_cpu_s']:,.0f}" if w and d["dataset"] == "small" else "-"
+        fq = d.get("full_queue_max")
+        held = f"{fq[0]} times, {fq[1]:.3f} s" if fq else "-"
         lines.append(f"| {d['label']} | " + " | ".join(f"{med[t]:.3f}" for t in tools)
-                     + f" | {d['ferry_over_cp']:.2f} | {d['ferry_over_rclone']:.2f} | {ws} | {ev} |")
+                     + f" | {d['ferry_over_cp']:.2f} | {d['ferry_over_rclone']:.2f} | {ws} | {ev} | {held} |")
     return "\n".join(lines)
 
 

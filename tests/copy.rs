@@ -291,5 +291,7 @@ fn stats_account_for_the_log_writer_and_its_wait_for_a_core() {
     // Waiting for a core is counted inside batches: part of busy.
     let (busy, wait, cpu) = (num("busy "), num("waiting for a core "), num("cpu "));
     assert!(wait <= busy && cpu >= 0.0, "{line}");
+    // 204 commands never fill the writer's 8,192-command queue: nobody waited.
+    assert_eq!(num("senders waited for a full queue "), 0.0, "{line}");
     assert_same_tree(&env.src, &env.dst);
 }

@@ -316,9 +316,16 @@ fn print_stats(engine: &Engine, enabled: bool, report: &RunReport, progress: &Pr
     let wait = s.wait_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
     let flush_wait = s.flush_wait_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
     let keyed = s.keyed.load(std::sync::atomic::Ordering::Relaxed);
+    let full = s
+        .full_queue_waits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let full_wait = s
+        .full_queue_wait_ns
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e9;
     let wall = elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "log writer: {events} events in {batches} batches, busy {busy:.3}s (cpu {cpu:.3}s, waiting for a core {wait:.3}s, waiting for the flusher {flush_wait:.3}s) of {wall:.3}s ({:.1}% busy, {:.1}% cpu), {:.0} events/s while busy, {keyed} outcomes keyed (not in runs); flusher thread {flush:.3}s",
+        "log writer: {events} events in {batches} batches, busy {busy:.3}s (cpu {cpu:.3}s, waiting for a core {wait:.3}s, waiting for the flusher {flush_wait:.3}s) of {wall:.3}s ({:.1}% busy, {:.1}% cpu), {:.0} events/s while busy, {keyed} outcomes keyed (not in runs); flusher thread {flush:.3}s; senders waited for a full queue {full} times, {full_wait:.3}s",
         100.0 * busy / wall,
         100.0 * cpu / wall,
         events as f64 / busy.max(1e-9)

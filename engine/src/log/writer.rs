@@ -116,6 +116,19 @@ pub struct WriterStats {
     /// Copies and skips that got keys of their own instead of a place in a
     /// run (two sled keys each: the main per-blob cost when it is high).
     pub keyed: AtomicU64,
+    /// Sends that found the writer's queue full, and the time their senders
+    /// (copy workers, the planner) waited: whether the log held the copies
+    /// up, which the writer's own busy share does not say.
+    pub full_queue_waits: AtomicU64,
+    pub full_queue_wait_ns: AtomicU64,
+}
+
+impl WriterStats {
+    fn note_full_queue(&self, since: Instant) {
+        self.full_queue_waits.fetch_add(1, Ordering::Relaxed);
+        self.full_queue_wait_ns
+            .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 pub(super) struct Writer {
@@ -180,12 +193,28 @@ impl Writer {
 
     pub(super) async fn send(&self, cmd: Cmd) -> Result<(), EngineError> {
         self.check()?;
-        self.tx.send(cmd).await.map_err(|_| closed())
+        let cmd = match self.tx.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+        };
+        let waiting = Instant::now();
+        let sent = self.tx.send(cmd).await.map_err(|_| closed());
+        self.stats.note_full_queue(waiting);
+        sent
     }
 
     pub(super) fn send_blocking(&self, cmd: Cmd) -> Result<(), EngineError> {
         self.check()?;
-        self.tx.blocking_send(cmd).map_err(|_| closed())
+        let cmd = match self.tx.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+        };
+        let waiting = Instant::now();
+        let sent = self.tx.blocking_send(cmd).map_err(|_| closed());
+        self.stats.note_full_queue(waiting);
+        sent
     }
 
     pub(super) fn stats(&self) -> &WriterStats {
@@ -1007,6 +1036,51 @@ pub(super) fn describe(e: &sled::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use crate::event::{Event, SkipReason};
+    use crate::job::JobId;
+    use crate::log::EventLog;
+
+    #[test]
+    fn given_producers_faster_than_the_writer_when_the_queue_fills_then_their_wait_is_counted_and_nothing_lost(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let job = JobId::new();
+        let (threads, each) = (4u64, 50_000u64);
+        // Sending costs a fraction of what writing costs, so producers that
+        // do nothing else fill the 8,192-command queue.
+        let producers: Vec<_> = (0..threads)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..each {
+                        let place = t * each + i;
+                        let event = Event::BlobSkipped {
+                            name: format!("b{place:07}"),
+                            reason: SkipReason::NotNewer,
+                            src_etag: None,
+                            detail: None,
+                        };
+                        log.append_outcome_blocking(job, event, place).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        log.close();
+        let stats = log.writer_stats();
+        assert!(stats.full_queue_waits.load(Ordering::Relaxed) > 0);
+        assert!(stats.full_queue_wait_ns.load(Ordering::Relaxed) > 0);
+        drop(log);
+        let log = EventLog::open(dir.path()).unwrap();
+        assert_eq!(log.events(job).count() as u64, threads * each);
+        log.close();
+    }
+
     #[test]
     fn io_errors_read_the_same_however_sled_copied_them() {
         let original = sled::Error::Io(std::io::Error::from_raw_os_error(28));
