@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::writer::{describe, Ack, WriterStats};
+use super::writer::{describe, note_failure, Ack, WriterStats};
 use crate::error::EngineError;
 
 /// Events applied and not yet flushed past which the writer waits for the
@@ -33,6 +33,18 @@ struct Shared {
     changed: Condvar,
 }
 
+impl Shared {
+    // A panic while holding the lock leaves a consistent queue (plain
+    // fields), so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        self.changed.wait(q).unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     /// Acknowledgements of applied batches, sent after the next flush.
@@ -50,9 +62,9 @@ struct Queue {
 pub(super) struct FlushTarget {
     pub(super) db: sled::Db,
     pub(super) path: PathBuf,
-    /// sled's flush is sync_file_range: it survives a killed process, not
-    /// a power cut, so job transitions are fsynced through this handle.
-    pub(super) db_file: Option<File>,
+    /// sled's data file (shared with the writer, which fsyncs imports and
+    /// prunes): job transitions are fsynced through it.
+    pub(super) db_file: Option<Arc<File>>,
     /// The writer's first error, shared: set here when a flush fails, so
     /// every later append fails.
     pub(super) failed: Arc<Mutex<Option<String>>>,
@@ -80,14 +92,11 @@ impl Flusher {
     /// flush meanwhile); returns the time it waited.
     pub(super) fn wait_room(&self) -> std::time::Duration {
         let waited = Instant::now();
-        let mut q = self.lock();
+        let mut q = self.shared.lock();
         while q.unflushed >= MAX_UNFLUSHED && !q.stop {
             q.requested = true;
             self.shared.changed.notify_all();
-            q = match self.shared.changed.wait(q) {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
-            };
+            q = self.shared.wait(q);
         }
         waited.elapsed()
     }
@@ -103,7 +112,7 @@ impl Flusher {
         transition: bool,
         flush: bool,
     ) {
-        let mut q = self.lock();
+        let mut q = self.shared.lock();
         q.unflushed += events;
         q.transition |= transition;
         q.requested |= flush || !acks.is_empty();
@@ -116,19 +125,13 @@ impl Flusher {
     /// Flushes what is left, acknowledges it and ends the thread.
     pub(super) fn stop(&mut self) {
         {
-            let mut q = self.lock();
+            let mut q = self.shared.lock();
             q.stop = true;
             self.shared.changed.notify_all();
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // A panic while holding the lock leaves a consistent queue (plain
-        // fields), so a poisoned lock is still usable.
-        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -141,12 +144,9 @@ impl Drop for Flusher {
 fn run(shared: &Shared, target: FlushTarget) {
     loop {
         let (acks, transition, events, stop) = {
-            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = shared.lock();
             while !q.requested && !q.stop {
-                q = match shared.changed.wait(q) {
-                    Ok(q) => q,
-                    Err(p) => p.into_inner(),
-                };
+                q = shared.wait(q);
             }
             q.requested = false;
             let transition = std::mem::take(&mut q.transition);
@@ -154,7 +154,7 @@ fn run(shared: &Shared, target: FlushTarget) {
         };
         let result = flush(&target, transition);
         {
-            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = shared.lock();
             q.unflushed = q.unflushed.saturating_sub(events);
             shared.changed.notify_all();
         }
@@ -166,16 +166,14 @@ fn run(shared: &Shared, target: FlushTarget) {
             }
             Err(msg) => {
                 tracing::debug!(error = %msg, "event log flush failed");
-                if let Ok(mut g) = target.failed.lock() {
-                    g.get_or_insert_with(|| msg.clone());
-                }
+                note_failure(&target.failed, &msg);
                 for (ack, _) in acks {
                     let _ = ack.send(Err(EngineError::LogWrite(msg.clone())));
                 }
             }
         }
         if stop {
-            let q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let q = shared.lock();
             // Anything handed over while this flush ran is flushed too.
             if q.acks.is_empty() && !q.requested {
                 return;
@@ -190,12 +188,7 @@ fn flush(target: &FlushTarget, transition: bool) -> Result<(), String> {
         return Err(msg);
     }
     let started = Instant::now();
-    let mut result = target.db.flush().map(|_| ());
-    if result.is_ok() && transition {
-        if let Some(f) = &target.db_file {
-            result = f.sync_all().map_err(sled::Error::Io);
-        }
-    }
+    let result = flush_durably(&target.db, target.db_file.as_deref(), transition);
     // sled drops a written I/O buffer (512 KiB) through crossbeam's epoch
     // collector, deferred on the thread that rolled it: here, that thread
     // defers little else, so its bag of 64 filled with buffers (+30 MiB at
@@ -207,4 +200,14 @@ fn flush(target: &FlushTarget, transition: bool) -> Result<(), String> {
         .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     target.stats.flushes.fetch_add(1, Ordering::Relaxed);
     result.map_err(|e| format!("{} ({})", describe(&e), target.path.display()))
+}
+
+/// sled's `flush()` (sync_file_range: it survives a killed process, not a
+/// power cut), then with `fsync` an fsync of its data file.
+pub(super) fn flush_durably(db: &sled::Db, file: Option<&File>, fsync: bool) -> sled::Result<()> {
+    db.flush()?;
+    match file {
+        Some(f) if fsync => f.sync_all().map_err(sled::Error::Io),
+        _ => Ok(()),
+    }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::flusher::{FlushTarget, Flusher};
+use super::flusher::{flush_durably, FlushTarget, Flusher};
 use super::runs::{self, StoredItem};
 use super::spans::{Gap, Spans};
 use super::thread::{self, RunQueueClock};
@@ -155,11 +155,11 @@ impl Writer {
         let failed = Arc::new(Mutex::new(None));
         let stats = Arc::new(WriterStats::default());
         // sled keeps its data in `db` inside the directory.
-        let db_file = || std::fs::File::open(path.join("db")).ok();
+        let db_file = std::fs::File::open(path.join("db")).ok().map(Arc::new);
         let flusher = Flusher::start(FlushTarget {
             db: db.clone(),
             path: path.clone(),
-            db_file: db_file(),
+            db_file: db_file.clone(),
             failed: failed.clone(),
             stats: stats.clone(),
         })?;
@@ -170,7 +170,7 @@ impl Writer {
             summaries: HashMap::new(),
             last_flush: Instant::now(),
             unflushed: 0,
-            db_file: db_file(),
+            db_file,
             flusher,
             mark_index,
             pending: Vec::new(),
@@ -201,43 +201,42 @@ impl Writer {
     }
 
     pub(super) async fn send(&self, cmd: Cmd) -> Result<(), EngineError> {
-        self.check()?;
         let awaited = cmd.is_awaited();
-        let sent = match self.tx.try_send(cmd) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(closed()),
-            Err(mpsc::error::TrySendError::Full(cmd)) => {
-                let waiting = Instant::now();
-                let sent = self.tx.send(cmd).await.map_err(|_| closed());
-                self.stats.note_full_queue(waiting);
-                sent
-            }
-        };
-        self.sent(awaited, sent)
+        if let Some(cmd) = self.try_send(cmd)? {
+            let waiting = Instant::now();
+            self.tx.send(cmd).await.map_err(|_| closed())?;
+            self.stats.note_full_queue(waiting);
+        }
+        self.sent(awaited);
+        Ok(())
     }
 
     pub(super) fn send_blocking(&self, cmd: Cmd) -> Result<(), EngineError> {
-        self.check()?;
         let awaited = cmd.is_awaited();
-        let sent = match self.tx.try_send(cmd) {
-            Ok(()) => Ok(()),
+        if let Some(cmd) = self.try_send(cmd)? {
+            let waiting = Instant::now();
+            self.tx.blocking_send(cmd).map_err(|_| closed())?;
+            self.stats.note_full_queue(waiting);
+        }
+        self.sent(awaited);
+        Ok(())
+    }
+
+    /// Queues `cmd` if there is room; gives it back when the queue is full.
+    fn try_send(&self, cmd: Cmd) -> Result<Option<Cmd>, EngineError> {
+        self.check()?;
+        match self.tx.try_send(cmd) {
+            Ok(()) => Ok(None),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(closed()),
-            Err(mpsc::error::TrySendError::Full(cmd)) => {
-                let waiting = Instant::now();
-                let sent = self.tx.blocking_send(cmd).map_err(|_| closed());
-                self.stats.note_full_queue(waiting);
-                sent
-            }
-        };
-        self.sent(awaited, sent)
+            Err(mpsc::error::TrySendError::Full(cmd)) => Ok(Some(cmd)),
+        }
     }
 
     /// Cuts a lingering writer short when someone waits for the command.
-    fn sent(&self, awaited: bool, sent: Result<(), EngineError>) -> Result<(), EngineError> {
-        if awaited && sent.is_ok() {
+    fn sent(&self, awaited: bool) {
+        if awaited {
             self.waker.unpark();
         }
-        sent
     }
 
     pub(super) fn stats(&self) -> &WriterStats {
@@ -264,6 +263,13 @@ impl Drop for Writer {
     }
 }
 
+/// Keeps the first write error: every later append fails with it.
+pub(super) fn note_failure(failed: &Mutex<Option<String>>, msg: &str) {
+    if let Ok(mut g) = failed.lock() {
+        g.get_or_insert_with(|| msg.to_string());
+    }
+}
+
 fn closed() -> EngineError {
     EngineError::LogWrite("the log writer thread stopped".into())
 }
@@ -281,10 +287,9 @@ struct WriterState {
     last_flush: Instant,
     /// Events applied since the last flush.
     unflushed: u64,
-    /// sled's flush is sync_file_range: it survives a killed process, not a
-    /// power cut, so imports and prunes are fsynced through this handle (the
-    /// flusher has its own for job transitions).
-    db_file: Option<std::fs::File>,
+    /// sled's data file: imports and prunes are fsynced through it (the
+    /// flusher fsyncs job transitions through the same handle).
+    db_file: Option<Arc<std::fs::File>>,
     /// Flushes applied batches and sends their acknowledgements.
     flusher: Flusher,
     /// A new log: the index marker goes in with the first batch.
@@ -499,9 +504,7 @@ impl WriterState {
                 // Not an error line of its own: every caller gets this as
                 // `EngineError::LogWrite` and reports it (once).
                 tracing::debug!(error = %msg, "event log write failed");
-                if let Ok(mut g) = self.failed.lock() {
-                    g.get_or_insert_with(|| msg.clone());
-                }
+                note_failure(&self.failed, msg);
                 // The caches may now be ahead of the disk.
                 self.forget_all();
                 for (ack, _) in acks {
@@ -542,9 +545,7 @@ impl WriterState {
             Err(Exclusive::Refused(e)) => Err(e),
             Err(Exclusive::Write(msg)) => {
                 let msg = format!("{msg} ({})", self.path.display());
-                if let Ok(mut g) = self.failed.lock() {
-                    g.get_or_insert_with(|| msg.clone());
-                }
+                note_failure(&self.failed, &msg);
                 self.forget_all();
                 Err(EngineError::LogWrite(msg))
             }
@@ -718,11 +719,7 @@ impl WriterState {
         let result = self
             .db
             .apply_batch(batch)
-            .and_then(|_| self.db.flush().map(|_| ()))
-            .and_then(|_| match &self.db_file {
-                Some(f) => f.sync_all().map_err(sled::Error::Io),
-                None => Ok(()),
-            });
+            .and_then(|_| flush_durably(&self.db, self.db_file.as_deref(), true));
         self.last_flush = Instant::now();
         self.unflushed = 0;
         result.map_err(|e| Exclusive::Write(describe(&e)))
