@@ -10,7 +10,8 @@ Sections (all against the same data, ratios vs the peers):
             (many-small: upload s2s download incr-noop incr-1pct; few-large: upload s2s
             download), plus Azurite's own ceiling (azprobe.py put) for small uploads.
   local     local -> local: cp -r, rclone copy, ferry (bench/local.py), log writer share.
-  scale     incremental no-op over trees of empty files (10k, 100k, 1M): wall, RSS, µs/blob.
+  scale     incremental no-op over trees of empty files (10k, 100k, 1M): wall, RSS, µs/blob;
+            then verify-log and events read the last log back (wall, RSS).
   parallel  small-file upload with ferry --parallel 8,16,32,64 and auto.
 
 Writes OUT (default bench/results/latest.md) and, next to it, OUT.json (every measurement),
@@ -629,13 +630,33 @@ def scale(ctx):
             runs.append({"wall": r["wall"], "cpu": r["cpu"], "rss_mib": r["rss_mib"],
                          "writer_busy_share": float(w["busy"]) / float(w["wall"]) if w else None,
                          "writer_line": next((l for l in r["err"].splitlines() if l.startswith("log writer:")), None)})
+            if rep == ctx.reps - 1:
+                audit_log(ctx, state, n, runs[-1])
             shutil.rmtree(state, ignore_errors=True)
             log(f"scale {n:,} rep {rep + 1}/{ctx.reps}: {r['wall']:.3f}s, {r['rss_mib']:.1f} MiB, cpu {r['cpu']:.2f}s")
-        rows.append({"blobs": n, "generated_s": gen, "runs": runs, "wall": median([x["wall"] for x in runs]),
+        rows.append({"blobs": n, "generated_s": gen, "runs": runs, "audit": runs[-1].get("audit"),
+                     "wall": median([x["wall"] for x in runs]),
                      "cpu": median([x["cpu"] for x in runs]), "rss_mib": median([x["rss_mib"] for x in runs]),
                      "rss_max": max(x["rss_mib"] for x in runs),
                      "writer_busy_share": median([x["writer_busy_share"] for x in runs])})
     return {"rows": rows}
+
+
+def audit_log(ctx, state, n, into):
+    """Reads back the whole log of the no-op just run: `verify-log` (every event against every stored
+    entry and line) and `events --kind JobFinished` (every chunk decoded, one line printed). Both must
+    stay flat in memory, like the run itself."""
+    v = check(run([ctx.ferry, "--state", state, "verify-log"], timeout=3600), "ferry verify-log")
+    if f"{n} checkpoint entries match" not in v["out"] + v["err"]:
+        raise BenchError(f"scale {n:,}: verify-log did not check {n} entries: {(v['out'] + v['err'])[:300]}")
+    e = check(run([ctx.ferry, "--state", state, "events", "--kind", "JobFinished"], timeout=3600),
+              "ferry events --kind JobFinished")
+    if e["out"].count("JobFinished") != 1:
+        raise BenchError(f"scale {n:,}: events --kind JobFinished printed {e['out'][:300]!r}")
+    into["audit"] = {"verify_wall": v["wall"], "verify_rss_mib": v["rss_mib"],
+                     "events_wall": e["wall"], "events_rss_mib": e["rss_mib"]}
+    log(f"scale {n:,}: verify-log {v['wall']:.2f}s {v['rss_mib']:.1f} MiB; "
+        f"events {e['wall']:.2f}s {e['rss_mib']:.1f} MiB")
 
 
 def last_job(ctx, state):
@@ -650,6 +671,11 @@ def job_totals(job):
     return {k: job.get(k) for k in ("copied", "skipped", "failed")}
 
 
+def audit_cell(row, what):
+    a = row.get("audit")
+    return f"{fmt(a[what + '_wall'], 2)} / {fmt(a[what + '_rss_mib'], 1)}" if a else "-"
+
+
 def scale_md(res):
     rows = res["rows"]
     if not rows:
@@ -659,15 +685,19 @@ def scale_md(res):
              "`ferry copy SRC DST --state FRESH --quiet --stats` where SRC holds N empty files in folders of 1,000 and "
              "DST = `cp -al SRC DST` (identical), so every blob is listed at both ends and skipped (checked with "
              "`ferry jobs --json`). CPU from `wait4`, peak RSS from GNU time. Targets: RSS <= 64 MiB at 1M, time linear "
-             "(µs per blob flat).", "",
-             "| blobs | wall s | µs per blob | µs per blob vs smallest | peak RSS MiB (max) | CPU s | log writer busy |",
-             "|---|---|---|---|---|---|---|"]
+             "(µs per blob flat). After the last rep the log is read back whole: `ferry verify-log` (every event "
+             "against every stored checkpoint entry and history line) and `ferry events --kind JobFinished` (every "
+             "chunk decoded); wall and peak RSS of each.", "",
+             "| blobs | wall s | µs per blob | µs per blob vs smallest | peak RSS MiB (max) | CPU s | log writer busy "
+             "| verify-log s / MiB | events s / MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         us = 1e6 * r["wall"] / r["blobs"]
         us0 = 1e6 * base["wall"] / base["blobs"]
         lines.append(f"| {r['blobs']:,} | {fmt(r['wall'], 3)} | {fmt(us, 1)} | {ratio(us, us0)} "
                      f"| {fmt(r['rss_mib'], 1)} ({fmt(r['rss_max'], 1)}) | {fmt(r['cpu'])} "
-                     f"| {fmt(100 * r['writer_busy_share'], 0) + '%' if r['writer_busy_share'] is not None else '-'} |")
+                     f"| {fmt(100 * r['writer_busy_share'], 0) + '%' if r['writer_busy_share'] is not None else '-'} "
+                     f"| {audit_cell(r, 'verify')} | {audit_cell(r, 'events')} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -814,6 +844,12 @@ def targets_md(ctx):
         top = rows[-1]
         t.append((f"no-op at {top['blobs']:,} blobs: peak RSS <= 64 MiB", f"{top['rss_max']:.1f} MiB",
                   v(top["rss_max"] <= 64)))
+        if top.get("audit"):
+            a = top["audit"]
+            t.append((f"reading that log back: verify-log and events peak RSS <= 64 MiB",
+                      f"verify-log {a['verify_rss_mib']:.1f} MiB ({a['verify_wall']:.2f} s), "
+                      f"events {a['events_rss_mib']:.1f} MiB ({a['events_wall']:.2f} s)",
+                      v(max(a["verify_rss_mib"], a["events_rss_mib"]) <= 64)))
         if len(rows) >= 2:
             a, b = rows[-2], rows[-1]
             ua, ub = a["wall"] / a["blobs"], b["wall"] / b["blobs"]

@@ -1047,3 +1047,34 @@ fn a_report_of_a_job_with_many_skips_is_bounded_with_exact_counts_in_every_forma
     assert!(!none.contains("## Skipped\n"), "{none}");
     assert!(none.contains(&format!("| not-newer | {N} |")), "{none}");
 }
+
+#[test]
+fn events_into_a_reader_that_stops_early_end_quietly_with_success() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let env = Env::new();
+    // Well over a pipe's 64 KiB of event lines, so ferry is still writing
+    // when the reader goes.
+    let names: Vec<String> = (0..1500).map(|i| format!("d{}/f{i:04}", i % 10)).collect();
+    let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+    make_tree(&env.src, &files);
+    env.copy_ok(&[]);
+    let mut events = env.ferry();
+    let mut child = events
+        .arg("events")
+        .cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry events");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first line");
+    // The reader is gone (as `| head -1` goes).
+    let out = child.wait_with_output().expect("wait");
+    assert!(first.contains("JobSubmitted"), "{first}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -45,11 +45,32 @@ fn main() -> ExitCode {
     init_tracing();
     match commands::dispatch(args) {
         Ok(code) => ExitCode::from(code),
+        // `ferry events | head`: the reader took what it wanted.
+        Err(e) if stdout_reader_gone(&e) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("ferry: error: {}", one_line(&e));
             ExitCode::from(exit::code_for(&e))
         }
     }
+}
+
+/// Whether `e` is a write to a stdout pipe whose reader has closed it.
+/// Checked on stdout itself, so a broken connection elsewhere (a socket)
+/// is still an error.
+fn stdout_reader_gone(e: &anyhow::Error) -> bool {
+    let broken_pipe = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own; a zero timeout never blocks. A pipe whose
+    // reader has gone reports POLLERR on its write end.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    broken_pipe && ready == 1 && fd.revents & libc::POLLERR != 0
 }
 
 /// The error and its causes on one line, credentials masked (a config

@@ -318,4 +318,4 @@ fn exists(job: JobId) -> EngineError {
 
 #[cfg(test)]
 #[path = "audit_tests.rs"]
-mod tests;
+pub(crate) mod tests;

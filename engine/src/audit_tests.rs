@@ -46,7 +46,7 @@ fn unique(tag: &str) -> String {
 
 /// Two jobs over the same stores: the first copies `n` blobs, the second
 /// skips them all (nothing is newer).
-async fn two_jobs(engine: &Engine, n: usize) -> (String, String, JobId, JobId) {
+pub(crate) async fn two_jobs(engine: &Engine, n: usize) -> (String, String, JobId, JobId) {
     let (src, dst) = (unique("src"), unique("dst"));
     fill(&MemoryStore::named(&src), n);
     let first = engine.submit(spec(&src, &dst)).await.unwrap();
@@ -59,7 +59,11 @@ async fn two_jobs(engine: &Engine, n: usize) -> (String, String, JobId, JobId) {
 }
 
 /// The run holding `name` in `job`, with its key, and the item's index.
-fn run_with(engine: &Engine, job: JobId, name: &str) -> (Vec<u8>, Vec<runs::RunItem>, usize) {
+pub(crate) fn run_with(
+    engine: &Engine,
+    job: JobId,
+    name: &str,
+) -> (Vec<u8>, Vec<runs::RunItem>, usize) {
     for (k, v) in engine.log().scan_raw_for_tests(&keys::run_prefix(job)) {
         let items = runs::decode(&v).unwrap();
         if let Some(i) = items.iter().position(|it| it.name == name) {

@@ -18,7 +18,7 @@ use crate::log::EventLog;
 use crate::plugin::{
     self, FormatterInstance, FormatterPlugin, LoadedPlugin, PluginHost, PolicyPlugin,
 };
-use crate::projection::{BlobState, BlobStatus, Checkpoint, History, JobState, JobSummary};
+use crate::projection::{BlobState, BlobStatus, JobState, JobSummary};
 use crate::report::{self, Formatter, OutcomeStream, ReportSummary};
 use crate::retry::RetryPolicy;
 use crate::store;
@@ -592,168 +592,6 @@ impl Engine {
             })
             .collect()
     }
-
-    /// Replays the log of each job (or one) and compares every cached
-    /// projection with the fold: summaries, checkpoint entries and the
-    /// history index. Returns the differences found.
-    ///
-    /// A pruned job keeps only job-level events (original seqs, so gaps are
-    /// expected): its seqs must rise, its summary must agree on the
-    /// job-level fields (the counts are from before pruning), and its
-    /// history lines, which no longer have events behind them, are kept as
-    /// they are.
-    pub fn verify(&self, job: Option<JobId>) -> Result<Verification, EngineError> {
-        let ids = match job {
-            Some(j) => {
-                self.summary(j)?;
-                vec![j]
-            }
-            None => {
-                // The control stream (schedules) too, when it exists: same
-                // gap and summary checks (its summary folds nothing).
-                let mut ids = self.log.job_ids()?;
-                if self.log.summary(JobId::CONTROL)?.is_some() {
-                    ids.insert(0, JobId::CONTROL);
-                }
-                ids
-            }
-        };
-        let mut v = Verification::default();
-        for id in ids {
-            v.jobs += 1;
-            let stored = self.log.summary(id)?;
-            let pruned = stored.as_ref().is_some_and(|s| s.pruned);
-            let mut summary = JobSummary::new(id);
-            let mut checkpoint = Checkpoint::default();
-            let mut last: Option<u64> = None;
-            // Events up to the first gap; the history pass folds as many.
-            let mut sound = 0usize;
-            for (i, rec) in self.log.events(id).enumerate() {
-                let rec = rec?;
-                v.events += 1;
-                let in_order = if pruned {
-                    last.map_or(rec.seq == 0, |l| rec.seq > l)
-                } else {
-                    rec.seq == i as u64
-                };
-                if !in_order {
-                    v.problems.push(format!(
-                        "job {id}: event #{i} has seq {} (gap in the log)",
-                        rec.seq
-                    ));
-                    break;
-                }
-                sound += 1;
-                last = Some(rec.seq);
-                summary.apply(&rec);
-                checkpoint.apply(&rec);
-            }
-            match stored {
-                Some(cached) if cached == summary => {}
-                Some(cached) if pruned && job_level(&cached) == job_level(&summary) => {}
-                Some(cached) => v.problems.push(format!(
-                    "job {id}: cached summary differs from the replay (cached state {}, {} copied; replay state {}, {} copied)",
-                    cached.state, cached.copied, summary.state, summary.copied
-                )),
-                None => v.problems.push(format!("job {id}: no cached summary")),
-            }
-            self.verify_checkpoint(id, pruned, checkpoint, &mut v)?;
-            // A pruned job's lines outlive its blob events on purpose. A
-            // second pass over the events, so the replayed checkpoint and
-            // the replayed lines are never in memory together.
-            if !pruned {
-                let mut history = History::default();
-                for rec in self.log.events(id).take(sound) {
-                    history.apply(&rec?);
-                }
-                self.verify_history(id, history.lines, &mut v)?;
-            }
-        }
-        Ok(v)
-    }
-
-    /// Compares a job's stored checkpoint entries with those replayed from
-    /// its events; names the first difference.
-    fn verify_checkpoint(
-        &self,
-        id: JobId,
-        pruned: bool,
-        checkpoint: Checkpoint,
-        v: &mut Verification,
-    ) -> Result<(), EngineError> {
-        let mut cached = Checkpoint::default();
-        for entry in self.log.blob_states(id) {
-            let (name, state) = entry?;
-            cached.blobs.insert(name, state);
-        }
-        if cached != checkpoint {
-            let first = checkpoint
-                .blobs
-                .iter()
-                .find(|(n, s)| cached.blobs.get(*n) != Some(s))
-                .map(|(n, _)| n.clone())
-                .or_else(|| {
-                    cached
-                        .blobs
-                        .keys()
-                        .find(|n| !checkpoint.blobs.contains_key(*n))
-                        .cloned()
-                })
-                .unwrap_or_default();
-            // Mid-prune a crash leaves some of both; pruning again
-            // removes the rest.
-            let hint = if pruned {
-                " (an interrupted prune? run `ferry prune` again)"
-            } else {
-                ""
-            };
-            v.problems.push(format!(
-                "job {id}: checkpoint entry for {first:?} differs from the replay{hint}"
-            ));
-        }
-        v.blobs += checkpoint.blobs.len() as u64;
-        Ok(())
-    }
-
-    /// Compares a job's stored history lines with those rebuilt from its
-    /// events; names the first difference.
-    fn verify_history(
-        &self,
-        job: JobId,
-        mut expected: std::collections::BTreeMap<
-            (JobId, String, u64),
-            crate::projection::HistoryEntry,
-        >,
-        v: &mut Verification,
-    ) -> Result<(), EngineError> {
-        // Lines come in no overall order; the first difference reported is
-        // the one with the smallest name (then seq), as a sorted scan would.
-        let mut first: Option<(String, u64, &str)> = None;
-        self.log.each_history_line(job, |name, seq, entry| {
-            v.history += 1;
-            let what = match expected.remove(&(job, name.to_string(), seq)) {
-                Some(e) if e == *entry => return,
-                Some(_) => "differs from the replay",
-                None => "has no event behind it",
-            };
-            if first
-                .as_ref()
-                .is_none_or(|(n, s, _)| (name, seq) < (n.as_str(), *s))
-            {
-                first = Some((name.to_string(), seq, what));
-            }
-        })?;
-        let mut first = first.map(|(name, seq, what)| {
-            format!("job {job}: history line of {name:?} (seq {seq}) {what}")
-        });
-        if let Some(((_, name, seq), _)) = expected.iter().next() {
-            first.get_or_insert_with(|| {
-                format!("job {job}: history line of {name:?} (seq {seq}) is missing")
-            });
-        }
-        v.problems.extend(first);
-        Ok(())
-    }
 }
 
 /// A pruned job cannot run again: its per-blob events and checkpoint are
@@ -766,39 +604,6 @@ fn refuse_pruned(summary: &JobSummary) -> Result<(), EngineError> {
         });
     }
     Ok(())
-}
-
-/// The parts of a summary that only job-level events decide: what a pruned
-/// job's remaining events must still fold to (its counts came from the
-/// blob events that are gone).
-fn job_level(s: &JobSummary) -> JobSummary {
-    let mut s = s.clone();
-    s.copied = 0;
-    s.copied_bytes = 0;
-    s.skipped = 0;
-    s.failed = 0;
-    s.skipped_by_reason.clear();
-    s.retries_by_cause.clear();
-    s.pruned = false;
-    for a in &mut s.attempts {
-        a.totals.copied = 0;
-        a.totals.copied_bytes = 0;
-        a.totals.skipped = 0;
-        a.totals.failed = 0;
-        a.totals.retries = 0;
-    }
-    s
-}
-
-/// What `verify` checked and found.
-#[derive(Debug, Default, Clone)]
-pub struct Verification {
-    pub jobs: u64,
-    pub events: u64,
-    pub blobs: u64,
-    /// History index lines checked.
-    pub history: u64,
-    pub problems: Vec<String>,
 }
 
 fn take_lock(dir: &Path) -> Result<File, EngineError> {

@@ -7,7 +7,7 @@ use super::*;
 use crate::event::{Outcome, SkipReason};
 use crate::job::{Address, Mode};
 use crate::log::keys;
-use crate::projection::BlobState;
+use crate::projection::{BlobState, Checkpoint};
 use crate::store::{BlobMeta, MemoryStore};
 
 fn fill(store: &MemoryStore, n: usize) {

@@ -25,11 +25,13 @@ pub mod store;
 #[doc(hidden)]
 pub mod testkit;
 pub mod transfer;
+mod verify;
 
-pub use engine::{default_parallelism, Engine, RunOptions, Verification, DAEMON_WORKER_SUFFIX};
+pub use engine::{default_parallelism, Engine, RunOptions, DAEMON_WORKER_SUFFIX};
 pub use error::EngineError;
 pub use event::{Event, EventRecord};
 pub use job::{Address, JobId, JobSpec, Mode};
 pub use jobctl::actor;
 pub use projection::{JobState, JobSummary};
 pub use transfer::{Progress, RunReport};
+pub use verify::Verification;

@@ -7,9 +7,11 @@ mod flusher;
 #[cfg(test)]
 mod flusher_tests;
 pub mod keys;
+mod lookup;
 pub(crate) mod runs;
 #[cfg(test)]
 mod runs_tests;
+mod scan;
 mod spans;
 mod thread;
 mod upcast;
@@ -25,6 +27,7 @@ use crate::event::{Event, EventRecord};
 use crate::job::JobId;
 use crate::projection::{BlobState, HistoryEntry, JobSummary};
 
+pub use lookup::EventReader;
 pub use writer::WriterStats;
 use writer::{Cmd, Writer};
 
@@ -190,19 +193,21 @@ impl EventLog {
         &self,
         job: JobId,
     ) -> impl Iterator<Item = Result<EventRecord, EngineError>> + '_ {
-        self.tree()
-            .scan_prefix(keys::event_prefix(job))
-            .flat_map(move |kv| {
-                let chunk: Result<Vec<EventRecord>, EngineError> =
-                    kv.map_err(|e| self.corrupt(e)).and_then(|(k, v)| {
-                        chunk::decode(&k, &v)
-                            .map_err(|e| self.corrupt(format!("undecodable event chunk: {e}")))
-                    });
-                match chunk {
-                    Ok(recs) => recs.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e)],
-                }
-            })
+        scan::touched(
+            self.tree(),
+            self.tree().scan_prefix(keys::event_prefix(job)),
+        )
+        .flat_map(move |kv| {
+            let chunk: Result<Vec<EventRecord>, EngineError> =
+                kv.map_err(|e| self.corrupt(e)).and_then(|(k, v)| {
+                    chunk::decode(&k, &v)
+                        .map_err(|e| self.corrupt(format!("undecodable event chunk: {e}")))
+                });
+            match chunk {
+                Ok(recs) => recs.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        })
     }
 
     /// All job ids, oldest first (not the control stream). Jumps from job to
@@ -242,15 +247,7 @@ impl EventLog {
     /// One blob's checkpoint entry in one job: its own key or its line in
     /// a run, whichever is newer.
     pub fn blob_state(&self, job: JobId, name: &str) -> Result<Option<BlobState>, EngineError> {
-        let keyed = match self
-            .tree()
-            .get(keys::blob(job, name))
-            .map_err(|e| self.corrupt(e))?
-        {
-            Some(v) => Some(self.decode("checkpoint entry", &v)?),
-            None => None,
-        };
-        let mut found = keyed;
+        let mut found = self.keyed_blob_state(job, name)?;
         self.each_run(job, name, |items| {
             if let Ok(i) = items.binary_search_by(|it| it.name.as_str().cmp(name)) {
                 found = runs::newer(found.take(), Some(items[i].state()));
@@ -352,14 +349,12 @@ impl EventLog {
         &self,
         job: JobId,
     ) -> impl Iterator<Item = Result<(String, BlobState), EngineError>> + '_ {
-        self.tree()
-            .scan_prefix(keys::blob_prefix(job))
-            .map(move |kv| {
-                let (k, v) = kv.map_err(|e| self.corrupt(e))?;
-                let name = String::from_utf8(k[17..].to_vec())
-                    .map_err(|_| self.corrupt("a checkpoint key that is not UTF-8"))?;
-                Ok((name, self.decode("checkpoint entry", &v)?))
-            })
+        scan::touched(self.tree(), self.tree().scan_prefix(keys::blob_prefix(job))).map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+            let name = String::from_utf8(k[17..].to_vec())
+                .map_err(|_| self.corrupt("a checkpoint key that is not UTF-8"))?;
+            Ok((name, self.decode("checkpoint entry", &v)?))
+        })
     }
 
     /// Writes a whole job from an export: `records` keep their seq and time
@@ -426,7 +421,7 @@ impl EventLog {
         prefix: &[u8],
         mut visit: impl FnMut(&str, u64, HistoryEntry),
     ) -> Result<(), EngineError> {
-        for kv in self.tree().scan_prefix(prefix) {
+        for kv in scan::touched(self.tree(), self.tree().scan_prefix(prefix)) {
             let (k, v) = kv.map_err(|e| self.corrupt(e))?;
             let (_, name, seq) =
                 keys::parse_history(&k).ok_or_else(|| self.corrupt("a malformed history key"))?;
@@ -576,7 +571,7 @@ pub fn compact(path: &Path) -> Result<CompactStats, EngineError> {
             .map_err(|e| open_error(&fresh, e))?;
         let mut batch = sled::Batch::default();
         let mut n = 0usize;
-        for kv in old.iter() {
+        for kv in scan::touched(&old, old.iter()) {
             let (k, v) = kv.map_err(sled_err)?;
             batch.insert(k, v);
             n += 1;

@@ -663,7 +663,7 @@ impl WriterState {
         let mut staged = 0usize;
         let write = |e: sled::Error| Exclusive::Write(describe(&e));
         let db = self.db.clone();
-        for kv in db.scan_prefix(keys::event_prefix(job)) {
+        for kv in super::scan::touched(&db, db.scan_prefix(keys::event_prefix(job))) {
             let (k, v) = kv.map_err(write)?;
             let recs = super::chunk::decode(&k, &v)
                 .map_err(|e| Exclusive::Write(format!("undecodable event chunk: {e}")))?;
@@ -690,7 +690,7 @@ impl WriterState {
                 staged = 0;
             }
         }
-        for kv in db.scan_prefix(keys::blob_prefix(job)) {
+        for kv in super::scan::touched(&db, db.scan_prefix(keys::blob_prefix(job))) {
             let (k, v) = kv.map_err(write)?;
             stats.entries += 1;
             stats.bytes += (k.len() + v.len()) as u64;
@@ -946,7 +946,7 @@ fn prepare_index(db: &sled::Db) -> Result<bool, String> {
             continue;
         }
         let mut history = history::History::default();
-        for chunk in db.scan_prefix(keys::event_prefix(job)) {
+        for chunk in super::scan::touched(db, db.scan_prefix(keys::event_prefix(job))) {
             let (k, v) = chunk.map_err(err)?;
             for rec in
                 super::chunk::decode(&k, &v).map_err(|e| format!("undecodable event chunk: {e}"))?
