@@ -11,7 +11,7 @@ Sections (all against the same data, ratios vs the peers):
             download), plus Azurite's own ceiling (azprobe.py put) for small uploads.
   local     local -> local: cp -r, rclone copy, ferry (bench/local.py), log writer share.
   scale     incremental no-op over trees of empty files (10k, 100k, 1M): wall, RSS, µs/blob;
-            then verify-log and events read the last log back (wall, RSS).
+            then verify-log, events and history --limit read the last log back (wall, RSS).
   parallel  small-file upload with ferry --parallel 8,16,32,64 and auto.
 
 Writes OUT (default bench/results/latest.md) and, next to it, OUT.json (every measurement),
@@ -644,8 +644,9 @@ def scale(ctx):
 
 def audit_log(ctx, state, n, into):
     """Reads back the whole log of the no-op just run: `verify-log` (every event against every stored
-    entry and line) and `events --kind JobFinished` (every chunk decoded, one line printed). Both must
-    stay flat in memory, like the run itself."""
+    entry and line), `events --kind JobFinished` (every chunk decoded, one line printed) and
+    `history SRC --limit 10` (every line of the job scanned, the newest 10 kept). All must stay flat
+    in memory, like the run itself."""
     v = check(run([ctx.ferry, "--state", state, "verify-log"], timeout=3600), "ferry verify-log")
     if f"{n} checkpoint entries match" not in v["out"] + v["err"]:
         raise BenchError(f"scale {n:,}: verify-log did not check {n} entries: {(v['out'] + v['err'])[:300]}")
@@ -653,10 +654,16 @@ def audit_log(ctx, state, n, into):
               "ferry events --kind JobFinished")
     if e["out"].count("JobFinished") != 1:
         raise BenchError(f"scale {n:,}: events --kind JobFinished printed {e['out'][:300]!r}")
+    src = os.path.join(ctx.scratch, "scale", str(n), "src")
+    h = check(run([ctx.ferry, "--state", state, "history", src, "--limit", "10"], timeout=3600),
+              "ferry history SRC --limit 10")
+    if h["out"].count("skipped (not-newer)") != min(10, n):
+        raise BenchError(f"scale {n:,}: history --limit 10 printed {h['out'][:300]!r}")
     into["audit"] = {"verify_wall": v["wall"], "verify_rss_mib": v["rss_mib"],
-                     "events_wall": e["wall"], "events_rss_mib": e["rss_mib"]}
+                     "events_wall": e["wall"], "events_rss_mib": e["rss_mib"],
+                     "history_wall": h["wall"], "history_rss_mib": h["rss_mib"]}
     log(f"scale {n:,}: verify-log {v['wall']:.2f}s {v['rss_mib']:.1f} MiB; "
-        f"events {e['wall']:.2f}s {e['rss_mib']:.1f} MiB")
+        f"events {e['wall']:.2f}s {e['rss_mib']:.1f} MiB; history --limit 10 {h['wall']:.2f}s {h['rss_mib']:.1f} MiB")
 
 
 def last_job(ctx, state):
@@ -686,18 +693,19 @@ def scale_md(res):
              "DST = `cp -al SRC DST` (identical), so every blob is listed at both ends and skipped (checked with "
              "`ferry jobs --json`). CPU from `wait4`, peak RSS from GNU time. Targets: RSS <= 64 MiB at 1M, time linear "
              "(µs per blob flat). After the last rep the log is read back whole: `ferry verify-log` (every event "
-             "against every stored checkpoint entry and history line) and `ferry events --kind JobFinished` (every "
-             "chunk decoded); wall and peak RSS of each.", "",
+             "against every stored checkpoint entry and history line), `ferry events --kind JobFinished` (every "
+             "chunk decoded) and `ferry history SRC --limit 10` (every line of the job scanned, the newest 10 "
+             "kept); wall and peak RSS of each.", "",
              "| blobs | wall s | µs per blob | µs per blob vs smallest | peak RSS MiB (max) | CPU s | log writer busy "
-             "| verify-log s / MiB | events s / MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| verify-log s / MiB | events s / MiB | history --limit 10 s / MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         us = 1e6 * r["wall"] / r["blobs"]
         us0 = 1e6 * base["wall"] / base["blobs"]
         lines.append(f"| {r['blobs']:,} | {fmt(r['wall'], 3)} | {fmt(us, 1)} | {ratio(us, us0)} "
                      f"| {fmt(r['rss_mib'], 1)} ({fmt(r['rss_max'], 1)}) | {fmt(r['cpu'])} "
                      f"| {fmt(100 * r['writer_busy_share'], 0) + '%' if r['writer_busy_share'] is not None else '-'} "
-                     f"| {audit_cell(r, 'verify')} | {audit_cell(r, 'events')} |")
+                     f"| {audit_cell(r, 'verify')} | {audit_cell(r, 'events')} | {audit_cell(r, 'history')} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -846,10 +854,11 @@ def targets_md(ctx):
                   v(top["rss_max"] <= 64)))
         if top.get("audit"):
             a = top["audit"]
-            t.append((f"reading that log back: verify-log and events peak RSS <= 64 MiB",
+            t.append(("reading that log back: verify-log, events, history --limit peak RSS <= 64 MiB",
                       f"verify-log {a['verify_rss_mib']:.1f} MiB ({a['verify_wall']:.2f} s), "
-                      f"events {a['events_rss_mib']:.1f} MiB ({a['events_wall']:.2f} s)",
-                      v(max(a["verify_rss_mib"], a["events_rss_mib"]) <= 64)))
+                      f"events {a['events_rss_mib']:.1f} MiB ({a['events_wall']:.2f} s), "
+                      f"history {a['history_rss_mib']:.1f} MiB ({a['history_wall']:.2f} s)",
+                      v(max(a["verify_rss_mib"], a["events_rss_mib"], a["history_rss_mib"]) <= 64)))
         if len(rows) >= 2:
             a, b = rows[-2], rows[-1]
             ua, ub = a["wall"] / a["blobs"], b["wall"] / b["blobs"]

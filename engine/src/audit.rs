@@ -2,6 +2,8 @@
 //! history index), pruning old jobs' per-blob events, and importing a job
 //! exported from another state dir.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::BufRead;
 
 use chrono::{DateTime, Utc};
@@ -90,13 +92,14 @@ impl Engine {
     /// Every index line of `address` (normalized, see `history_address`)
     /// and of the names under it as a folder, newest first, at most
     /// `limit`: per job, the address is matched against its source and its
-    /// destination and that job's lines are range-scanned. No events are read.
+    /// destination and that job's lines are range-scanned. No events are
+    /// read. With a limit only that many lines are held at a time.
     pub fn history(
         &self,
         address: &str,
         limit: Option<usize>,
     ) -> Result<Vec<HistoryLine>, EngineError> {
-        let mut lines: Vec<HistoryLine> = Vec::new();
+        let mut newest = Newest::new(limit);
         for job in self.log().job_ids()? {
             let Some(spec) = self.log().summary(job)?.and_then(|s| s.spec) else {
                 continue;
@@ -113,26 +116,20 @@ impl Engine {
                     }
                 };
                 for (text, exact) in selections {
-                    for (name, seq, entry) in self.log().history(job, &text, exact)? {
-                        lines.push(HistoryLine {
-                            address: history::blob_address(&base, &name),
-                            side,
-                            job,
-                            seq,
-                            entry,
-                        });
-                    }
+                    self.log()
+                        .each_history(job, &text, exact, |name, seq, entry| {
+                            newest.offer((entry.at, job, seq, side as u8), || HistoryLine {
+                                address: history::blob_address(&base, name),
+                                side,
+                                job,
+                                seq,
+                                entry: entry.clone(),
+                            })
+                        })?;
                 }
             }
         }
-        // By time, not by job id: an old job replayed today is news.
-        lines.sort_by(|a, b| {
-            (b.entry.at, b.job, b.seq, b.side as u8).cmp(&(a.entry.at, a.job, a.seq, a.side as u8))
-        });
-        if let Some(n) = limit {
-            lines.truncate(n);
-        }
-        Ok(lines)
+        Ok(newest.into_lines())
     }
 
     /// Removes the per-blob events and checkpoint entries of finished jobs
@@ -307,6 +304,81 @@ impl Engine {
             events,
             pruned: gaps,
         })
+    }
+}
+
+/// Orders history lines: by time, not by job id (an old job replayed today
+/// is news), then job, seq and side.
+type LineKey = (DateTime<Utc>, JobId, u64, u8);
+
+/// The newest lines offered so far, all of them or at most a limit (a
+/// min-heap of the kept ones: an offer older than all of a full heap is
+/// not even built).
+struct Newest {
+    limit: Option<usize>,
+    kept: BinaryHeap<Reverse<Keyed>>,
+    /// Without a limit: every line, sorted once at the end.
+    all: Vec<Keyed>,
+}
+
+struct Keyed(LineKey, HistoryLine);
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Keyed {}
+impl PartialOrd for Keyed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Keyed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl Newest {
+    fn new(limit: Option<usize>) -> Self {
+        Newest {
+            limit,
+            kept: BinaryHeap::new(),
+            all: Vec::new(),
+        }
+    }
+
+    fn offer(&mut self, key: LineKey, line: impl FnOnce() -> HistoryLine) {
+        match self.limit {
+            Some(0) => {}
+            Some(n) if self.kept.len() >= n => {
+                if self
+                    .kept
+                    .peek()
+                    .is_some_and(|Reverse(oldest)| key > oldest.0)
+                {
+                    self.kept.pop();
+                    self.kept.push(Reverse(Keyed(key, line())));
+                }
+            }
+            Some(_) => self.kept.push(Reverse(Keyed(key, line()))),
+            None => self.all.push(Keyed(key, line())),
+        }
+    }
+
+    /// Newest first.
+    fn into_lines(mut self) -> Vec<HistoryLine> {
+        if self.limit.is_none() {
+            self.all.sort_by(|a, b| b.cmp(a));
+            return self.all.into_iter().map(|Keyed(_, line)| line).collect();
+        }
+        // Ascending order of Reverse is newest first.
+        self.kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(Keyed(_, line))| line)
+            .collect()
     }
 }
 

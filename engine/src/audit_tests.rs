@@ -117,6 +117,15 @@ async fn given_two_jobs_when_a_blobs_history_is_asked_then_both_sides_are_listed
         .history(&format!("memory:{src}/d1"), Some(3))
         .unwrap();
     assert_eq!(few.len(), 3);
+    assert_eq!(
+        few,
+        folder[..3],
+        "the limit keeps the newest lines, in order"
+    );
+    assert!(engine
+        .history(&format!("memory:{src}/d1"), Some(0))
+        .unwrap()
+        .is_empty());
     // A name prefix that is not a folder matches nothing.
     assert!(engine
         .history(&format!("memory:{src}/d"), None)

@@ -35,12 +35,14 @@ pub fn history(ctx: &Ctx, address: &str, json: bool, limit: Option<usize>) -> Re
             (v["address"].as_str().unwrap_or(address).to_string(), lines)
         }
     };
-    let mut out = std::io::stdout().lock();
+    // Buffered: a folder's history can be a million lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         for line in &lines {
             serde_json::to_writer(&mut out, line)?;
             writeln!(out)?;
         }
+        out.flush()?;
         return Ok(exit::OK);
     }
     if lines.is_empty() {
@@ -51,11 +53,13 @@ pub fn history(ctx: &Ctx, address: &str, json: bool, limit: Option<usize>) -> Re
                 exit::printable(&normalized)
             )?;
         }
+        out.flush()?;
         return Ok(exit::OK);
     }
     for line in &lines {
         writeln!(out, "{}", history_line(line))?;
     }
+    out.flush()?;
     Ok(exit::OK)
 }
 
