@@ -489,6 +489,14 @@ async fn given_an_export_when_imported_elsewhere_then_summary_checkpoint_and_his
     let e = to.import(short.as_bytes()).await.unwrap_err();
     assert!(e.to_string().contains("cut short"), "{e}");
     assert!(to.summary(second).is_err());
+    // Both were found bad after parts of them were written: nothing stays.
+    assert!(24 > crate::log::IMPORT_PART, "the test must cross parts");
+    assert!(to.log().scan_raw_for_tests(second.as_bytes()).is_empty());
+    assert!(to
+        .log()
+        .scan_raw_for_tests(&keys::importing_prefix())
+        .is_empty());
+    assert!(to.verify(None).unwrap().problems.is_empty());
 
     // A pruned job's export imports as pruned.
     from.prune(&PruneOptions {
@@ -504,4 +512,41 @@ async fn given_an_export_when_imported_elsewhere_then_summary_checkpoint_and_his
     assert_eq!((r.events, r.pruned), (4, true));
     assert!(third.summary(first).unwrap().pruned);
     assert!(third.verify(None).unwrap().problems.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_import_cut_off_after_a_part_when_reopened_then_the_job_is_gone() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from = Engine::open(a.path()).unwrap();
+    let (_, _, first, _) = two_jobs(&from, 20).await;
+    let recs: Vec<EventRecord> = from
+        .events(Some(first))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    {
+        let to = Engine::open(b.path()).unwrap();
+        let part = crate::log::ImportPart {
+            first: true,
+            last: None,
+        };
+        to.log()
+            .import_part(first, recs[..8].to_vec(), part)
+            .await
+            .unwrap();
+        // What a process killed here leaves: the part, durable, and the mark.
+        assert!(!to.log().scan_raw_for_tests(first.as_bytes()).is_empty());
+        to.log().close();
+    }
+    let to = Engine::open(b.path()).unwrap();
+    assert!(to.log().scan_raw_for_tests(first.as_bytes()).is_empty());
+    assert!(to
+        .log()
+        .scan_raw_for_tests(&keys::importing_prefix())
+        .is_empty());
+    assert!(to.jobs().unwrap().is_empty());
+    // And it can be imported whole now.
+    let r = to.import(export(&from, first).as_bytes()).await.unwrap();
+    assert_eq!(r.events, 24);
+    assert!(to.verify(None).unwrap().problems.is_empty());
 }

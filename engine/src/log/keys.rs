@@ -90,6 +90,23 @@ pub fn index_marker() -> [u8; 17] {
     prefix(INDEX, META)
 }
 
+/// Kind byte, under [`INDEX`], of the jobs being imported.
+pub const IMPORTING: u8 = 0x01;
+
+/// Present while `job` is imported part by part: a job still marked when
+/// the log is opened (the import died) is removed.
+pub fn importing(job: JobId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[..17].copy_from_slice(&prefix(INDEX, IMPORTING));
+    k[17..].copy_from_slice(job.as_bytes());
+    k
+}
+
+/// Prefix of every [`importing`] mark.
+pub fn importing_prefix() -> [u8; 17] {
+    prefix(INDEX, IMPORTING)
+}
+
 /// The history key of the blob event at `seq` on blob `name` of `job`.
 pub fn history(job: JobId, name: &str, seq: u64) -> Vec<u8> {
     let mut k = history_exact(job, name);

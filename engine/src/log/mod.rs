@@ -29,6 +29,7 @@ use crate::job::JobId;
 use crate::projection::{BlobState, HistoryEntry, JobSummary};
 
 pub use lookup::EventReader;
+pub use writer::import::{ImportPart, IMPORT_PART};
 pub use writer::WriterStats;
 use writer::{Cmd, Writer};
 
@@ -360,15 +361,17 @@ impl EventLog {
         })
     }
 
-    /// Writes a whole job from an export: `records` keep their seq and time
-    /// (already upcast), and its summary, checkpoint and history lines are
-    /// built exactly as appends would. Refused if the job exists. Durable on
-    /// return; all or nothing.
-    pub async fn import(
+    /// Writes one part of an imported job: `records` keep their seq and
+    /// time (already upcast), and its summary, checkpoint and history lines
+    /// are built exactly as appends would. The first part is refused if the
+    /// job exists; until the last (`part.last`) the job is marked as being
+    /// imported and removed at the next open if the import goes no further.
+    /// Durable on return.
+    pub async fn import_part(
         &self,
         job: JobId,
         records: Vec<EventRecord>,
-        pruned: bool,
+        part: ImportPart,
     ) -> Result<u64, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
@@ -376,9 +379,19 @@ impl EventLog {
             .send(Cmd::Import {
                 job,
                 records,
-                pruned,
+                part,
                 ack: tx,
             })
+            .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Removes what the parts of an import given up wrote. Durable on return.
+    pub async fn abort_import(&self, job: JobId) -> Result<u64, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .writer
+            .send(Cmd::AbortImport { job, ack: tx })
             .await?;
         rx.await.map_err(|_| writer_gone())?
     }

@@ -27,10 +27,14 @@ use super::runs::{self, StoredItem};
 use super::spans::{Gap, Spans};
 use super::thread::{self, RunQueueClock};
 use super::{keys, PruneStats};
+
+#[path = "import.rs"]
+pub(super) mod import;
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
 use crate::job::JobId;
 use crate::projection::{history, BlobState, JobState, JobSummary};
+use import::ImportPart;
 
 /// Most commands folded into one sled batch (and one flush).
 const MAX_BATCH: usize = 1024;
@@ -78,13 +82,17 @@ pub(super) enum Cmd {
         place: Option<u64>,
     },
     Sync(oneshot::Sender<Result<u64, EngineError>>),
-    /// A whole job from an export: records keep their seq and time (already
-    /// upcast to the current schema). Refused if the job exists.
+    /// Part of a job from an export: records keep their seq and time
+    /// (already upcast to the current schema). See `import`.
     Import {
         job: JobId,
         records: Vec<EventRecord>,
-        /// The records are a pruned job's job-level events.
-        pruned: bool,
+        part: ImportPart,
+        ack: oneshot::Sender<Result<u64, EngineError>>,
+    },
+    /// Removes a job whose import was started and will not be finished.
+    AbortImport {
+        job: JobId,
         ack: oneshot::Sender<Result<u64, EngineError>>,
     },
     /// Removes a finished job's blob events and checkpoint entries (or, with
@@ -151,6 +159,7 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn start(db: sled::Db, path: PathBuf) -> Result<Self, EngineError> {
         let mark_index = prepare_index(&db).map_err(|e| EngineError::corrupt(&path, e))?;
+        import::abandon(&db).map_err(|e| EngineError::corrupt(&path, e))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
         let stats = Arc::new(WriterStats::default());
@@ -397,7 +406,9 @@ impl WriterState {
             match cmd {
                 Cmd::Shutdown => stop = true,
                 Cmd::Sync(ack) => acks.push((ack, 0)),
-                cmd @ (Cmd::Import { .. } | Cmd::Prune { .. }) => exclusive.push(cmd),
+                cmd @ (Cmd::Import { .. } | Cmd::AbortImport { .. } | Cmd::Prune { .. }) => {
+                    exclusive.push(cmd)
+                }
                 Cmd::Append {
                     job,
                     event,
@@ -517,10 +528,13 @@ impl WriterState {
                 Cmd::Import {
                     job,
                     records,
-                    pruned,
+                    part,
                     ack,
                 } => {
-                    let _ = ack.send(self.guarded(|w| w.import(job, records, pruned)));
+                    let _ = ack.send(self.guarded(|w| w.import(job, records, part)));
+                }
+                Cmd::AbortImport { job, ack } => {
+                    let _ = ack.send(self.guarded(|w| w.abort_import(job)));
                 }
                 Cmd::Prune { job, dry_run, ack } => {
                     let _ = ack.send(self.guarded(|w| w.prune(job, dry_run)));
@@ -550,59 +564,6 @@ impl WriterState {
                 Err(EngineError::LogWrite(msg))
             }
         }
-    }
-
-    /// Writes a whole job from an export in one batch (all of it or none),
-    /// through the same staging as appends, so its summary, checkpoint and
-    /// history lines are exactly what appending the events would give.
-    fn import(
-        &mut self,
-        job: JobId,
-        records: Vec<EventRecord>,
-        pruned: bool,
-    ) -> Result<u64, Exclusive> {
-        let exists = self.seqs.contains_key(&job)
-            || self
-                .db
-                .scan_prefix(job.as_bytes())
-                .next()
-                .transpose()
-                .map_err(|e| Exclusive::Write(describe(&e)))?
-                .is_some();
-        if exists || job == keys::INDEX || job == JobId::CONTROL {
-            return Err(Exclusive::Refused(EngineError::InvalidInput(format!(
-                "job {job} already exists in this state dir; nothing imported"
-            ))));
-        }
-        let n = records.len() as u64;
-        let mut batch = sled::Batch::default();
-        self.summaries.insert(job, JobSummary::new(job));
-        let mut chunks: Chunks = Vec::new();
-        for rec in records {
-            self.stage_record(&mut batch, &mut chunks, rec, None)
-                .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
-        }
-        self.stage_runs(&mut batch, &chunks)
-            .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
-        for (job, recs) in &chunks {
-            put_chunks(&mut batch, *job, recs)
-                .map_err(|e| self.forget(*job, Exclusive::Write(e)))?;
-        }
-        let summary = self
-            .summaries
-            .get_mut(&job)
-            .ok_or_else(|| Exclusive::Write("summary cache".into()))?;
-        summary.pruned = pruned;
-        let summary = rmp_serde::to_vec_named(summary)
-            .map_err(|e| Exclusive::Write(format!("cannot encode a summary: {e}")))?;
-        batch.insert(keys::summary(job).as_slice(), summary);
-        if self.mark_index {
-            batch.insert(keys::index_marker().as_slice(), INDEX_VERSION.as_slice());
-        }
-        self.commit(batch)?;
-        self.mark_index = false;
-        self.stats.events.fetch_add(n, Ordering::Relaxed);
-        Ok(n)
     }
 
     /// Drops a job's caches after a failed import, so nothing half-staged
