@@ -350,3 +350,39 @@ async fn given_a_schema_1_log_when_read_then_it_replays_verifies_and_reports() {
     let v = engine.verify(Some(job)).unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_many_jobs_run_and_queued_then_the_writer_holds_none_of_their_state() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let src = unique("src");
+    fill(&MemoryStore::named(&src), 30);
+    // As a daemon's nights go by: job after job, each to its own place.
+    for _ in 0..12 {
+        let job = engine
+            .submit(spec(&src, &unique("dst"), Mode::Full))
+            .await
+            .unwrap();
+        let r = engine.run(job, RunOptions::default()).await.unwrap();
+        assert_eq!(r.totals.copied, 30);
+    }
+    let queued = engine
+        .submit(spec(&src, &unique("dst"), Mode::Full))
+        .await
+        .unwrap();
+    let cached = engine
+        .log()
+        .writer_stats()
+        .cached_jobs
+        .load(Ordering::Relaxed);
+    assert_eq!(
+        cached, 0,
+        "finished and queued jobs are read back when needed"
+    );
+    // Read back, they go on as before.
+    let r = engine.run(queued, RunOptions::default()).await.unwrap();
+    assert_eq!(r.totals.copied, 30);
+    assert_eq!(engine.jobs().unwrap().len(), 13);
+    assert!(engine.verify(None).unwrap().problems.is_empty());
+}

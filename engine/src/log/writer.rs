@@ -134,6 +134,11 @@ pub struct WriterStats {
     /// up, which the writer's own busy share does not say.
     pub full_queue_waits: AtomicU64,
     pub full_queue_wait_ns: AtomicU64,
+    /// Jobs whose summary and next seq the writer holds after its last
+    /// batch: those with an attempt under way (the rest are read back when
+    /// they next get an event), so a daemon's memory does not grow with
+    /// the jobs it has run.
+    pub cached_jobs: AtomicU64,
 }
 
 impl WriterStats {
@@ -399,6 +404,11 @@ impl WriterState {
         // Jobs whose attempt ended in this batch: their spans are dropped
         // once its runs are staged (a daemon runs attempt after attempt).
         let mut ended: Vec<JobId> = Vec::new();
+        // Jobs with a transition in this batch (submitted, started, ended,
+        // paused, ...): their cached summary and seq are dropped once it is
+        // applied. A job under way reloads them with its next outcome; a
+        // finished or queued one holds no memory.
+        let mut moved: Vec<JobId> = Vec::new();
         // A failed flush fails every later write, like a failed batch.
         let mut error: Option<String> = self.failed.lock().ok().and_then(|g| g.clone());
         let mut handover = None;
@@ -415,7 +425,10 @@ impl WriterState {
                     ack,
                     place,
                 } => {
-                    transition |= event.is_transition();
+                    if event.is_transition() {
+                        transition = true;
+                        moved.push(job);
+                    }
                     if matches!(
                         event,
                         Event::JobFinished { .. } | Event::JobInterrupted { .. }
@@ -476,6 +489,13 @@ impl WriterState {
             match self.db.apply_batch(batch) {
                 Ok(()) => {
                     self.mark_index &= events == 0;
+                    for job in &moved {
+                        self.summaries.remove(job);
+                        self.seqs.remove(job);
+                    }
+                    self.stats
+                        .cached_jobs
+                        .store(self.summaries.len() as u64, Ordering::Relaxed);
                     let waited = self.flusher.wait_room();
                     self.stats
                         .flush_wait_ns
