@@ -349,8 +349,16 @@ pub fn print_jobs(
     let jobs = filter.apply(jobs, running);
     let mut out = BufWriter::new(std::io::stdout().lock());
     if json {
-        let all: Vec<_> = jobs.iter().map(|s| summary_json(s, running)).collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        // One job's JSON at a time, formatted as the whole array would be:
+        // all of them as values first took ~18 KB a job.
+        use serde::ser::{SerializeSeq, Serializer};
+        let mut ser = serde_json::Serializer::pretty(&mut out);
+        let mut seq = ser.serialize_seq(Some(jobs.len()))?;
+        for s in &jobs {
+            seq.serialize_element(&summary_json(s, running))?;
+        }
+        seq.end()?;
+        writeln!(out)?;
         out.flush()?;
         return Ok(exit::OK);
     }
