@@ -257,10 +257,11 @@ impl Daemon {
                 next = next.min(t);
             }
         }
-        // One read of the summaries for planning and starting (jobs fired
-        // above are in it). A retry planned now starts at the next tick,
-        // which is due at its time.
-        let jobs = self.engine.jobs()?;
+        // One read of the open jobs' summaries for planning and starting
+        // (jobs fired above are in it; settled ones never start again). A
+        // retry planned now starts at the next tick, which is due at its
+        // time.
+        let jobs = self.engine.open_jobs()?;
         for s in &jobs {
             if let Some(t) = self.plan_retry(s, &schedules, now).await? {
                 next = next.min(t);
@@ -517,7 +518,7 @@ impl Daemon {
                     .collect()
             })
             .unwrap_or_default();
-        let (queued, retries_planned) = queue_of(&self.engine.jobs()?);
+        let (queued, retries_planned) = queue_of(&self.engine.open_jobs()?);
         Ok(DaemonStatus {
             pid: std::process::id(),
             started_at: self.started_at,

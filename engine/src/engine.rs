@@ -187,9 +187,20 @@ impl Engine {
             .collect()
     }
 
+    /// Summaries of the jobs not settled (queued, running, interrupted,
+    /// paused, ended with failures), oldest first: all a daemon needs to
+    /// look at, read without touching the jobs settled long ago.
+    pub fn open_jobs(&self) -> Result<Vec<JobSummary>, EngineError> {
+        self.log
+            .open_job_ids()?
+            .into_iter()
+            .map(|id| self.summary(id))
+            .collect()
+    }
+
     /// The oldest job still waiting to run.
     pub fn next_queued(&self) -> Result<Option<JobId>, EngineError> {
-        for id in self.log.job_ids()? {
+        for id in self.log.open_job_ids()? {
             if self.summary(id)?.state == JobState::Queued {
                 return Ok(Some(id));
             }

@@ -307,6 +307,9 @@ async fn given_a_schema_1_log_when_read_then_it_replays_verifies_and_reports() {
             )
             .unwrap();
         }
+        // A log that old has no open-jobs index either.
+        log.remove_raw_for_tests(&crate::log::open_jobs::marker())
+            .unwrap();
         log.close();
     }
     let engine = Engine::open(dir.path()).unwrap();
@@ -380,9 +383,13 @@ async fn given_many_jobs_run_and_queued_then_the_writer_holds_none_of_their_stat
         cached, 0,
         "finished and queued jobs are read back when needed"
     );
+    // What a daemon's tick reads: the one job not settled.
+    assert_eq!(engine.log().open_job_ids().unwrap(), vec![queued]);
+    assert_eq!(engine.next_queued().unwrap(), Some(queued));
     // Read back, they go on as before.
     let r = engine.run(queued, RunOptions::default()).await.unwrap();
     assert_eq!(r.totals.copied, 30);
+    assert!(engine.open_jobs().unwrap().is_empty());
     assert_eq!(engine.jobs().unwrap().len(), 13);
     assert!(engine.verify(None).unwrap().problems.is_empty());
 }

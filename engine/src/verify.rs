@@ -20,7 +20,7 @@
 
 use crate::error::EngineError;
 use crate::job::JobId;
-use crate::log::{EventLog, EventReader};
+use crate::log::{open_jobs, EventLog, EventReader};
 use crate::projection::history;
 use crate::projection::{BlobState, HistoryEntry, JobSummary};
 use crate::Engine;
@@ -82,6 +82,15 @@ impl Engine {
             }
         };
         let mut v = Verification::default();
+        if job.is_none() {
+            for open in self.log().open_job_ids()? {
+                if !ids.contains(&open) {
+                    v.problems.push(format!(
+                        "job {open}: listed as open (not settled) but not in the log"
+                    ));
+                }
+            }
+        }
         for id in ids {
             self.verify_job(id, &mut v)?;
         }
@@ -142,6 +151,17 @@ impl Engine {
                 cached.state, cached.copied, summary.state, summary.copied
             )),
             None => v.problems.push(format!("job {id}: no cached summary")),
+        }
+        if let Some(cached) = stored.as_ref().filter(|_| id != JobId::CONTROL) {
+            let listed = log.listed_open(id)?;
+            if listed != open_jobs::is_open(cached) {
+                let pruned = if cached.pruned { ", pruned" } else { "" };
+                v.problems.push(format!(
+                    "job {id}: the open-jobs index {} it, but it is {}{pruned}",
+                    if listed { "lists" } else { "does not list" },
+                    cached.state
+                ));
+            }
         }
         check.attempts = summary
             .attempts

@@ -112,7 +112,7 @@ pub fn status(state: &Path, json: bool) -> Result<u8> {
 /// What status can say with no daemon running.
 fn offline(engine: &Engine) -> Result<DaemonStatus> {
     let now = clock()?.now();
-    let (queued, retries_planned) = daemon::queue_of(&engine.jobs()?);
+    let (queued, retries_planned) = daemon::queue_of(&engine.open_jobs()?);
     Ok(DaemonStatus {
         pid: 0,
         started_at: now,

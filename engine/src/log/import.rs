@@ -79,9 +79,10 @@ impl WriterState {
                 .get_mut(&job)
                 .ok_or_else(|| Exclusive::Write("summary cache".into()))?;
             summary.pruned = pruned;
-            let summary = rmp_serde::to_vec_named(summary)
+            let bytes = rmp_serde::to_vec_named(summary)
                 .map_err(|e| Exclusive::Write(format!("cannot encode a summary: {e}")))?;
-            batch.insert(keys::summary(job).as_slice(), summary);
+            crate::log::open_jobs::stage(&mut batch, job, summary);
+            batch.insert(keys::summary(job).as_slice(), bytes);
             batch.remove(keys::importing(job).as_slice());
             if self.mark_index {
                 batch.insert(keys::index_marker().as_slice(), INDEX_VERSION.as_slice());

@@ -8,6 +8,7 @@ mod flusher;
 mod flusher_tests;
 pub mod keys;
 mod lookup;
+pub mod open_jobs;
 pub(crate) mod runs;
 #[cfg(test)]
 mod runs_tests;
@@ -226,6 +227,30 @@ impl EventLog {
             from = keys::after_job(job).to_vec();
         }
         Ok(out)
+    }
+
+    /// Jobs not settled (see `open_jobs`), oldest first: what the daemon
+    /// and `ferry run` look at, without reading every job ever run.
+    pub fn open_job_ids(&self) -> Result<Vec<JobId>, EngineError> {
+        self.tree()
+            .scan_prefix(open_jobs::prefix())
+            .keys()
+            .map(|k| {
+                let k = k.map_err(|e| self.corrupt(e))?;
+                k.get(17..)
+                    .and_then(JobId::from_slice)
+                    .ok_or_else(|| self.corrupt("a malformed open-jobs key"))
+            })
+            .collect()
+    }
+
+    /// Whether the open-jobs index lists `job`.
+    pub fn listed_open(&self, job: JobId) -> Result<bool, EngineError> {
+        Ok(self
+            .tree()
+            .get(open_jobs::key(job))
+            .map_err(|e| self.corrupt(e))?
+            .is_some())
     }
 
     /// The cached summary of a job, `None` if the job does not exist.

@@ -165,6 +165,7 @@ impl Writer {
     pub(super) fn start(db: sled::Db, path: PathBuf) -> Result<Self, EngineError> {
         let mark_index = prepare_index(&db).map_err(|e| EngineError::corrupt(&path, e))?;
         import::abandon(&db).map_err(|e| EngineError::corrupt(&path, e))?;
+        super::open_jobs::prepare(&db).map_err(|e| EngineError::corrupt(&path, e))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
         let stats = Arc::new(WriterStats::default());
@@ -469,8 +470,11 @@ impl WriterState {
                     error = Some(e);
                 }
                 match rmp_serde::to_vec_named(summary) {
-                    Ok(summary) => batch.insert(keys::summary(*job).as_slice(), summary),
+                    Ok(bytes) => batch.insert(keys::summary(*job).as_slice(), bytes),
                     Err(e) => error = Some(format!("cannot encode a summary: {e}")),
+                }
+                if moved.contains(job) {
+                    super::open_jobs::stage(&mut batch, *job, summary);
                 }
             }
         }
@@ -635,6 +639,7 @@ impl WriterState {
                 .map_err(|e| Exclusive::Write(format!("cannot encode a summary: {e}")))?;
             let mut batch = sled::Batch::default();
             batch.insert(keys::summary(job).as_slice(), bytes);
+            super::open_jobs::stage(&mut batch, job, summary);
             self.commit(batch)?;
         }
         // The next seq must not move back if the log's last record goes.
