@@ -211,20 +211,11 @@ impl EventLog {
     /// job instead of scanning every key, so it costs one seek per job.
     pub fn job_ids(&self) -> Result<Vec<JobId>, EngineError> {
         let mut out = Vec::new();
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let Some(kv) = self.tree().range(from.as_slice()..).next() else {
-                break;
-            };
-            let (k, _) = kv.map_err(|e| self.corrupt(e))?;
-            let job = k
-                .get(..16)
-                .and_then(JobId::from_slice)
-                .ok_or_else(|| self.corrupt("a key shorter than a job id"))?;
+        for job in scan::job_ids(self.tree()) {
+            let job = job.map_err(|e| self.corrupt(e))?;
             if job != JobId::CONTROL && job != keys::INDEX {
                 out.push(job);
             }
-            from = keys::after_job(job).to_vec();
         }
         Ok(out)
     }
@@ -786,7 +777,7 @@ mod tests {
         let path = dir.path().join("db");
         let _held = open_sled(&path).unwrap();
         let started = Instant::now();
-        let err = open_sled(&path).err().expect("refused");
+        let err = open_sled(&path).expect_err("refused");
         assert!(started.elapsed() >= RELOCK_WAIT);
         assert!(err.to_string().contains("lock"), "{err}");
     }

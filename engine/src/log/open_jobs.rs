@@ -63,14 +63,8 @@ pub(super) fn prepare(db: &sled::Db) -> Result<(), String> {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
-    let mut from: Vec<u8> = Vec::new();
-    while let Some(kv) = db.range(from.as_slice()..).next() {
-        let (k, _) = kv.map_err(err)?;
-        let job = k
-            .get(..16)
-            .and_then(JobId::from_slice)
-            .ok_or("a key shorter than a job id")?;
-        from = keys::after_job(job).to_vec();
+    for job in super::scan::job_ids(db) {
+        let job = job?;
         if let Some(v) = db.get(keys::summary(job)).map_err(err)? {
             let summary: JobSummary =
                 rmp_serde::from_slice(&v).map_err(|e| format!("undecodable summary: {e}"))?;

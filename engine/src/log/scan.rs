@@ -1,4 +1,4 @@
-//! Long scans that let sled's cache evict as they go.
+//! Long scans that let sled's cache evict as they go, and the walk from job to job.
 //!
 //! Why: sled's iterator keeps the leaf it is in and records one cache
 //! access per leaf it moves to, and sled's LRU only evicts once one of its
@@ -10,6 +10,9 @@
 //! 1M events either way; a `get` of the key just read finds its leaf hot).
 
 use sled::{IVec, Iter, Tree};
+
+use super::keys;
+use crate::job::JobId;
 
 /// `iter` over `tree`, recording a cache access for every key it yields.
 pub(super) fn touched(tree: &Tree, iter: Iter) -> Touched<'_> {
@@ -33,4 +36,22 @@ impl Iterator for Touched<'_> {
         }
         Some(item)
     }
+}
+
+/// Every id that leads keys in `tree` (jobs, the control stream, the
+/// index), in key order: one seek per id rather than a scan of every key.
+pub(super) fn job_ids(tree: &Tree) -> impl Iterator<Item = Result<JobId, String>> + '_ {
+    let mut from: Option<Vec<u8>> = Some(Vec::new());
+    std::iter::from_fn(move || {
+        let start = from.take()?;
+        let (k, _) = match tree.range(start.as_slice()..).next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let Some(job) = k.get(..16).and_then(JobId::from_slice) else {
+            return Some(Err("a key shorter than a job id".into()));
+        };
+        from = Some(keys::after_job(job).to_vec());
+        Some(Ok(job))
+    })
 }

@@ -920,14 +920,8 @@ fn prepare_index(db: &sled::Db) -> Result<bool, String> {
     }
     let mut batch = sled::Batch::default();
     let mut pending = 0usize;
-    let mut from: Vec<u8> = Vec::new();
-    while let Some(kv) = db.range(from.as_slice()..).next() {
-        let (k, _) = kv.map_err(err)?;
-        let job = k
-            .get(..16)
-            .and_then(JobId::from_slice)
-            .ok_or("a key shorter than a job id")?;
-        from = keys::after_job(job).to_vec();
+    for job in super::scan::job_ids(db) {
+        let job = job?;
         if job == keys::INDEX {
             continue;
         }
