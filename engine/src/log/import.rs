@@ -91,6 +91,9 @@ impl WriterState {
         self.commit(batch)?;
         if part.last.is_some() {
             self.mark_index = false;
+            // Read back with the job's next event, like any job at rest.
+            self.summaries.remove(&job);
+            self.seqs.remove(&job);
         }
         self.stats
             .events
