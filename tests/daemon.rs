@@ -340,3 +340,49 @@ fn a_job_stopped_by_sigterm_is_picked_up_by_the_next_daemon() {
     assert!(copied >= 200, "{copied}");
     env.verify_log_ok(Some(&job));
 }
+
+#[test]
+fn events_and_export_through_the_daemon_match_the_local_ones_and_stream() {
+    let env = Env::new();
+    files(&env, 40);
+    let job = env.copy(&[]).run().success().summary().job;
+    let local_events = env
+        .ferry()
+        .args(["events", "--json"])
+        .run()
+        .success()
+        .stdout;
+    let local_export = env.path("local.jsonl");
+    env.ferry()
+        .args(["export", &job, "-o"])
+        .arg(&local_export)
+        .run()
+        .success();
+
+    let d = daemon(&env, None, &[]);
+    let out = env.ferry().args(["events", "--json"]).run().success();
+    assert_eq!(out.stdout, local_events, "the same lines, in order");
+    let filtered = env
+        .ferry()
+        .args(["events", &job, "--kind", "JobFinished"])
+        .run()
+        .success();
+    assert_eq!(filtered.stdout.lines().count(), 1, "{}", filtered.stdout);
+    let via_daemon = env.path("daemon.jsonl");
+    env.ferry()
+        .args(["export", &job, "-o"])
+        .arg(&via_daemon)
+        .run()
+        .success();
+    assert_eq!(
+        std::fs::read(&via_daemon).unwrap(),
+        std::fs::read(&local_export).unwrap(),
+        "the header counts what follows; byte-identical to the local export"
+    );
+    // An unknown job is the usual one-line error with its code.
+    env.ferry()
+        .args(["events", "01a21c8e-0000-7000-8000-000000000000"])
+        .run()
+        .error(5, "no job");
+    stop(d, 30);
+}

@@ -2,7 +2,8 @@
 //! while `ferry daemon` holds it, other ferry commands (submit, cancel,
 //! pause, resume, schedules, status, jobs, show, events, history) send their request over a
 //! Unix socket in the state dir and the daemon does the work. One JSON line
-//! each way; the socket is created 0600 in a dir only its owner can enter.
+//! each way (events come as a stream of lines: `control_events`); the socket
+//! is created 0600 in a dir only its owner can enter.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -116,6 +117,10 @@ pub async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
                 return;
             };
             let response = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Events { job }) => {
+                    crate::control_events::serve(daemon, job, &mut write).await;
+                    return;
+                }
                 Ok(req) => match handle(&daemon, req).await {
                     Ok(v) => Response::Ok { ok: v },
                     Err(e) => Response::Err {
@@ -167,10 +172,8 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
             "jobs": e.jobs()?,
             "running": d.running_jobs(),
         }),
-        Request::Events { job } => {
-            let id = job.map(|j| e.resolve(&j)).transpose()?;
-            json!(e.events(id)?.collect::<Result<Vec<_>, _>>()?)
-        }
+        // Streamed (`control_events`), never answered as one value.
+        Request::Events { .. } => anyhow::bail!("events are streamed, not answered here"),
         Request::History(q) => {
             let address = e.history_address(&q.address)?;
             json!({ "address": address, "lines": e.history(&address, q.limit)? })

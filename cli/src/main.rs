@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod control;
+mod control_events;
 mod exit;
 mod progress;
 mod redact;

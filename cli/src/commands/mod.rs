@@ -12,10 +12,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ferry_engine::projection::BlobState;
-use ferry_engine::{Engine, EventRecord, JobId, JobSummary};
+use ferry_engine::{Engine, JobId, JobSummary};
 
 use crate::args::{Cli, Command, PluginCommand};
 use crate::control::{self, Access, Request};
+use crate::control_events;
 
 /// Runs the command; returns the exit code (errors map to codes in main).
 pub fn dispatch(cli: Cli) -> Result<u8> {
@@ -86,10 +87,9 @@ fn run(cli: Cli) -> Result<u8> {
             match control::access(&state)? {
                 Access::Local(engine) => query::events(&engine, job.as_deref(), json, &filter),
                 Access::Daemon(sock) => {
-                    // Filtered here: the daemon answers with every event.
-                    let v = control::call(&sock, &Request::Events { job })?;
-                    let recs: Vec<EventRecord> = serde_json::from_value(v)?;
-                    query::print_events(recs.into_iter().map(Ok), json, &filter)
+                    // Filtered here: the daemon streams every event.
+                    let (_, recs) = control_events::call(&sock, job)?;
+                    query::print_events(recs, json, &filter)
                 }
             }
         }
@@ -99,14 +99,17 @@ fn run(cli: Cli) -> Result<u8> {
             match control::access(&state)? {
                 Access::Local(engine) => query::export(&engine, &job, &output, force, out),
                 Access::Daemon(sock) => {
-                    let v = control::call(&sock, &Request::Events { job: Some(job) })?;
-                    let recs: Vec<EventRecord> = serde_json::from_value(v)?;
-                    let id = recs
-                        .first()
-                        .map(|r| r.job)
-                        .context("the job has no events")?;
-                    let n = recs.len() as u64;
-                    query::write_export(id, n, recs.into_iter().map(Ok), &output, force, out)
+                    let (n, recs) = control_events::call(&sock, Some(job))?;
+                    let mut recs = recs.peekable();
+                    let id = match recs.peek() {
+                        Some(Ok(r)) => r.job,
+                        Some(Err(_)) => match recs.next() {
+                            Some(Err(e)) => return Err(e),
+                            _ => anyhow::bail!("the job has no events"),
+                        },
+                        None => anyhow::bail!("the job has no events"),
+                    };
+                    query::write_export(id, n, recs, &output, force, out)
                 }
             }
         }
