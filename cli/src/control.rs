@@ -24,17 +24,41 @@ use crate::exit;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    Submit { spec: Box<JobSpec> },
-    Cancel { job: String, by: String },
-    Pause { job: String, by: String },
-    Resume { job: String, by: String },
-    ScheduleAdd { def: Box<ScheduleDef>, by: String },
-    ScheduleRemove { name: String, by: String },
+    Submit {
+        spec: Box<JobSpec>,
+    },
+    Cancel {
+        job: String,
+        by: String,
+    },
+    Pause {
+        job: String,
+        by: String,
+    },
+    Resume {
+        job: String,
+        by: String,
+    },
+    ScheduleAdd {
+        def: Box<ScheduleDef>,
+        by: String,
+    },
+    ScheduleRemove {
+        name: String,
+        by: String,
+    },
     Schedules,
     Status,
     Jobs,
-    Show { job: String },
-    Events { job: Option<String> },
+    Show {
+        job: String,
+        /// At most this many failures in the answer (all when absent).
+        #[serde(default)]
+        max: Option<usize>,
+    },
+    Events {
+        job: Option<String>,
+    },
     History(HistoryQuery),
 }
 
@@ -178,11 +202,13 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
             let address = e.history_address(&q.address)?;
             json!({ "address": address, "lines": e.history(&address, q.limit)? })
         }
-        Request::Show { job } => {
+        Request::Show { job, max } => {
             let id = e.resolve(&job)?;
+            let (failures, total) = e.failures_upto(id, max)?;
             json!({
                 "summary": e.summary(id)?,
-                "failures": e.failures(id)?,
+                "failures": failures,
+                "failures_total": total,
                 "running": d.running_jobs(),
             })
         }

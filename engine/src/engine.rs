@@ -588,20 +588,35 @@ impl Engine {
     /// Blobs that failed in the latest attempt: a replay retries every
     /// earlier failure, so older ones were either fixed or failed again.
     pub fn failures(&self, job: JobId) -> Result<Vec<(String, BlobState)>, EngineError> {
+        self.failures_upto(job, None).map(|(failures, _)| failures)
+    }
+
+    /// [`Engine::failures`], at most `max` of them (the first by name) and
+    /// how many there are: a job with a million failures is shown without
+    /// holding them all.
+    pub fn failures_upto(
+        &self,
+        job: JobId,
+        max: Option<usize>,
+    ) -> Result<(Vec<(String, BlobState)>, u64), EngineError> {
         let since = self
             .summary(job)?
             .attempts
             .last()
             .map_or(0, |a| a.started_seq);
+        let mut kept = Vec::new();
+        let mut total = 0u64;
         // Failures always have keys of their own (see `log::runs`).
-        self.log
-            .keyed_blob_states(job)
-            .filter(|r| {
-                r.as_ref().map_or(true, |(_, s)| {
-                    s.status == BlobStatus::Failed && s.seq > since
-                })
-            })
-            .collect()
+        for entry in self.log.keyed_blob_states(job) {
+            let (name, state) = entry?;
+            if state.status == BlobStatus::Failed && state.seq > since {
+                total += 1;
+                if max.is_none_or(|m| kept.len() < m) {
+                    kept.push((name, state));
+                }
+            }
+        }
+        Ok((kept, total))
     }
 }
 

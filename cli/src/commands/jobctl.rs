@@ -34,7 +34,11 @@ pub fn control(
                 Action::Resume => Request::Resume { job, by },
             };
             let v = control::call(&sock, &req)?;
-            let id = match control::call(&sock, &Request::Show { job: name.clone() }) {
+            let show = Request::Show {
+                job: name.clone(),
+                max: Some(0),
+            };
+            let id = match control::call(&sock, &show) {
                 Ok(s) => s["summary"]["id"].as_str().unwrap_or(&name).to_string(),
                 Err(_) => name,
             };

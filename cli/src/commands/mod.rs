@@ -69,12 +69,14 @@ fn run(cli: Cli) -> Result<u8> {
         } => match control::access(&state)? {
             Access::Local(engine) => query::show(&engine, &job, json, failures),
             Access::Daemon(sock) => {
-                let v = control::call(&sock, &Request::Show { job })?;
+                let max = (failures > 0).then_some(failures);
+                let v = control::call(&sock, &Request::Show { job, max })?;
                 let summary: JobSummary = serde_json::from_value(v["summary"].clone())?;
                 let fails: Vec<(String, BlobState)> =
                     serde_json::from_value(v["failures"].clone())?;
+                let total = v["failures_total"].as_u64().unwrap_or(fails.len() as u64);
                 let running: Vec<JobId> = serde_json::from_value(v["running"].clone())?;
-                query::print_show(&summary, &fails, &running, json, failures)
+                query::print_show(&summary, &fails, total, &running, json, failures)
             }
         },
         Command::Events {

@@ -390,8 +390,8 @@ pub fn print_jobs(
 pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Result<u8> {
     let id = engine.resolve(job)?;
     let s = engine.summary(id)?;
-    let failures = engine.failures(id)?;
-    print_show(&s, &failures, &[], json, max_failures)
+    let (failures, total) = engine.failures_upto(id, (max_failures > 0).then_some(max_failures))?;
+    print_show(&s, &failures, total, &[], json, max_failures)
 }
 
 fn time_ms(t: DateTime<Utc>) -> String {
@@ -477,6 +477,8 @@ fn print_policy(out: &mut impl Write, spec: &JobSpec) -> Result<()> {
 pub fn print_show(
     s: &JobSummary,
     failures: &[(String, BlobState)],
+    // All of them; `failures` may hold only the first `max_failures`.
+    failures_total: u64,
     running: &[JobId],
     json: bool,
     max_failures: usize,
@@ -494,7 +496,7 @@ pub fn print_show(
             .take(limit)
             .map(|(name, st)| json!({"name": name, "error_kind": st.error_kind, "message": st.message}))
             .collect();
-        v["failures_total"] = json!(failures.len());
+        v["failures_total"] = json!(failures_total);
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         out.flush()?;
         return Ok(exit::OK);
@@ -548,8 +550,8 @@ pub fn print_show(
     for a in &s.attempts {
         print_attempt(&mut out, a)?;
     }
-    if !failures.is_empty() {
-        writeln!(out, "failed blobs ({}):", failures.len())?;
+    if failures_total > 0 {
+        writeln!(out, "failed blobs ({failures_total}):")?;
         for (name, st) in failures.iter().take(limit) {
             let kind = st.error_kind.map(|k| k.to_string()).unwrap_or_default();
             writeln!(
@@ -558,11 +560,12 @@ pub fn print_show(
                 st.message.as_deref().unwrap_or("")
             )?;
         }
-        if failures.len() > limit {
+        let shown = failures.len().min(limit) as u64;
+        if failures_total > shown {
             writeln!(
                 out,
                 "  ... {} more (--failures 0 lists all)",
-                failures.len() - limit
+                failures_total - shown
             )?;
         }
     }
