@@ -16,7 +16,8 @@
 //!   each blob's newest entry is its latest event's.
 //!
 //! A pruned job keeps few blob events (none unless a prune was cut short):
-//! each is looked up.
+//! each is looked up. The open-jobs index must list exactly the jobs whose
+//! summary is not settled.
 
 use crate::error::EngineError;
 use crate::job::JobId;
