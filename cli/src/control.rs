@@ -109,22 +109,52 @@ pub fn access(state: &Path) -> Result<Access> {
 /// Sends one request to the daemon and returns its answer, or its error
 /// with the exit code the daemon chose.
 pub fn call(sock: &Path, req: &Request) -> Result<Value> {
+    let mut answer = String::new();
+    send(sock, req, Duration::from_secs(60))?
+        .read_line(&mut answer)
+        .context("the daemon did not answer")?;
+    answer_of(&answer)
+}
+
+/// Connects and sends `req`; the daemon's lines are read from what it
+/// returns, each read waiting at most `timeout`.
+pub(crate) fn send(sock: &Path, req: &Request, timeout: Duration) -> Result<BufReader<UnixStream>> {
     let mut stream = UnixStream::connect(sock)
         .with_context(|| format!("cannot reach the daemon at {}", sock.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_read_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .context("the daemon did not answer")?;
-    match serde_json::from_str::<Response>(&answer)
-        .with_context(|| format!("the daemon's answer is not valid: {answer:?}"))?
+    Ok(BufReader::new(stream))
+}
+
+/// One answer line: its value, or the daemon's error with its exit code.
+pub(crate) fn answer_of(line: &str) -> Result<Value> {
+    match serde_json::from_str::<Response>(line)
+        .with_context(|| format!("the daemon's answer is not valid: {line:?}"))?
     {
         Response::Ok { ok } => Ok(ok),
         Response::Err { error, code } => Err(anyhow::Error::new(exit::coded(&error, code))),
     }
+}
+
+/// The line that answers with `ok`.
+pub(crate) fn ok_line(ok: Value) -> String {
+    line_of(&Response::Ok { ok })
+}
+
+/// The line that answers with `e` (or ends a stream with it).
+pub(crate) fn error_line(e: &anyhow::Error) -> String {
+    line_of(&Response::Err {
+        error: format!("{e:#}").replace('\n', " "),
+        code: exit::code_for(e),
+    })
+}
+
+fn line_of(r: &Response) -> String {
+    let mut text = serde_json::to_string(r).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Serves requests until the listener is dropped (the daemon stops).
@@ -146,20 +176,15 @@ pub async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
                     return;
                 }
                 Ok(req) => match handle(&daemon, req).await {
-                    Ok(v) => Response::Ok { ok: v },
-                    Err(e) => Response::Err {
-                        error: format!("{e:#}").replace('\n', " "),
-                        code: exit::code_for(&e),
-                    },
+                    Ok(v) => ok_line(v),
+                    Err(e) => error_line(&e),
                 },
-                Err(e) => Response::Err {
+                Err(e) => line_of(&Response::Err {
                     error: format!("malformed request: {e}"),
                     code: exit::USAGE,
-                },
+                }),
             };
-            let mut text = serde_json::to_string(&response).unwrap_or_default();
-            text.push('\n');
-            let _ = write.write_all(text.as_bytes()).await;
+            let _ = write.write_all(response.as_bytes()).await;
         });
     }
 }
@@ -204,7 +229,7 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
         }
         Request::Show { job, max } => {
             let id = e.resolve(&job)?;
-            let (failures, total) = e.failures_upto(id, max)?;
+            let (failures, total) = e.failures(id, max)?;
             json!({
                 "summary": e.summary(id)?,
                 "failures": failures,

@@ -9,12 +9,12 @@
 //! ```text
 //! {"ok":{"events":N}}      or {"error":"...","code":C}
 //! N lines, one EventRecord each
-//! {"end":N}                or {"error":"...","code":C} if reading failed
+//! {"ok":{"end":N}}         or {"error":"...","code":C} if reading failed
 //! ```
 //!
 //! Events appended after the count are left out, so the header stays true.
 
-use std::io::{BufRead, BufReader, Lines, Write};
+use std::io::{BufRead, BufReader, Lines};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,8 +27,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use crate::control::Request;
-use crate::exit;
+use crate::control::{self, Request};
 
 /// Lines the reading thread may run ahead of the socket.
 const AHEAD: usize = 256;
@@ -50,10 +49,6 @@ pub async fn serve(d: Arc<Daemon>, job: Option<String>, write: &mut OwnedWriteHa
 /// Counts, then sends the header, each event and the end line (or an
 /// error line) to `tx`; stops early if the receiver is gone.
 fn read(d: &Daemon, job: Option<String>, tx: &tokio::sync::mpsc::Sender<String>) {
-    let failed = |e: &anyhow::Error| {
-        let line = json!({"error": format!("{e:#}").replace('\n', " "), "code": exit::code_for(e)});
-        format!("{line}\n")
-    };
     let e = d.engine();
     let counted = (|| -> Result<(Option<JobId>, u64)> {
         let id = job.map(|j| e.resolve(&j)).transpose()?;
@@ -67,12 +62,12 @@ fn read(d: &Daemon, job: Option<String>, tx: &tokio::sync::mpsc::Sender<String>)
     let (id, n) = match counted {
         Ok(c) => c,
         Err(err) => {
-            let _ = tx.blocking_send(failed(&err));
+            let _ = tx.blocking_send(control::error_line(&err));
             return;
         }
     };
     if tx
-        .blocking_send(format!("{}\n", json!({"ok": {"events": n}})))
+        .blocking_send(control::ok_line(json!({ "events": n })))
         .is_err()
     {
         return;
@@ -86,8 +81,8 @@ fn read(d: &Daemon, job: Option<String>, tx: &tokio::sync::mpsc::Sender<String>)
         Ok(())
     })();
     let last = match sent {
-        Ok(()) => format!("{}\n", json!({ "end": n })),
-        Err(err) => failed(&err),
+        Ok(()) => control::ok_line(json!({ "end": n })),
+        Err(err) => control::error_line(&err),
     };
     let _ = tx.blocking_send(last);
 }
@@ -95,33 +90,17 @@ fn read(d: &Daemon, job: Option<String>, tx: &tokio::sync::mpsc::Sender<String>)
 /// The client's side: asks for the events of `job` (or all) and returns how
 /// many follow and the records as they arrive.
 pub fn call(sock: &Path, job: Option<String>) -> Result<(u64, Records)> {
-    let mut stream = UnixStream::connect(sock)
-        .with_context(|| format!("cannot reach the daemon at {}", sock.display()))?;
     // Per read: a long log keeps lines coming; the count pass comes first.
-    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let mut line = serde_json::to_string(&Request::Events { job })?;
-    line.push('\n');
-    stream.write_all(line.as_bytes())?;
-    let mut lines = BufReader::new(stream).lines();
+    let mut lines =
+        control::send(sock, &Request::Events { job }, Duration::from_secs(600))?.lines();
     let first = lines
         .next()
         .context("the daemon did not answer")?
         .context("the daemon did not answer")?;
-    let head: serde_json::Value = serde_json::from_str(&first)
-        .with_context(|| format!("the daemon's answer is not valid: {first:?}"))?;
-    if let Some(err) = error_of(&head) {
-        return Err(err);
-    }
-    let n = head["ok"]["events"]
+    let n = control::answer_of(&first)?["events"]
         .as_u64()
         .with_context(|| format!("the daemon's answer is not valid: {first:?}"))?;
     Ok((n, Records { lines, done: false }))
-}
-
-fn error_of(v: &serde_json::Value) -> Option<anyhow::Error> {
-    let error = v.get("error")?.as_str()?;
-    let code = v.get("code").and_then(|c| c.as_u64()).unwrap_or(1) as u8;
-    Some(anyhow::Error::new(exit::coded(error, code)))
 }
 
 /// Event records from the daemon, up to its end line.
@@ -154,11 +133,7 @@ impl Iterator for Records {
         // is the end or an error.
         if !line.starts_with("{\"v\":") {
             self.done = true;
-            let v: serde_json::Value = match serde_json::from_str(&line) {
-                Ok(v) => v,
-                Err(e) => return Some(Err(e.into())),
-            };
-            return error_of(&v).map(Err);
+            return control::answer_of(&line).err().map(Err);
         }
         Some(
             serde_json::from_str::<EventRecord>(&line)

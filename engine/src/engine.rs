@@ -587,14 +587,9 @@ impl Engine {
     /// Blobs whose latest state in the job is failed, with their errors.
     /// Blobs that failed in the latest attempt: a replay retries every
     /// earlier failure, so older ones were either fixed or failed again.
-    pub fn failures(&self, job: JobId) -> Result<Vec<(String, BlobState)>, EngineError> {
-        self.failures_upto(job, None).map(|(failures, _)| failures)
-    }
-
-    /// [`Engine::failures`], at most `max` of them (the first by name) and
-    /// how many there are: a job with a million failures is shown without
-    /// holding them all.
-    pub fn failures_upto(
+    /// At most `max` of them (the first by name), and how many there are:
+    /// a job with a million failures is shown without holding them all.
+    pub fn failures(
         &self,
         job: JobId,
         max: Option<usize>,

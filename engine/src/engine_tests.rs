@@ -308,8 +308,7 @@ async fn given_a_schema_1_log_when_read_then_it_replays_verifies_and_reports() {
             .unwrap();
         }
         // A log that old has no open-jobs index either.
-        log.remove_raw_for_tests(&crate::log::open_jobs::marker())
-            .unwrap();
+        log.remove_raw_for_tests(&keys::open_marker()).unwrap();
         log.close();
     }
     let engine = Engine::open(dir.path()).unwrap();
@@ -334,7 +333,7 @@ async fn given_a_schema_1_log_when_read_then_it_replays_verifies_and_reports() {
         serde_json::from_str(&engine.report(job, &mut f).unwrap()).unwrap();
     assert_eq!(report["summary"]["copied"], 1, "{report}");
     assert_eq!(report["summary"]["failed"], 1, "{report}");
-    let failures = engine.failures(job).unwrap();
+    let (failures, _) = engine.failures(job, None).unwrap();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].0, "b.txt");
     // New attempts are written in the current schema after the old ones.

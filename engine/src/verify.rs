@@ -84,8 +84,9 @@ impl Engine {
         };
         let mut v = Verification::default();
         if job.is_none() {
+            // `ids` is in key order (the control stream's nil id first).
             for open in self.log().open_job_ids()? {
-                if !ids.contains(&open) {
+                if ids.binary_search(&open).is_err() {
                     v.problems.push(format!(
                         "job {open}: listed as open (not settled) but not in the log"
                     ));
@@ -255,73 +256,72 @@ impl Check<'_> {
         Ok(())
     }
 
-    /// The blob event at `seq` and its history line, if there is one.
-    fn line_of(&mut self, seq: u64) -> Result<Option<(String, HistoryEntry)>, EngineError> {
+    /// The line and checkpoint entry that the event at `seq` gives, if it
+    /// is a blob event of `name`.
+    fn replay(
+        &mut self,
+        name: &str,
+        seq: u64,
+    ) -> Result<Option<(HistoryEntry, BlobState)>, EngineError> {
         let i = self
             .attempts
             .partition_point(|(started, _)| *started <= seq);
         let attempt = i.checked_sub(1).map_or(0, |i| self.attempts[i].1);
-        Ok(self
-            .events
-            .get(seq)?
-            .and_then(|rec| history::line(attempt, rec))
-            .map(|(name, line)| (name.to_string(), line)))
+        let Some(rec) = self.events.get(seq)? else {
+            return Ok(None);
+        };
+        Ok(history::line(attempt, rec)
+            .zip(BlobState::from_event(rec))
+            .filter(|((n, _), _)| *n == name)
+            .map(|((_, line), (_, state))| (line, state)))
     }
 
-    /// Checks one stored line; true if it is the line of a blob event of
-    /// `name` (whatever its content).
+    /// Checks one stored line. Returns the checkpoint entry its event sets
+    /// if it is the line of a blob event of `name` (whatever its content).
     fn stored_line(
         &mut self,
         name: &str,
         seq: u64,
         line: &HistoryEntry,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Option<BlobState>, EngineError> {
         self.lines += 1;
-        let Some((_, replayed)) = self.line_of(seq)?.filter(|(n, _)| n == name) else {
+        let Some((replayed, state)) = self.replay(name, seq)? else {
             self.line_diff.note(name, seq, "has no event behind it");
-            return Ok(false);
+            return Ok(None);
         };
         if replayed != *line {
             self.line_diff.note(name, seq, "differs from the replay");
         }
-        let Some(word) = self.lined.get_mut((seq / 64) as usize) else {
-            // Past a gap: not folded, so not counted.
-            return Ok(true);
-        };
-        let bit = 1u64 << (seq % 64);
-        if *word & bit != 0 {
-            self.line_diff.note(name, seq, "is stored twice");
+        if let Some(word) = self.lined.get_mut((seq / 64) as usize) {
+            let bit = 1u64 << (seq % 64);
+            if *word & bit != 0 {
+                self.line_diff.note(name, seq, "is stored twice");
+            }
+            *word |= bit;
         }
-        *word |= bit;
-        Ok(true)
+        // (Past a gap the seq was not folded, so it is not counted.)
+        Ok(Some(state))
     }
 
     /// Lines with keys of their own (failures, out-of-order outcomes): the
     /// event's own checkpoint entry may have been overwritten since, so
     /// the blob's newest entry is looked up.
     fn keyed_lines(&mut self) -> Result<(), EngineError> {
-        let mut real = Vec::new();
         let mut error = None;
         let log = self.log;
         log.each_keyed_history_line(self.id, |name, seq, line| {
-            if error.is_none() {
-                match self.stored_line(name, seq, &line) {
-                    Ok(true) => real.push((name.to_string(), seq)),
-                    Ok(false) => {}
-                    Err(e) => error = Some(e),
-                }
+            if error.is_some() {
+                return;
             }
+            let checked = self
+                .stored_line(name, seq, &line)
+                .and_then(|state| match state {
+                    Some(state) => self.newest_at_least(name, &state, false),
+                    None => Ok(()),
+                });
+            error = checked.err();
         })?;
-        if let Some(e) = error {
-            return Err(e);
-        }
-        for (name, seq) in real {
-            let state = self.events.get(seq)?.and_then(BlobState::from_event);
-            if let Some((_, state)) = state {
-                self.newest_at_least(&name, &state, false)?;
-            }
-        }
-        Ok(())
+        error.map_or(Ok(()), Err)
     }
 
     /// Run items: each a copy's or skip's history line and checkpoint
@@ -331,18 +331,9 @@ impl Check<'_> {
         let log = self.log;
         log.each_run_item(self.id, |it| {
             self.entries += 1;
-            let checked = self
-                .stored_line(&it.name, it.seq, &it.entry)
-                .and_then(|real| {
-                    if !real {
-                        return Ok(false);
-                    }
-                    let set = self.events.get(it.seq)?.and_then(BlobState::from_event);
-                    Ok(set.is_some_and(|(_, s)| s == it.state()))
-                });
-            match checked {
-                Ok(true) => {}
-                Ok(false) => self.entry_diff.note(&it.name, 0, ""),
+            match self.stored_line(&it.name, it.seq, &it.entry) {
+                Ok(Some(state)) if state == it.state() => {}
+                Ok(_) => self.entry_diff.note(&it.name, 0, ""),
                 Err(e) => error = Some(e),
             }
             error.is_none()

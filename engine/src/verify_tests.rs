@@ -114,7 +114,6 @@ async fn given_a_run_item_removed_when_verified_then_its_line_and_entry_are_miss
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_wrong_open_jobs_index_when_verified_then_the_job_is_named() {
-    use crate::log::open_jobs;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     let (_, _, first, _) = two_jobs(&engine, 3).await;
@@ -122,24 +121,24 @@ async fn given_a_wrong_open_jobs_index_when_verified_then_the_job_is_named() {
     assert!(problems(&engine).is_empty());
 
     // A finished job listed as open.
-    log.put_raw_for_tests(&open_jobs::key(first), b"").unwrap();
+    log.put_raw_for_tests(&keys::open_job(first), b"").unwrap();
     let p = problems(&engine);
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(
         p[0].contains(&format!("job {first}: the open-jobs index lists it")),
         "{p:?}"
     );
-    log.remove_raw_for_tests(&open_jobs::key(first)).unwrap();
+    log.remove_raw_for_tests(&keys::open_job(first)).unwrap();
 
     // A job that is no job at all.
     let stray = crate::job::JobId::new();
-    log.put_raw_for_tests(&open_jobs::key(stray), b"").unwrap();
+    log.put_raw_for_tests(&keys::open_job(stray), b"").unwrap();
     let p = problems(&engine);
     assert!(
         p.iter()
             .any(|l| l.contains(&format!("job {stray}: listed as open"))),
         "{p:?}"
     );
-    log.remove_raw_for_tests(&open_jobs::key(stray)).unwrap();
+    log.remove_raw_for_tests(&keys::open_job(stray)).unwrap();
     assert!(problems(&engine).is_empty());
 }

@@ -390,7 +390,7 @@ pub fn print_jobs(
 pub fn show(engine: &Engine, job: &str, json: bool, max_failures: usize) -> Result<u8> {
     let id = engine.resolve(job)?;
     let s = engine.summary(id)?;
-    let (failures, total) = engine.failures_upto(id, (max_failures > 0).then_some(max_failures))?;
+    let (failures, total) = engine.failures(id, (max_failures > 0).then_some(max_failures))?;
     print_show(&s, &failures, total, &[], json, max_failures)
 }
 

@@ -116,9 +116,7 @@ pub(super) fn abandon(db: &sled::Db) -> Result<(), String> {
         .keys()
         .map(|k| {
             let k = k.map_err(|e| describe(&e))?;
-            k.get(17..)
-                .and_then(JobId::from_slice)
-                .ok_or_else(|| "a malformed import mark".to_string())
+            keys::indexed_job(&k).ok_or_else(|| "a malformed import mark".to_string())
         })
         .collect::<Result<_, _>>()?;
     for job in marked {

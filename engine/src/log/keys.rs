@@ -90,21 +90,50 @@ pub fn index_marker() -> [u8; 17] {
     prefix(INDEX, META)
 }
 
-/// Kind byte, under [`INDEX`], of the jobs being imported.
+/// Kind bytes, under [`INDEX`], of keys that each name one job
+/// (`INDEX ++ kind ++ job`): jobs being imported, and the open-jobs index
+/// (see `log::open_jobs`); and of the open-jobs index's marker.
 pub const IMPORTING: u8 = 0x01;
+pub const OPEN: u8 = 0x02;
+pub const OPEN_MARK: u8 = 0x03;
+
+fn index_job(kind: u8, job: JobId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[..17].copy_from_slice(&prefix(INDEX, kind));
+    k[17..].copy_from_slice(job.as_bytes());
+    k
+}
+
+/// The job an `INDEX ++ kind ++ job` key names.
+pub fn indexed_job(key: &[u8]) -> Option<JobId> {
+    key.get(17..).and_then(JobId::from_slice)
+}
 
 /// Present while `job` is imported part by part: a job still marked when
 /// the log is opened (the import died) is removed.
 pub fn importing(job: JobId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[..17].copy_from_slice(&prefix(INDEX, IMPORTING));
-    k[17..].copy_from_slice(job.as_bytes());
-    k
+    index_job(IMPORTING, job)
 }
 
 /// Prefix of every [`importing`] mark.
 pub fn importing_prefix() -> [u8; 17] {
     prefix(INDEX, IMPORTING)
+}
+
+/// Present while `job` is not settled.
+pub fn open_job(job: JobId) -> [u8; 33] {
+    index_job(OPEN, job)
+}
+
+/// Prefix of every [`open_job`] key.
+pub fn open_prefix() -> [u8; 17] {
+    prefix(INDEX, OPEN)
+}
+
+/// Present once the open-jobs index covers every job (a log from before it
+/// gets it built once when opened).
+pub fn open_marker() -> [u8; 17] {
+    prefix(INDEX, OPEN_MARK)
 }
 
 /// The history key of the blob event at `seq` on blob `name` of `job`.

@@ -1,5 +1,5 @@
-//! Point lookups for checks that walk a whole job without holding it: one
-//! blob's stored outcome, and events by seq.
+//! Reads for checks that walk a whole job without holding it: keyed
+//! entries and lines, every run item, and events by seq.
 //!
 //! Why: `verify-log` used to fold a job's checkpoint and history into maps
 //! and load the stored ones next to them; at a million blobs that peaked

@@ -224,13 +224,11 @@ impl EventLog {
     /// and `ferry run` look at, without reading every job ever run.
     pub fn open_job_ids(&self) -> Result<Vec<JobId>, EngineError> {
         self.tree()
-            .scan_prefix(open_jobs::prefix())
+            .scan_prefix(keys::open_prefix())
             .keys()
             .map(|k| {
                 let k = k.map_err(|e| self.corrupt(e))?;
-                k.get(17..)
-                    .and_then(JobId::from_slice)
-                    .ok_or_else(|| self.corrupt("a malformed open-jobs key"))
+                keys::indexed_job(&k).ok_or_else(|| self.corrupt("a malformed open-jobs key"))
             })
             .collect()
     }
@@ -239,7 +237,7 @@ impl EventLog {
     pub fn listed_open(&self, job: JobId) -> Result<bool, EngineError> {
         Ok(self
             .tree()
-            .get(open_jobs::key(job))
+            .get(keys::open_job(job))
             .map_err(|e| self.corrupt(e))?
             .is_some())
     }
@@ -324,7 +322,9 @@ impl EventLog {
     /// All checkpoint entries of a job, in name order, the newer of a key
     /// and a run line for each name. A pruned job has none (its runs stay
     /// as history).
-    pub fn blob_states(
+    // Only tests need every entry (or line) at once.
+    #[cfg(test)]
+    pub(crate) fn blob_states(
         &self,
         job: JobId,
     ) -> impl Iterator<Item = Result<(String, BlobState), EngineError>> + '_ {
@@ -338,6 +338,8 @@ impl EventLog {
             .chain(err.map(Err))
     }
 
+    // Only tests need every entry (or line) at once.
+    #[cfg(test)]
     fn all_blob_states(
         &self,
         job: JobId,
@@ -464,10 +466,10 @@ impl EventLog {
         Ok(())
     }
 
-    /// History lines of one job, as (name, seq, entry) in name then seq
-    /// order: of the blob `text` (`exact`), or of every name starting with
-    /// `text`. Lines with keys of their own and lines in runs are merged.
-    pub fn history(
+    /// [`EventLog::each_history`]'s lines, sorted by name then seq.
+    // Only tests need every entry (or line) at once.
+    #[cfg(test)]
+    pub(crate) fn history(
         &self,
         job: JobId,
         text: &str,
@@ -481,8 +483,10 @@ impl EventLog {
         Ok(lines)
     }
 
-    /// [`EventLog::history`]'s lines in no overall order, handed to `visit`
-    /// one at a time (a folder of a million blobs is ~250 MB of lines).
+    /// History lines of one job, of the blob `text` (`exact`) or of every
+    /// name starting with `text`, handed to `visit` one at a time in no
+    /// overall order (a folder of a million blobs is ~250 MB of lines).
+    /// Lines with keys of their own and lines in runs are merged.
     pub fn each_history(
         &self,
         job: JobId,

@@ -11,32 +11,6 @@ use super::keys;
 use crate::job::JobId;
 use crate::projection::{JobState, JobSummary};
 
-/// Kind byte, under [`keys::INDEX`], of the open-jobs index.
-const OPEN: u8 = 0x02;
-/// Kind byte, under [`keys::INDEX`], of its marker: the index covers every
-/// job (a log from before it gets it built once when opened).
-const OPEN_MARK: u8 = 0x03;
-
-pub fn key(job: JobId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[..17].copy_from_slice(&prefix());
-    k[17..].copy_from_slice(job.as_bytes());
-    k
-}
-
-pub(super) fn prefix() -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[..16].copy_from_slice(keys::INDEX.as_bytes());
-    k[16] = OPEN;
-    k
-}
-
-pub fn marker() -> [u8; 17] {
-    let mut k = prefix();
-    k[16] = OPEN_MARK;
-    k
-}
-
 /// Whether a job with this summary may still need running: queued,
 /// running, interrupted, paused, or ended with failures (a daemon may
 /// retry it).
@@ -50,16 +24,16 @@ pub(super) fn stage(batch: &mut sled::Batch, job: JobId, summary: &JobSummary) {
         return;
     }
     if is_open(summary) {
-        batch.insert(key(job).as_slice(), b"".as_slice());
+        batch.insert(keys::open_job(job).as_slice(), b"".as_slice());
     } else {
-        batch.remove(key(job).as_slice());
+        batch.remove(keys::open_job(job).as_slice());
     }
 }
 
 /// Builds the index from the summaries if the log has none yet.
 pub(super) fn prepare(db: &sled::Db) -> Result<(), String> {
     let err = |e: sled::Error| e.to_string();
-    if db.get(marker()).map_err(err)?.is_some() {
+    if db.get(keys::open_marker()).map_err(err)?.is_some() {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
@@ -71,7 +45,7 @@ pub(super) fn prepare(db: &sled::Db) -> Result<(), String> {
             stage(&mut batch, job, &summary);
         }
     }
-    batch.insert(marker().as_slice(), b"".as_slice());
+    batch.insert(keys::open_marker().as_slice(), b"".as_slice());
     db.apply_batch(batch).map_err(err)?;
     db.flush().map_err(err)?;
     Ok(())
@@ -108,11 +82,16 @@ mod tests {
         }
         prepare(&db).unwrap();
         for (s, open) in &jobs {
-            assert_eq!(db.get(key(s.id)).unwrap().is_some(), *open, "{:?}", s.state);
+            assert_eq!(
+                db.get(keys::open_job(s.id)).unwrap().is_some(),
+                *open,
+                "{:?}",
+                s.state
+            );
         }
         // Built once: a key removed afterwards is not put back.
-        db.remove(key(jobs[0].0.id)).unwrap();
+        db.remove(keys::open_job(jobs[0].0.id)).unwrap();
         prepare(&db).unwrap();
-        assert!(db.get(key(jobs[0].0.id)).unwrap().is_none());
+        assert!(db.get(keys::open_job(jobs[0].0.id)).unwrap().is_none());
     }
 }
