@@ -52,6 +52,11 @@ SECTIONS = ["peers", "local", "scale", "parallel"]
 FULL = {"small": 10000, "large": (2, 256), "scale": [10_000, 100_000, 1_000_000], "reps": 3}
 QUICK = {"small": 1000, "large": (2, 16), "scale": [1_000, 10_000, 100_000], "reps": 1}
 PARALLEL = ["8", "16", "32", "64", "auto"]
+# The --parallel section's verdict compares medians within 10%, and on Azurite
+# every value from 8 to 64 lies within ~5% of the others while one run of
+# one value moves 10% from run to run: one sample each made the verdict a
+# coin toss (1.01-1.13 over six `--reps 1` runs). So at least this many.
+PARALLEL_MIN_REPS = 3
 MODIFY_PCT = 1
 TOOLS = ["azcopy", "rclone", "ferry"]
 NAMES = {"azcopy": "AzCopy", "rclone": "rclone", "ferry": "ferry"}
@@ -731,7 +736,8 @@ def parallel(ctx):
     if not auto_in_help:
         unavailable["auto"] = "not available in this binary (`ferry copy --help` does not offer `--parallel auto`)"
     stamp = time.strftime("%m%d%H%M%S")
-    for rep in range(ctx.reps):
+    reps = ctx.reps if ctx.quick else max(ctx.reps, PARALLEL_MIN_REPS)
+    for rep in range(reps):
         for p in PARALLEL:
             if p in unavailable:
                 continue
@@ -763,7 +769,7 @@ def parallel(ctx):
                 values[p].append({"wall": r["wall"], "cpu": r["cpu"], "rss_mib": r["rss_mib"],
                                   "parallelism": att.get("parallelism"),
                                   "settled": int(settled[2]) if settled else None})
-                log(f"parallel {p} rep {rep + 1}/{ctx.reps}: {r['wall']:.2f}s ({n / r['wall']:.0f} files/s), "
+                log(f"parallel {p} rep {rep + 1}/{reps}: {r['wall']:.2f}s ({n / r['wall']:.0f} files/s), "
                     f"cpu {r['cpu']:.2f}s, rss {r['rss_mib']:.0f} MiB")
             finally:
                 ctx.rmcontainer(cont)
@@ -778,7 +784,7 @@ def parallel(ctx):
                      "cpu": median([x["cpu"] for x in v]), "rss_mib": median([x["rss_mib"] for x in v]),
                      "parallelism": sorted(set(x["parallelism"] for x in v if x["parallelism"] is not None)),
                      "settled": [x["settled"] for x in v if x.get("settled") is not None]})
-    return {"files": n, "rows": rows}
+    return {"files": n, "reps": reps, "rows": rows}
 
 
 def parallel_md(res):
@@ -789,7 +795,8 @@ def parallel_md(res):
              f"`ferry copy SRC CONTAINER_URL --parallel P`, {res['files']:,} x 4 KiB into a fresh container per run "
              "(values interleaved within each rep; ferry and Azurite at peers.sh's BENCH_NICE) "
              "and checked: the job's counts and the container's names and sizes. Target: `auto` settles near the best "
-             "fixed value.", "",
+             "fixed value." + (f" {res['reps']} reps, medians (at least {PARALLEL_MIN_REPS} whatever `--reps` says: one "
+                              "sample per value cannot tell values 5% apart)." if res.get("reps", 1) > 1 else ""), "",
              "| --parallel | wall s | files/s | vs best fixed | CPU s | RSS MiB | parallelism the job recorded (auto: started → settled, per rep) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
