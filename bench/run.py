@@ -11,7 +11,8 @@ Sections (all against the same data, ratios vs the peers):
             download), plus Azurite's own ceiling (azprobe.py put) for small uploads.
   local     local -> local: cp -r, rclone copy, ferry (bench/local.py), log writer share.
   scale     incremental no-op over trees of empty files (10k, 100k, 1M): wall, RSS, µs/blob;
-            then verify-log, events and history --limit read the last log back (wall, RSS).
+            then verify-log, events, history --limit and history (every line) read the last
+            log back (wall, RSS).
   parallel  small-file upload with ferry --parallel 8,16,32,64 and auto.
 
 Writes OUT (default bench/results/latest.md) and, next to it, OUT.json (every measurement),
@@ -98,8 +99,10 @@ def ratio(a, b, nd=2):
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
-def run(cmd, env=None, timeout=None):
+def run(cmd, env=None, timeout=None, out_lines=False):
     """Run cmd (no shell) -> dict(rc, wall, cpu, rss_mib, out, err): wall and CPU from wait4,
+    with out_lines only the number of lines it printed, as `out_lines` (a million-line listing
+    is not read into this process);
     peak RSS from GNU time when present. (A child's ru_maxrss starts at its parent's RSS when
     it forked, so wait4 alone reports at least this script's own RSS, ~60 MiB after the 1M
     tree scan.)"""
@@ -139,8 +142,12 @@ def run(cmd, env=None, timeout=None):
             if lines:
                 rss_kib = int(lines[-1])
         r = {"cmd": cmd, "rc": p.returncode, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
-             "rss_mib": rss_kib / 1024, "out": fo.read().decode(errors="replace"),
-             "err": fe.read().decode(errors="replace")}
+             "rss_mib": rss_kib / 1024, "err": fe.read().decode(errors="replace")}
+        if out_lines:
+            r["out"] = ""
+            r["out_lines"] = sum(block.count(b"\n") for block in iter(lambda: fo.read(1 << 20), b""))
+        else:
+            r["out"] = fo.read().decode(errors="replace")
         if expired:
             raise BenchError(f"{shlex.join(cmd[:3])} ... timed out after {timeout}s")
         return r
@@ -650,8 +657,9 @@ def scale(ctx):
 def audit_log(ctx, state, n, into):
     """Reads back the whole log of the no-op just run: `verify-log` (every event against every stored
     entry and line), `events --kind JobFinished` (every chunk decoded, one line printed) and
-    `history SRC --limit 10` (every line of the job scanned, the newest 10 kept). All must stay flat
-    in memory, like the run itself."""
+    `history SRC --limit 10` (every line of the job scanned, the newest 10 kept) and `history SRC`
+    (every line printed, newest first: sorted in temp files past 32k lines). All must stay flat in
+    memory, like the run itself."""
     v = check(run([ctx.ferry, "--state", state, "verify-log"], timeout=3600), "ferry verify-log")
     if f"{n} checkpoint entries match" not in v["out"] + v["err"]:
         raise BenchError(f"scale {n:,}: verify-log did not check {n} entries: {(v['out'] + v['err'])[:300]}")
@@ -664,11 +672,17 @@ def audit_log(ctx, state, n, into):
               "ferry history SRC --limit 10")
     if h["out"].count("skipped (not-newer)") != min(10, n):
         raise BenchError(f"scale {n:,}: history --limit 10 printed {h['out'][:300]!r}")
+    a = check(run([ctx.ferry, "--state", state, "history", src], timeout=3600, out_lines=True),
+              "ferry history SRC")
+    if a["out_lines"] != n:
+        raise BenchError(f"scale {n:,}: history printed {a['out_lines']} lines, expected {n}")
     into["audit"] = {"verify_wall": v["wall"], "verify_rss_mib": v["rss_mib"],
                      "events_wall": e["wall"], "events_rss_mib": e["rss_mib"],
-                     "history_wall": h["wall"], "history_rss_mib": h["rss_mib"]}
+                     "history_wall": h["wall"], "history_rss_mib": h["rss_mib"],
+                     "history_all_wall": a["wall"], "history_all_rss_mib": a["rss_mib"]}
     log(f"scale {n:,}: verify-log {v['wall']:.2f}s {v['rss_mib']:.1f} MiB; "
-        f"events {e['wall']:.2f}s {e['rss_mib']:.1f} MiB; history --limit 10 {h['wall']:.2f}s {h['rss_mib']:.1f} MiB")
+        f"events {e['wall']:.2f}s {e['rss_mib']:.1f} MiB; history --limit 10 {h['wall']:.2f}s {h['rss_mib']:.1f} MiB; "
+        f"history {a['wall']:.2f}s {a['rss_mib']:.1f} MiB")
 
 
 def last_job(ctx, state):
@@ -685,7 +699,7 @@ def job_totals(job):
 
 def audit_cell(row, what):
     a = row.get("audit")
-    return f"{fmt(a[what + '_wall'], 2)} / {fmt(a[what + '_rss_mib'], 1)}" if a else "-"
+    return f"{fmt(a[what + '_wall'], 2)} / {fmt(a[what + '_rss_mib'], 1)}" if a and what + "_wall" in a else "-"
 
 
 def scale_md(res):
@@ -699,18 +713,20 @@ def scale_md(res):
              "`ferry jobs --json`). CPU from `wait4`, peak RSS from GNU time. Targets: RSS <= 64 MiB at 1M, time linear "
              "(µs per blob flat). After the last rep the log is read back whole: `ferry verify-log` (every event "
              "against every stored checkpoint entry and history line), `ferry events --kind JobFinished` (every "
-             "chunk decoded) and `ferry history SRC --limit 10` (every line of the job scanned, the newest 10 "
-             "kept); wall and peak RSS of each.", "",
+             "chunk decoded), `ferry history SRC --limit 10` (every line of the job scanned, the newest 10 "
+             "kept) and `ferry history SRC` (every line printed newest first, sorted in temp files past 32k lines); "
+             "wall and peak RSS of each.", "",
              "| blobs | wall s | µs per blob | µs per blob vs smallest | peak RSS MiB (max) | CPU s | log writer busy "
-             "| verify-log s / MiB | events s / MiB | history --limit 10 s / MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| verify-log s / MiB | events s / MiB | history --limit 10 s / MiB | history (every line) s / MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         us = 1e6 * r["wall"] / r["blobs"]
         us0 = 1e6 * base["wall"] / base["blobs"]
         lines.append(f"| {r['blobs']:,} | {fmt(r['wall'], 3)} | {fmt(us, 1)} | {ratio(us, us0)} "
                      f"| {fmt(r['rss_mib'], 1)} ({fmt(r['rss_max'], 1)}) | {fmt(r['cpu'])} "
                      f"| {fmt(100 * r['writer_busy_share'], 0) + '%' if r['writer_busy_share'] is not None else '-'} "
-                     f"| {audit_cell(r, 'verify')} | {audit_cell(r, 'events')} | {audit_cell(r, 'history')} |")
+                     f"| {audit_cell(r, 'verify')} | {audit_cell(r, 'events')} | {audit_cell(r, 'history')} "
+                     f"| {audit_cell(r, 'history_all')} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -861,11 +877,16 @@ def targets_md(ctx):
                   v(top["rss_max"] <= 64)))
         if top.get("audit"):
             a = top["audit"]
-            t.append(("reading that log back: verify-log, events, history --limit peak RSS <= 64 MiB",
+            peaks = [a["verify_rss_mib"], a["events_rss_mib"], a["history_rss_mib"]]
+            every = ""
+            if "history_all_rss_mib" in a:
+                peaks.append(a["history_all_rss_mib"])
+                every = f", history (every line) {a['history_all_rss_mib']:.1f} MiB ({a['history_all_wall']:.2f} s)"
+            t.append(("reading that log back: verify-log, events, history (--limit and every line) peak RSS <= 64 MiB",
                       f"verify-log {a['verify_rss_mib']:.1f} MiB ({a['verify_wall']:.2f} s), "
                       f"events {a['events_rss_mib']:.1f} MiB ({a['events_wall']:.2f} s), "
-                      f"history {a['history_rss_mib']:.1f} MiB ({a['history_wall']:.2f} s)",
-                      v(max(a["verify_rss_mib"], a["events_rss_mib"], a["history_rss_mib"]) <= 64)))
+                      f"history --limit 10 {a['history_rss_mib']:.1f} MiB ({a['history_wall']:.2f} s){every}",
+                      v(max(peaks) <= 64)))
         if len(rows) >= 2:
             a, b = rows[-2], rows[-1]
             ua, ub = a["wall"] / a["blobs"], b["wall"] / b["blobs"]

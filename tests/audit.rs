@@ -451,17 +451,36 @@ fn an_imported_job_shows_verifies_and_has_the_same_history_as_the_original() {
 #[test]
 fn while_a_daemon_holds_the_state_dir_history_goes_through_it_and_prune_waits() {
     let env = Env::new();
-    make_tree(&env.src, &[("a.txt", b"a")]);
-    let job = env.copy_ok(&[]);
+    let jobs = three_jobs(&env);
+    // What the state dir answers by itself, to compare with the daemon's
+    // streamed answers byte for byte: every line, a limit, the text form,
+    // nothing found, and a folder under which nothing ran.
+    let queries: [&[&str]; 6] = [
+        &["src", "--json"],
+        &["src", "--json", "--limit", "2"],
+        &["src"],
+        &["src/sub/b.txt"],
+        &["src/nothing-here"],
+        &["src/nothing-here", "--json"],
+    ];
+    let ask = |q: &[&str]| env.ferry().arg("history").args(q).run().success().stdout;
+    let local: Vec<String> = queries.iter().map(|q| ask(q)).collect();
+    assert_eq!(parse_json_lines(&local[0]).len(), 9);
+    assert!(local[4].starts_with("no job copied, skipped or failed anything at "));
+    assert_eq!(local[5], "");
+
     let d = env.ferry().args(["daemon", "--quiet"]).spawn();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(env.state.join("daemon.sock")).is_err() {
         assert!(std::time::Instant::now() < deadline, "the daemon's socket");
         std::thread::sleep(Duration::from_millis(50));
     }
+    for (q, want) in queries.iter().zip(&local) {
+        assert_eq!(&ask(q), want, "ferry history {q:?} through the daemon");
+    }
     let lines = history(&env, "src/a.txt", &[]);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["job"], full_id_while_daemon(&env, &job));
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["job"], full_id_while_daemon(&env, &jobs[2]));
     env.ferry()
         .args(["prune", "--older-than", "1d"])
         .run()

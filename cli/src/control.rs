@@ -2,7 +2,7 @@
 //! while `ferry daemon` holds it, other ferry commands (submit, cancel,
 //! pause, resume, schedules, status, jobs, show, events, history) send their request over a
 //! Unix socket in the state dir and the daemon does the work. One JSON line
-//! each way (events come as a stream of lines: `control_events`); the socket
+//! each way (events and history come as a stream of lines: `control_stream`); the socket
 //! is created 0600 in a dir only its owner can enter.
 
 use std::io::{BufRead, BufReader, Write};
@@ -171,8 +171,8 @@ pub async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
                 return;
             };
             let response = match serde_json::from_str::<Request>(&line) {
-                Ok(Request::Events { job }) => {
-                    crate::control_events::serve(daemon, job, &mut write).await;
+                Ok(req) if crate::control_stream::streamed(&req) => {
+                    crate::control_stream::serve(daemon, req, &mut write).await;
                     return;
                 }
                 Ok(req) => match handle(&daemon, req).await {
@@ -221,11 +221,9 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
             "jobs": e.jobs()?,
             "running": d.running_jobs(),
         }),
-        // Streamed (`control_events`), never answered as one value.
-        Request::Events { .. } => anyhow::bail!("events are streamed, not answered here"),
-        Request::History(q) => {
-            let address = e.history_address(&q.address)?;
-            json!({ "address": address, "lines": e.history(&address, q.limit)? })
+        // Streamed (`control_stream`), never answered as one value.
+        Request::Events { .. } | Request::History(_) => {
+            anyhow::bail!("this request is streamed, not answered here")
         }
         Request::Show { job, max } => {
             let id = e.resolve(&job)?;

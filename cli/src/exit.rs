@@ -10,7 +10,8 @@ pub const BLOBS_FAILED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Another ferry process holds the state dir.
 pub const STATE_LOCKED: u8 = 3;
-/// The state dir is corrupt, unreadable or unwritable.
+/// The state dir is corrupt, unreadable or unwritable (or the temp dir a
+/// long `history` sorts in is).
 pub const STATE_BROKEN: u8 = 4;
 /// No such job.
 pub const UNKNOWN_JOB: u8 = 5;
@@ -38,6 +39,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     match engine {
         EngineError::StateLocked { .. } => STATE_LOCKED,
         EngineError::StateCorrupt { .. } | EngineError::StateIo { .. } => STATE_BROKEN,
+        EngineError::TempSpace { .. } => STATE_BROKEN,
         EngineError::LogWrite(_) => JOB_FAILED,
         EngineError::UnknownJob(_) | EngineError::AmbiguousJob(_) => UNKNOWN_JOB,
         EngineError::InvalidInput(_) => USAGE,

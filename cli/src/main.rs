@@ -4,7 +4,7 @@
 mod args;
 mod commands;
 mod control;
-mod control_events;
+mod control_stream;
 mod exit;
 mod progress;
 mod redact;

@@ -2,8 +2,6 @@
 //! history index), pruning old jobs' per-blob events, and importing a job
 //! exported from another state dir.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::BufRead;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +11,7 @@ use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
 use crate::job::{Address, JobId};
 use crate::log::{self, keys, PruneStats};
+use crate::newest::{HistoryLines, Newest};
 use crate::projection::history::{self, Scope};
 use crate::projection::{BlobState, HistoryLine, JobState, JobSummary, Side};
 use crate::Engine;
@@ -93,12 +92,13 @@ impl Engine {
     /// and of the names under it as a folder, newest first, at most
     /// `limit`: per job, the address is matched against its source and its
     /// destination and that job's lines are range-scanned. No events are
-    /// read. With a limit only that many lines are held at a time.
+    /// read. With a limit only that many lines are held at a time; without
+    /// one, long histories are sorted in temp files (see `newest`).
     pub fn history(
         &self,
         address: &str,
         limit: Option<usize>,
-    ) -> Result<Vec<HistoryLine>, EngineError> {
+    ) -> Result<HistoryLines, EngineError> {
         let mut newest = Newest::new(limit);
         for job in self.log().job_ids()? {
             let Some(spec) = self.log().summary(job)?.and_then(|s| s.spec) else {
@@ -116,20 +116,27 @@ impl Engine {
                     }
                 };
                 for (text, exact) in selections {
+                    // The visitor cannot fail; a spill error waits here.
+                    let mut spill = Ok(());
                     self.log()
                         .each_history(job, &text, exact, |name, seq, entry| {
-                            newest.offer((entry.at, job, seq, side as u8), || HistoryLine {
-                                address: history::blob_address(&base, name),
-                                side,
-                                job,
-                                seq,
-                                entry: entry.clone(),
-                            })
+                            if spill.is_ok() {
+                                spill = newest.offer((entry.at, job, seq, side as u8), || {
+                                    HistoryLine {
+                                        address: history::blob_address(&base, name),
+                                        side,
+                                        job,
+                                        seq,
+                                        entry: entry.clone(),
+                                    }
+                                });
+                            }
                         })?;
+                    spill?;
                 }
             }
         }
-        Ok(newest.into_lines())
+        newest.into_lines()
     }
 
     /// Removes the per-blob events and checkpoint entries of finished jobs
@@ -378,81 +385,6 @@ impl<'a> Parts<'a> {
             }
         }
         e
-    }
-}
-
-/// Orders history lines: by time, not by job id (an old job replayed today
-/// is news), then job, seq and side.
-type LineKey = (DateTime<Utc>, JobId, u64, u8);
-
-/// The newest lines offered so far, all of them or at most a limit (a
-/// min-heap of the kept ones: an offer older than all of a full heap is
-/// not even built).
-struct Newest {
-    limit: Option<usize>,
-    kept: BinaryHeap<Reverse<Keyed>>,
-    /// Without a limit: every line, sorted once at the end.
-    all: Vec<Keyed>,
-}
-
-struct Keyed(LineKey, HistoryLine);
-
-impl PartialEq for Keyed {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-impl Eq for Keyed {}
-impl PartialOrd for Keyed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Keyed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
-    }
-}
-
-impl Newest {
-    fn new(limit: Option<usize>) -> Self {
-        Newest {
-            limit,
-            kept: BinaryHeap::new(),
-            all: Vec::new(),
-        }
-    }
-
-    fn offer(&mut self, key: LineKey, line: impl FnOnce() -> HistoryLine) {
-        match self.limit {
-            Some(0) => {}
-            Some(n) if self.kept.len() >= n => {
-                if self
-                    .kept
-                    .peek()
-                    .is_some_and(|Reverse(oldest)| key > oldest.0)
-                {
-                    self.kept.pop();
-                    self.kept.push(Reverse(Keyed(key, line())));
-                }
-            }
-            Some(_) => self.kept.push(Reverse(Keyed(key, line()))),
-            None => self.all.push(Keyed(key, line())),
-        }
-    }
-
-    /// Newest first.
-    fn into_lines(mut self) -> Vec<HistoryLine> {
-        if self.limit.is_none() {
-            self.all.sort_by(|a, b| b.cmp(a));
-            return self.all.into_iter().map(|Keyed(_, line)| line).collect();
-        }
-        // Ascending order of Reverse is newest first.
-        self.kept
-            .into_sorted_vec()
-            .into_iter()
-            .map(|Reverse(Keyed(_, line))| line)
-            .collect()
     }
 }
 

@@ -81,7 +81,8 @@ async fn given_two_jobs_when_a_blobs_history_is_asked_then_both_sides_are_listed
 
     let at_src = engine
         .history(&format!("memory:{src}/d0/b000"), None)
-        .unwrap();
+        .unwrap()
+        .all();
     let seen: Vec<_> = at_src
         .iter()
         .map(|l| (l.job, l.side, l.entry.status))
@@ -101,12 +102,16 @@ async fn given_two_jobs_when_a_blobs_history_is_asked_then_both_sides_are_listed
     // The destination side of the same blob, found by its own address.
     let at_dst = engine
         .history(&format!("memory:{dst}/d0/b000"), None)
-        .unwrap();
+        .unwrap()
+        .all();
     assert_eq!(at_dst.len(), 2);
     assert!(at_dst.iter().all(|l| l.side == Side::Destination));
 
     // A folder: every blob under it (10 of 30), both jobs; limit cuts.
-    let folder = engine.history(&format!("memory:{src}/d1"), None).unwrap();
+    let folder = engine
+        .history(&format!("memory:{src}/d1"), None)
+        .unwrap()
+        .all();
     assert_eq!(folder.len(), 20);
     assert!(folder
         .iter()
@@ -115,7 +120,8 @@ async fn given_two_jobs_when_a_blobs_history_is_asked_then_both_sides_are_listed
     assert_eq!(folder[0].job, second);
     let few = engine
         .history(&format!("memory:{src}/d1"), Some(3))
-        .unwrap();
+        .unwrap()
+        .all();
     assert_eq!(few.len(), 3);
     assert_eq!(
         few,
@@ -125,11 +131,13 @@ async fn given_two_jobs_when_a_blobs_history_is_asked_then_both_sides_are_listed
     assert!(engine
         .history(&format!("memory:{src}/d1"), Some(0))
         .unwrap()
+        .all()
         .is_empty());
     // A name prefix that is not a folder matches nothing.
     assert!(engine
         .history(&format!("memory:{src}/d"), None)
         .unwrap()
+        .all()
         .is_empty());
 
     let v = engine.verify(None).unwrap();
@@ -145,7 +153,7 @@ async fn given_a_tampered_history_index_when_verified_then_the_first_difference_
     let engine = Engine::open(dir.path()).unwrap();
     let (src, _dst, first, _) = two_jobs(&engine, 6).await;
     let address = format!("memory:{src}/d2/b002");
-    let line = engine.history(&address, None).unwrap().pop().unwrap();
+    let line = engine.history(&address, None).unwrap().all().pop().unwrap();
     assert_eq!(line.job, first);
     // The second job skipped every blob in listing order: its lines are in runs.
     let (run_key, items, i) = run_with(&engine, engine.jobs().unwrap()[1].id, "d2/b002");
@@ -266,7 +274,7 @@ async fn given_a_log_from_before_the_index_when_opened_then_its_history_is_built
         let engine = Engine::open(dir.path()).unwrap();
         let (src, _dst, first, second) = two_jobs(&engine, 6).await;
         let address = format!("memory:{src}/d0/b000");
-        let line = engine.history(&address, None).unwrap().pop().unwrap();
+        let line = engine.history(&address, None).unwrap().all().pop().unwrap();
         // What an older ferry left: events and keyed checkpoint entries,
         // no index and no runs (they came after it).
         let log = engine.log();
@@ -289,8 +297,11 @@ async fn given_a_log_from_before_the_index_when_opened_then_its_history_is_built
         (address, first, line)
     };
     let engine = Engine::open(dir.path()).unwrap();
-    assert_eq!(engine.history(&address, None).unwrap().pop(), Some(line));
-    assert_eq!(engine.history(&address, None).unwrap().len(), 2);
+    assert_eq!(
+        engine.history(&address, None).unwrap().all().pop(),
+        Some(line)
+    );
+    assert_eq!(engine.history(&address, None).unwrap().all().len(), 2);
     let v = engine.verify(Some(first)).unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);
 }
@@ -301,7 +312,10 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
     let engine = Engine::open(dir.path()).unwrap();
     let (src, _dst, first, second) = two_jobs(&engine, 40).await;
     let before_summary = engine.summary(first).unwrap();
-    let before_history = engine.history(&format!("memory:{src}"), None).unwrap();
+    let before_history = engine
+        .history(&format!("memory:{src}"), None)
+        .unwrap()
+        .all();
     // Copies that finished out of name order have keys; the rest are in runs.
     let keyed = engine.log().keyed_blob_states(first).count() as u64;
     let now = Utc::now() + chrono::Duration::seconds(1);
@@ -363,7 +377,10 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
     assert_eq!((after.copied, after.state), (40, JobState::Succeeded));
     assert_eq!(engine.log().blob_states(first).count(), 0);
     assert_eq!(
-        engine.history(&format!("memory:{src}"), None).unwrap(),
+        engine
+            .history(&format!("memory:{src}"), None)
+            .unwrap()
+            .all(),
         before_history
     );
     assert_eq!(engine.events(Some(second)).unwrap().count(), 44);
@@ -395,7 +412,10 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
     let engine = Engine::open(dir.path()).unwrap();
     assert_eq!(engine.summary(first).unwrap(), after);
     assert_eq!(
-        engine.history(&format!("memory:{src}"), None).unwrap(),
+        engine
+            .history(&format!("memory:{src}"), None)
+            .unwrap()
+            .all(),
         before_history
     );
     assert!(engine.verify(None).unwrap().problems.is_empty());
@@ -459,8 +479,8 @@ async fn given_an_export_when_imported_elsewhere_then_summary_checkpoint_and_his
     };
     let address = format!("memory:{src}");
     assert_eq!(
-        to.history(&address, None).unwrap(),
-        only_first(from.history(&address, None).unwrap())
+        to.history(&address, None).unwrap().all(),
+        only_first(from.history(&address, None).unwrap().all())
     );
     let evs = |e: &Engine| {
         e.events(Some(first))

@@ -40,6 +40,13 @@ pub enum EngineError {
     #[error("job id prefix {0:?} is ambiguous; give more characters")]
     AmbiguousJob(String),
 
+    /// A long listing (`history` without a limit) could not be sorted in
+    /// temporary files (disk full, permissions); free space in the temp
+    /// dir, point TMPDIR elsewhere, or ask for fewer lines.
+    // The cause is in the message, as for `StateIo`.
+    #[error("cannot sort the lines in temporary files under {} ({cause}); set TMPDIR to a writable folder with room, or use --limit", dir.display())]
+    TempSpace { dir: PathBuf, cause: std::io::Error },
+
     /// The job spec is invalid (addresses, options); fix the input.
     #[error("{0}")]
     InvalidInput(String),

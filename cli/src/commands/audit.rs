@@ -12,52 +12,66 @@ use indicatif::HumanBytes;
 use super::run::{runtime, Ctx};
 use super::Output;
 use crate::control::{self, Access, HistoryQuery, Request};
+use crate::control_stream;
 use crate::exit;
 
 /// `ferry history ADDRESS`: every job that copied, skipped or failed on a
 /// blob (or on the blobs under a folder or prefix), newest first.
 /// While a daemon holds the state dir it answers (with its accounts).
 pub fn history(ctx: &Ctx, address: &str, json: bool, limit: Option<usize>) -> Result<u8> {
-    let (normalized, lines) = match control::access(&ctx.state)? {
+    match control::access(&ctx.state)? {
         Access::Local(engine) => {
             let engine = engine.with_accounts(ctx.accounts()?);
             let normalized = engine.history_address(address)?;
             let lines = engine.history(&normalized, limit)?;
-            (normalized, lines)
+            let n = lines.len();
+            print_history(
+                ctx,
+                &normalized,
+                n,
+                lines.map(|l| l.map_err(Into::into)),
+                json,
+            )
         }
         Access::Daemon(sock) => {
             let req = Request::History(HistoryQuery {
                 address: address.to_string(),
                 limit,
             });
-            let v = control::call(&sock, &req)?;
-            let lines: Vec<HistoryLine> = serde_json::from_value(v["lines"].clone())?;
-            (v["address"].as_str().unwrap_or(address).to_string(), lines)
+            let (header, lines) = control_stream::call::<HistoryLine>(&sock, &req)?;
+            let n = header["lines"]
+                .as_u64()
+                .with_context(|| format!("the daemon's answer is not valid: {header}"))?;
+            let normalized = header["address"].as_str().unwrap_or(address).to_string();
+            print_history(ctx, &normalized, n, lines, json)
         }
-    };
-    // Buffered: a folder's history can be a million lines.
+    }
+}
+
+/// Prints `n` lines as they come: a folder's history can be millions.
+fn print_history(
+    ctx: &Ctx,
+    normalized: &str,
+    n: u64,
+    lines: impl Iterator<Item = Result<HistoryLine>>,
+    json: bool,
+) -> Result<u8> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
-        for line in &lines {
-            serde_json::to_writer(&mut out, line)?;
+    if n == 0 && !json && !ctx.out.quiet {
+        writeln!(
+            out,
+            "no job copied, skipped or failed anything at {}",
+            exit::printable(normalized)
+        )?;
+    }
+    for line in lines {
+        let line = line?;
+        if json {
+            serde_json::to_writer(&mut out, &line)?;
             writeln!(out)?;
+        } else {
+            writeln!(out, "{}", history_line(&line))?;
         }
-        out.flush()?;
-        return Ok(exit::OK);
-    }
-    if lines.is_empty() {
-        if !ctx.out.quiet {
-            writeln!(
-                out,
-                "no job copied, skipped or failed anything at {}",
-                exit::printable(&normalized)
-            )?;
-        }
-        out.flush()?;
-        return Ok(exit::OK);
-    }
-    for line in &lines {
-        writeln!(out, "{}", history_line(line))?;
     }
     out.flush()?;
     Ok(exit::OK)

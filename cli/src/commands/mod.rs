@@ -12,11 +12,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ferry_engine::projection::BlobState;
-use ferry_engine::{Engine, JobId, JobSummary};
+use ferry_engine::{Engine, EventRecord, JobId, JobSummary};
 
 use crate::args::{Cli, Command, PluginCommand};
 use crate::control::{self, Access, Request};
-use crate::control_events;
+use crate::control_stream;
 
 /// Runs the command; returns the exit code (errors map to codes in main).
 pub fn dispatch(cli: Cli) -> Result<u8> {
@@ -90,7 +90,7 @@ fn run(cli: Cli) -> Result<u8> {
                 Access::Local(engine) => query::events(&engine, job.as_deref(), json, &filter),
                 Access::Daemon(sock) => {
                     // Filtered here: the daemon streams every event.
-                    let (_, recs) = control_events::call(&sock, job)?;
+                    let (_, recs) = control_stream::call(&sock, &Request::Events { job })?;
                     query::print_events(recs, json, &filter)
                 }
             }
@@ -101,7 +101,11 @@ fn run(cli: Cli) -> Result<u8> {
             match control::access(&state)? {
                 Access::Local(engine) => query::export(&engine, &job, &output, force, out),
                 Access::Daemon(sock) => {
-                    let (n, recs) = control_events::call(&sock, Some(job))?;
+                    let req = Request::Events { job: Some(job) };
+                    let (header, recs) = control_stream::call::<EventRecord>(&sock, &req)?;
+                    let n = header["events"]
+                        .as_u64()
+                        .with_context(|| format!("the daemon's answer is not valid: {header}"))?;
                     let mut recs = recs.peekable();
                     let id = match recs.peek() {
                         Some(Ok(r)) => r.job,
