@@ -763,9 +763,10 @@ def parallel(ctx):
             shutil.rmtree(state, ignore_errors=True)
             url = f"{env['AZ_ENDPOINT']}/{cont}?{env['AZ_SAS']}"
             try:
-                stats = ["--stats"] if p == "auto" else []
+                # --stats for every value, not only auto (which needs it to say where it settled),
+                # so the runs differ in --parallel alone.
                 r = run(["nice", "-n", str(ctx.nice()), ctx.ferry, "copy", "--state", state, src, url, "--parallel", p,
-                         *stats], env=env, timeout=3600)
+                         "--stats"], env=env, timeout=3600)
                 if r["rc"] == 2 and p == "auto" and "invalid value" in r["err"]:
                     unavailable["auto"] = "not available in this binary (`--parallel auto` refused: " + \
                                           r["err"].strip().splitlines()[0][:120] + ")"
