@@ -3,6 +3,7 @@
 //! index).
 
 mod chunk;
+mod cursor;
 mod flusher;
 #[cfg(test)]
 mod flusher_tests;
@@ -29,6 +30,7 @@ use crate::event::{Event, EventRecord};
 use crate::job::JobId;
 use crate::projection::{BlobState, HistoryEntry, JobSummary};
 
+pub use cursor::CheckpointCursor;
 pub use lookup::EventReader;
 pub use writer::import::{ImportPart, IMPORT_PART};
 pub use writer::WriterStats;

@@ -173,3 +173,64 @@ async fn given_long_names_when_logged_then_every_value_stays_small_and_reads_bac
     }
     assert_eq!(log.blob_states(job).count(), 64);
 }
+
+#[tokio::test]
+async fn given_several_attempts_when_a_cursor_is_asked_in_any_order_then_it_answers_as_blob_state()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let job = JobId::new();
+    let names: Vec<String> = (0..900).map(|i| format!("d{}/b{i:04}", i / 300)).collect();
+    let mut rng = fastrand::Rng::with_seed(11);
+    // Attempts 1, 2 and 4 log a third of the names each, in blocks out of
+    // order (runs in gaps, and keys where a name lands inside a run);
+    // attempt 3 logs nothing, so seeks jump from 2 to 4.
+    for attempt in 1..=4u32 {
+        write(&log, job, [started(attempt)]).await;
+        if attempt == 3 {
+            continue;
+        }
+        let picked: Vec<&String> = names.iter().filter(|_| rng.u8(..3) == 0).collect();
+        // Every other picked name first; the rest then land inside runs.
+        for half in [0, 1] {
+            let mine: Vec<&String> = picked.iter().skip(half).step_by(2).copied().collect();
+            let mut blocks: Vec<&[&String]> = mine.chunks(40).collect();
+            rng.shuffle(&mut blocks);
+            for block in blocks {
+                write(&log, job, block.iter().map(|n| copied(n))).await;
+            }
+        }
+    }
+    assert!(!keyed(&log, job).is_empty(), "some outcomes have keys");
+    // The attempt under way (5) has outcomes too, for names the cursor is
+    // not asked: a listing names a blob once.
+    write(&log, job, [started(5), copied("e/late")]).await;
+
+    // Names between, before and after the stored ones too.
+    let mut asked: Vec<String> = names
+        .iter()
+        .flat_map(|n| [n.clone(), format!("{n}x")])
+        .collect();
+    asked.extend(["", "a", "d0/", "d2/b9999", "zzz"].map(String::from));
+    asked.sort();
+    let want = |n: &str| log.blob_state(job, n).unwrap();
+    let mut cursor = log.checkpoint_cursor(job, 5);
+    for n in &asked {
+        assert_eq!(cursor.state(n).unwrap(), want(n), "{n} in order");
+    }
+    // Out of order: still right.
+    rng.shuffle(&mut asked);
+    let mut cursor = log.checkpoint_cursor(job, 5);
+    for n in &asked {
+        assert_eq!(cursor.state(n).unwrap(), want(n), "{n} out of order");
+    }
+    assert!(want("e/late").is_some());
+    assert_eq!(log.checkpoint_cursor(job, 5).state("e/late").unwrap(), None);
+    // Below attempt 2: only attempt 1's runs (and every key).
+    let mut first = log.checkpoint_cursor(job, 2);
+    let found = names
+        .iter()
+        .filter(|n| first.state(n).unwrap().is_some())
+        .count();
+    assert!(found > 0 && found < names.len(), "{found}");
+}

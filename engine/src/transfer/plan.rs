@@ -76,6 +76,10 @@ pub(crate) async fn plan(
         bytes: 0,
     };
     let p = &ctx.progress;
+    // What earlier attempts finished, asked in listing order.
+    let mut done = ctx
+        .resuming
+        .then(|| ctx.log.checkpoint_cursor(ctx.job, ctx.attempt));
     let mut src = ctx.src.list();
     let mut dst = policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list()));
     let (mut blobs, mut bytes) = (0u64, 0u64);
@@ -114,12 +118,11 @@ pub(crate) async fn plan(
                 continue;
             }
             Some(Ok(Listed::Skipped { name, reason })) => {
-                if ctx.resuming
-                    && ctx
-                        .log
-                        .blob_state(ctx.job, &name)?
-                        .is_some_and(|s| s.status == BlobStatus::Skipped)
-                {
+                let state = match done.as_mut() {
+                    Some(d) => d.state(&name)?,
+                    None => None,
+                };
+                if state.is_some_and(|s| s.status == BlobStatus::Skipped) {
                     continue;
                 }
                 Progress::add(&p.skipped, 1);
@@ -140,8 +143,8 @@ pub(crate) async fn plan(
         bytes += meta.size;
         Progress::add(&p.listed, 1);
         Progress::add(&p.listed_bytes, meta.size);
-        if ctx.resuming {
-            if let Some(state) = ctx.log.blob_state(ctx.job, &meta.name)? {
+        if let Some(d) = done.as_mut() {
+            if let Some(state) = d.state(&meta.name)? {
                 if state.is_done_for(&meta.etag) {
                     Progress::add(&p.resumed, 1);
                     Progress::add(&p.resumed_bytes, meta.size);
