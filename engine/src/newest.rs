@@ -123,16 +123,12 @@ impl Newest {
     fn spill(&mut self) -> io::Result<()> {
         if self.spilled.len() >= MAX_RUNS {
             let runs = std::mem::take(&mut self.spilled);
-            let merged = write_run(Merge::new(runs)?)?;
+            let merged = write_run(Merge::new(runs)?.map(|line| encode(&line?)))?;
             self.spilled.push(merged);
         }
         self.run.sort_unstable_by_key(|l| Reverse(l.0));
-        let mut w = BufWriter::new(tempfile::tempfile()?);
-        for (_, bytes) in self.run.drain(..) {
-            write_bytes(&mut w, &bytes)?;
-        }
-        self.spilled
-            .push(w.into_inner().map_err(|e| e.into_error())?);
+        let run = write_run(self.run.drain(..).map(|(_, bytes)| Ok(bytes)))?;
+        self.spilled.push(run);
         Ok(())
     }
 
@@ -248,11 +244,11 @@ impl Iterator for Merge {
     }
 }
 
-/// Writes `lines` (already in order) to a new unnamed temp file.
-fn write_run(lines: impl Iterator<Item = io::Result<HistoryLine>>) -> io::Result<File> {
+/// Writes encoded lines (already in order) to a new unnamed temp file.
+fn write_run(lines: impl Iterator<Item = io::Result<Vec<u8>>>) -> io::Result<File> {
     let mut w = BufWriter::new(tempfile::tempfile()?);
-    for line in lines {
-        write_bytes(&mut w, &encode(&line?)?)?;
+    for bytes in lines {
+        write_bytes(&mut w, &bytes?)?;
     }
     w.into_inner().map_err(|e| e.into_error())
 }

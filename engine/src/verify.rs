@@ -21,7 +21,7 @@
 
 use crate::error::EngineError;
 use crate::job::JobId;
-use crate::log::{open_jobs, EventLog, EventReader};
+use crate::log::{open_jobs, CheckpointCursor, EventLog, EventReader};
 use crate::projection::history;
 use crate::projection::{BlobState, HistoryEntry, JobSummary};
 use crate::Engine;
@@ -111,6 +111,7 @@ impl Engine {
             log,
             id,
             events: log.event_reader(id),
+            checkpoint: log.checkpoint_cursor(id, u32::MAX),
             attempts: Vec::new(),
             lined: Vec::new(),
             blob_events: 0,
@@ -207,6 +208,8 @@ struct Check<'a> {
     log: &'a EventLog,
     id: JobId,
     events: EventReader<'a>,
+    /// Newest entries of names asked mostly in name order (run by run).
+    checkpoint: CheckpointCursor<'a>,
     /// (seq of its `JobStarted`, attempt number) of each attempt, in order:
     /// a blob event's line names the attempt it came in.
     attempts: Vec<(u64, u32)>,
@@ -234,7 +237,7 @@ impl Check<'_> {
         let newest = if keyed_only {
             self.log.keyed_blob_state(self.id, name)?
         } else {
-            self.log.blob_state(self.id, name)?
+            self.checkpoint.state(name)?
         };
         match newest {
             Some(s) if s.seq > state.seq || s == *state => {}

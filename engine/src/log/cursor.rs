@@ -28,8 +28,8 @@ impl EventLog {
     /// Looks checkpoint entries up for names asked in ascending order,
     /// reading the runs of attempts before `below` only: the attempt under
     /// way has no outcome for a name not listed yet, as a listing names a
-    /// blob once. Names asked out of order are still answered right, with a
-    /// seek each.
+    /// blob once (`u32::MAX`: every attempt). Names asked out of order are
+    /// still answered right, with a seek each.
     pub fn checkpoint_cursor(&self, job: JobId, below: u32) -> CheckpointCursor<'_> {
         CheckpointCursor {
             log: self,

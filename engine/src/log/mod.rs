@@ -257,16 +257,9 @@ impl EventLog {
     }
 
     /// One blob's checkpoint entry in one job: its own key or its line in
-    /// a run, whichever is newer.
+    /// a run, whichever is newer. Many names in order: `checkpoint_cursor`.
     pub fn blob_state(&self, job: JobId, name: &str) -> Result<Option<BlobState>, EngineError> {
-        let mut found = self.keyed_blob_state(job, name)?;
-        self.each_run(job, name, |items| {
-            if let Ok(i) = items.binary_search_by(|it| it.name.as_str().cmp(name)) {
-                found = runs::newer(found.take(), Some(items[i].state()));
-            }
-            false
-        })?;
-        Ok(found)
+        self.checkpoint_cursor(job, u32::MAX).state(name)
     }
 
     /// Calls `visit` with each run that may hold `from` or names after it:
