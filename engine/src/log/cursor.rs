@@ -1,9 +1,11 @@
-//! Checkpoint lookups in name order, for a resume's planner.
+//! Checkpoint lookups: a name's entry is its own key or its line in the
+//! first run of each attempt that may hold it, whichever is newer.
 //!
-//! [`EventLog::blob_state`] seeks once per attempt that has runs for every
-//! name it is asked, so a resume's cost per listed blob grew with the
-//! attempts before it (~1.5 µs per blob already done with one earlier
-//! attempt, at 1M blobs). A listing asks in name order, so this cursor keeps,
+//! Looked up alone ([`EventLog::blob_state`]), a name costs a seek per
+//! attempt that has runs, so a resume asking for every listed blob paid
+//! that per blob and per earlier attempt (~1.5 µs per blob already done
+//! with one earlier attempt, at 1M blobs). A listing asks in name order, so
+//! a cursor kept for the whole listing (the planner's; verify's) keeps,
 //! per attempt, the run its last seek found and answers the next names from
 //! it until they pass that run's greatest name. A 1M-blob no-op interrupted
 //! after ~594,000 blobs: its replay took 4.2 s of user CPU and 5.9 s of wall
