@@ -278,9 +278,12 @@ fn pause_resume_and_cancel_reach_a_running_job() {
 fn a_failed_job_is_replayed_with_backoff_up_to_the_limit() {
     let env = Env::new();
     files(&env, 3);
-    let d = daemon(&env, None, &["--max-retries", "2", "--retry-delay", "0.2"]);
     let gone = env.path("gone");
     std::fs::rename(&env.src, &gone).unwrap();
+    // Submitted before the daemon starts, and the source removed before it
+    // can list it: submitted through a running daemon, the first attempt
+    // could copy the files before they were removed (it once did, on a
+    // loaded machine) and the job succeed.
     let out = env
         .ferry()
         .arg("submit")
@@ -290,6 +293,7 @@ fn a_failed_job_is_replayed_with_backoff_up_to_the_limit() {
         .success();
     let job = out.stdout.trim().to_string();
     std::fs::remove_dir_all(&gone).unwrap();
+    let d = daemon(&env, None, &["--max-retries", "2", "--retry-delay", "0.2"]);
     wait_for(60, "three failed attempts", || {
         let s = env.show_json(&job);
         (s["attempts"].as_array()?.len() == 3 && s["state"] == "failed").then_some(())

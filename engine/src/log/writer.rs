@@ -168,7 +168,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// `priority` is the one the writer and flusher threads start with
-    /// (they inherit it from the caller), for `--stats`.
+    /// (they inherit it from the caller); the writer goes above it.
     pub(super) fn start(
         db: sled::Db,
         path: PathBuf,
@@ -180,7 +180,6 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
         let stats = Arc::new(WriterStats::default());
-        let _ = stats.priority.set(priority);
         // sled keeps its data in `db` inside the directory.
         let db_file = std::fs::File::open(path.join("db")).ok().map(Arc::new);
         let flusher = Flusher::start(FlushTarget {
@@ -203,6 +202,7 @@ impl Writer {
             pending: Vec::new(),
             spans: HashMap::new(),
             clock: RunQueueClock::none(),
+            log_priority: priority,
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -328,6 +328,9 @@ struct WriterState {
     spans: HashMap<(JobId, u32), Spans>,
     /// This thread's time waiting for a core (opened by the thread itself).
     clock: RunQueueClock,
+    /// The priority the log's threads started with; the writer raises
+    /// itself above it.
+    log_priority: WriterPriority,
 }
 
 pub(super) type Ack = oneshot::Sender<Result<u64, EngineError>>;
@@ -367,10 +370,22 @@ fn linger(rx: &mut mpsc::Receiver<Cmd>, cmds: &mut Vec<Cmd>, max: Duration) {
         if left.is_zero() {
             return;
         }
-        std::thread::park_timeout(left);
+        // Commands queued behind a slot a sender is still writing are not
+        // taken by `drain`. One of them may be awaited, its sender's
+        // unpark already spent: look again soon, not at the deadline.
+        let nap = if rx.is_empty() {
+            left
+        } else {
+            left.min(BEHIND_A_SLOT)
+        };
+        std::thread::park_timeout(nap);
         drain(rx, cmds);
     }
 }
+
+/// How soon a lingering writer looks again at commands it could not take
+/// yet (queued behind a sender mid-send).
+const BEHIND_A_SLOT: Duration = Duration::from_millis(1);
 
 /// Takes what is in the queue now, up to `MAX_BATCH`, without waiting.
 ///
@@ -393,6 +408,10 @@ fn drain(rx: &mut mpsc::Receiver<Cmd>, cmds: &mut Vec<Cmd>) {
 impl WriterState {
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         self.clock = RunQueueClock::open();
+        let _ = self
+            .stats
+            .priority
+            .set(thread::raise_writer(self.log_priority));
         let mut cmds = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             cmds.push(first);
