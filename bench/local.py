@@ -19,9 +19,6 @@ WRITER_RE = re.compile(r"log writer: (?P<events>\d+) events .* busy (?P<busy>[\d
                        r"waiting for a core (?P<wait>[\d.]+)s, waiting for the flusher (?P<fwait>[\d.]+)s\) "
                        r"of (?P<wall>[\d.]+)s.*flusher thread (?P<flush>[\d.]+)s; "
                        r"senders waited for a full queue (?P<full>\d+) times, (?P<full_s>[\d.]+)s")
-# The log threads' priority (raised above the copies, or why not): a busy share measured
-# without the raise is a different quantity, so the table says which it was.
-PRIORITY_RE = re.compile(r"; writer thread (nice [^\n]*)")
 COPIED_RE = re.compile(r"copied (\d+) files .*failed (\d+)")
 
 
@@ -133,8 +130,7 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
                     writer.append({"events": ev, "busy_s": busy, "cpu_s": cpu, "wait_s": wait, "wall_s": w,
                                    "busy_share": busy / w, "cpu_share": cpu / w, "wait_share": wait / w,
                                    "events_per_cpu_s": ev / max(cpu, 1e-9),
-                                   "full_queue_waits": int(m["full"]), "full_queue_wait_s": float(m["full_s"]),
-                                   "priority": (PRIORITY_RE.search(out) or [None, "not reported"])[1]})
+                                   "full_queue_waits": int(m["full"]), "full_queue_wait_s": float(m["full_s"])})
                 check_copy(tool, src, dst, src_list, content=(rep == 0))
                 times[tool].append(wall)
                 log(f"local {ds} rep {rep + 1}/{reps} {tool}: {wall:.3f}s")
@@ -149,7 +145,6 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
                               ("busy_share", "cpu_share", "wait_share", "events_per_cpu_s")} if writer else None,
             # The worst rep: did the log ever hold a copy up?
             "full_queue_max": max((x["full_queue_waits"], x["full_queue_wait_s"]) for x in writer) if writer else None,
-            "priorities": sorted({x["priority"] for x in writer}),
         })
     return result
 

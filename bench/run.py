@@ -904,8 +904,7 @@ def targets_md(ctx):
                 t.append(("log writer busy <= 10% of wall (local small)",
                           f"busy {100 * w['busy_share']:.0f}% (of which waiting for a core {100 * w['wait_share']:.0f}%), "
                           f"CPU {100 * w['cpu_share']:.1f}%; copies held up by a full log queue: "
-                          f"{d['full_queue_max'][0]} times (worst rep); writer thread "
-                          f"{', '.join(d.get('priorities') or ['not reported'])}", v(w["busy_share"] <= 0.10)))
+                          f"{d['full_queue_max'][0]} times (worst rep)", v(w["busy_share"] <= 0.10)))
     if R.get("parallel"):
         rows = R["parallel"]["rows"]
         fixed = [r for r in rows if r["parallel"] != "auto" and "wall" in r]

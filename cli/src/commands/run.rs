@@ -324,12 +324,8 @@ fn print_stats(engine: &Engine, enabled: bool, report: &RunReport, progress: &Pr
         .load(std::sync::atomic::Ordering::Relaxed) as f64
         / 1e9;
     let wall = elapsed.as_secs_f64().max(1e-9);
-    let priority = s
-        .priority
-        .get()
-        .map_or("not started".to_string(), |p| p.to_string());
     eprintln!(
-        "log writer: {events} events in {batches} batches, busy {busy:.3}s (cpu {cpu:.3}s, waiting for a core {wait:.3}s, waiting for the flusher {flush_wait:.3}s) of {wall:.3}s ({:.1}% busy, {:.1}% cpu), {:.0} events/s while busy, {keyed} outcomes keyed (not in runs); flusher thread {flush:.3}s; senders waited for a full queue {full} times, {full_wait:.3}s; writer thread {priority}",
+        "log writer: {events} events in {batches} batches, busy {busy:.3}s (cpu {cpu:.3}s, waiting for a core {wait:.3}s, waiting for the flusher {flush_wait:.3}s) of {wall:.3}s ({:.1}% busy, {:.1}% cpu), {:.0} events/s while busy, {keyed} outcomes keyed (not in runs); flusher thread {flush:.3}s; senders waited for a full queue {full} times, {full_wait:.3}s",
         100.0 * busy / wall,
         100.0 * cpu / wall,
         events as f64 / busy.max(1e-9)

@@ -32,7 +32,6 @@ use crate::projection::{BlobState, HistoryEntry, JobSummary};
 
 pub use cursor::CheckpointCursor;
 pub use lookup::EventReader;
-pub use thread::WriterPriority;
 pub use writer::import::{ImportPart, IMPORT_PART};
 pub use writer::WriterStats;
 use writer::{Cmd, Writer};
@@ -72,13 +71,8 @@ impl EventLog {
             path: path.to_path_buf(),
             cause: e,
         })?;
-        // The log's threads (sled's I/O pool and flusher, the writer, its
-        // flusher) start here and inherit this priority: the whole path an
-        // outcome takes to the disk runs above the copy threads.
-        let raised = thread::Raised::new();
         let db = open_sled(path)?;
-        let writer = Writer::start(db.clone(), path.to_path_buf(), raised.priority())?;
-        drop(raised);
+        let writer = Writer::start(db.clone(), path.to_path_buf())?;
         Ok(EventLog {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),

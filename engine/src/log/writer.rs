@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::flusher::{flush_durably, FlushTarget, Flusher};
 use super::runs::{self, StoredItem};
 use super::spans::{Gap, Spans};
-use super::thread::{self, RunQueueClock, WriterPriority};
+use super::thread::{self, RunQueueClock};
 use super::{keys, PruneStats};
 
 #[path = "import.rs"]
@@ -135,10 +135,6 @@ pub struct WriterStats {
     /// up, which the writer's own busy share does not say.
     pub full_queue_waits: AtomicU64,
     pub full_queue_wait_ns: AtomicU64,
-    /// The log threads' scheduling priority: whether `wait_ns` was
-    /// measured with the writer raised above the copy threads or beside
-    /// them.
-    pub priority: OnceLock<WriterPriority>,
     /// Jobs whose summary and next seq the writer holds after its last
     /// batch: those with an attempt under way (the rest are read back when
     /// they next get an event), so a daemon's memory does not grow with
@@ -167,13 +163,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// `priority` is the one the writer and flusher threads start with
-    /// (they inherit it from the caller); the writer goes above it.
-    pub(super) fn start(
-        db: sled::Db,
-        path: PathBuf,
-        priority: WriterPriority,
-    ) -> Result<Self, EngineError> {
+    pub(super) fn start(db: sled::Db, path: PathBuf) -> Result<Self, EngineError> {
         let mark_index = prepare_index(&db).map_err(|e| EngineError::corrupt(&path, e))?;
         import::abandon(&db).map_err(|e| EngineError::corrupt(&path, e))?;
         super::open_jobs::prepare(&db).map_err(|e| EngineError::corrupt(&path, e))?;
@@ -202,7 +192,6 @@ impl Writer {
             pending: Vec::new(),
             spans: HashMap::new(),
             clock: RunQueueClock::none(),
-            log_priority: priority,
             failed: failed.clone(),
             stats: stats.clone(),
         };
@@ -328,9 +317,6 @@ struct WriterState {
     spans: HashMap<(JobId, u32), Spans>,
     /// This thread's time waiting for a core (opened by the thread itself).
     clock: RunQueueClock,
-    /// The priority the log's threads started with; the writer raises
-    /// itself above it.
-    log_priority: WriterPriority,
 }
 
 pub(super) type Ack = oneshot::Sender<Result<u64, EngineError>>;
@@ -361,6 +347,13 @@ impl Cmd {
 fn linger(rx: &mut mpsc::Receiver<Cmd>, cmds: &mut Vec<Cmd>, max: Duration) {
     let deadline = Instant::now() + max;
     let mut seen = 0;
+    // Set once woken before the time with no awaited command to be found:
+    // it is queued behind a slot a sender is still writing, which `drain`
+    // does not wait for, and the unpark is spent. Look again soon, not at
+    // the deadline. (Not on any non-empty queue: under load new commands
+    // arrive all the time, and 1 ms naps would wake the writer 20 times as
+    // often.)
+    let mut behind_a_slot = false;
     loop {
         if cmds.len() >= COALESCE_BELOW || cmds[seen..].iter().any(Cmd::is_awaited) {
             return;
@@ -370,15 +363,14 @@ fn linger(rx: &mut mpsc::Receiver<Cmd>, cmds: &mut Vec<Cmd>, max: Duration) {
         if left.is_zero() {
             return;
         }
-        // Commands queued behind a slot a sender is still writing are not
-        // taken by `drain`. One of them may be awaited, its sender's
-        // unpark already spent: look again soon, not at the deadline.
-        let nap = if rx.is_empty() {
-            left
-        } else {
+        let nap = if behind_a_slot {
             left.min(BEHIND_A_SLOT)
+        } else {
+            left
         };
+        let slept = Instant::now();
         std::thread::park_timeout(nap);
+        behind_a_slot |= slept.elapsed() < nap;
         drain(rx, cmds);
     }
 }
@@ -408,10 +400,6 @@ fn drain(rx: &mut mpsc::Receiver<Cmd>, cmds: &mut Vec<Cmd>) {
 impl WriterState {
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         self.clock = RunQueueClock::open();
-        let _ = self
-            .stats
-            .priority
-            .set(thread::raise_writer(self.log_priority));
         let mut cmds = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             cmds.push(first);
