@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::writer::{describe, note_failure, Ack, WriterStats};
+use super::writer::{describe, note_failure, Ack, Chunks, WriterStats};
 use crate::error::EngineError;
 
 /// Events applied and not yet flushed past which the writer waits for the
@@ -55,6 +55,10 @@ struct Queue {
     requested: bool,
     /// Events applied and not covered by a finished flush.
     unflushed: u64,
+    /// Records of applied batches, freed by this thread: the writer is
+    /// the one thread every outcome passes through. Bounded like
+    /// `unflushed`: a flush is asked for every `FLUSH_EVENTS` events.
+    garbage: Vec<Chunks>,
     stop: bool,
 }
 
@@ -111,8 +115,12 @@ impl Flusher {
         acks: Vec<(Ack, u64)>,
         transition: bool,
         flush: bool,
+        records: Chunks,
     ) {
         let mut q = self.shared.lock();
+        if !records.is_empty() {
+            q.garbage.push(records);
+        }
         q.unflushed += events;
         q.transition |= transition;
         q.requested |= flush || !acks.is_empty();
@@ -143,14 +151,21 @@ impl Drop for Flusher {
 
 fn run(shared: &Shared, target: FlushTarget) {
     loop {
-        let (acks, transition, events, stop) = {
+        let (acks, transition, events, stop, garbage) = {
             let mut q = shared.lock();
             while !q.requested && !q.stop {
                 q = shared.wait(q);
             }
             q.requested = false;
             let transition = std::mem::take(&mut q.transition);
-            (std::mem::take(&mut q.acks), transition, q.unflushed, q.stop)
+            let garbage = std::mem::take(&mut q.garbage);
+            (
+                std::mem::take(&mut q.acks),
+                transition,
+                q.unflushed,
+                q.stop,
+                garbage,
+            )
         };
         let result = flush(&target, transition);
         {
@@ -172,6 +187,7 @@ fn run(shared: &Shared, target: FlushTarget) {
                 }
             }
         }
+        drop(garbage);
         if stop {
             let q = shared.lock();
             // Anything handed over while this flush ran is flushed too.

@@ -142,6 +142,49 @@ async fn given_outcomes_far_out_of_order_when_logged_then_they_fill_gaps_and_rea
 }
 
 #[tokio::test]
+async fn given_outcomes_with_places_when_logged_then_runs_follow_places_and_any_order_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path()).unwrap();
+    let job = JobId::new();
+    write(&log, job, [started(1)]).await;
+    // Places in name order (as every store lists), arriving shuffled: one
+    // batch sorts them back into runs, so nothing needs keys of its own.
+    let names: Vec<String> = (0..300).map(|i| format!("a/{i:04}")).collect();
+    let mut order: Vec<usize> = (0..300).collect();
+    order.reverse();
+    order.swap(10, 200);
+    for i in order {
+        log.append_outcome(job, skipped(&names[i]), i as u64)
+            .await
+            .unwrap();
+    }
+    log.sync().await.unwrap();
+    assert!(keyed(&log, job).is_empty(), "sorted by place into runs");
+    let runs = log.scan_raw_for_tests(&keys::run_prefix(job)).len();
+    assert!(
+        runs <= 20,
+        "{runs} runs for 300 skips in at most a few batches"
+    );
+    // Places against name order (a store that listed unsorted): the runs
+    // break up, yet every outcome is stored once and found.
+    let late: Vec<String> = (0..300).map(|i| format!("b/{i:04}")).collect();
+    for (place, name) in late.iter().rev().enumerate() {
+        log.append_outcome(job, copied(name), 300 + place as u64)
+            .await
+            .unwrap();
+    }
+    log.sync().await.unwrap();
+    let states: Vec<(String, BlobState)> = log.blob_states(job).map(|r| r.unwrap()).collect();
+    let all: Vec<&String> = names.iter().chain(&late).collect();
+    assert_eq!(states.iter().map(|(n, _)| n).collect::<Vec<_>>(), all);
+    for n in &late {
+        let state = log.blob_state(job, n).unwrap().unwrap();
+        assert_eq!(state.status, BlobStatus::Copied, "{n}");
+        assert_eq!(log.history(job, n, false).unwrap().len(), 1, "{n}");
+    }
+}
+
+#[tokio::test]
 async fn given_long_names_when_logged_then_every_value_stays_small_and_reads_back() {
     // A run and a chunk of these would be ~120 KB: sled keeps a node that
     // large as a blob file and never evicts it from memory.
