@@ -65,6 +65,14 @@ fn status(env: &Env) -> Value {
     serde_json::from_str(&out.stdout).unwrap()
 }
 
+/// Waits until the daemon runs `job` and its `attempt` has started.
+fn running_attempt(env: &Env, job: &str, attempt: usize) {
+    wait_for(60, "the job's attempt to start", || {
+        let started = of_type(&env.events(Some(job)), "JobStarted").len();
+        (status(env)["running"][0]["job"] == job && started == attempt).then_some(())
+    });
+}
+
 /// A destination account behind a proxy that delays every request, so a
 /// job runs long enough to be paused, cancelled or overlapped.
 fn slow_remote(env: &Env, delay_ms: u64) -> FaultProxy {
@@ -214,9 +222,9 @@ fn pause_resume_and_cancel_reach_a_running_job() {
         .run()
         .success();
     let job = out.stdout.trim().to_string();
-    wait_for(60, "the job to run", || {
-        (status(&env)["running"][0]["job"] == job.as_str()).then_some(())
-    });
+    // Its attempt started: a pause before `JobStarted` is also "running"
+    // to the daemon but stops the start instead of interrupting a copy.
+    running_attempt(&env, &job, 1);
     let out = env.ferry().args(["pause", &job, "--json"]).run().success();
     let paused: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(paused["job"], job.as_str(), "{paused}");
@@ -233,9 +241,7 @@ fn pause_resume_and_cancel_reach_a_running_job() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(state(&env, &job), "paused");
     env.ferry().args(["resume", &job]).run().success();
-    wait_for(60, "the job to run again", || {
-        (status(&env)["running"][0]["job"] == job.as_str()).then_some(())
-    });
+    running_attempt(&env, &job, 2);
     env.ferry().args(["cancel", &job]).run().success();
     wait_for(60, "the cancel", || {
         (state(&env, &job) == "cancelled" && status(&env)["running"].as_array()?.is_empty())

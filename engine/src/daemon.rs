@@ -95,6 +95,10 @@ struct Running {
     progress: Arc<Progress>,
     started_at: DateTime<Utc>,
     schedule: Option<String>,
+    /// The job's attempts when this daemon took it: until its run writes
+    /// `JobStarted` the log still says queued (or failed, for a retry), yet
+    /// a pause or cancel then already reaches a running job.
+    attempts_at_start: usize,
 }
 
 /// A planned replay: the job, which retry, when.
@@ -212,12 +216,19 @@ impl Daemon {
     }
 
     /// A job's state as this process sees it: a job it is running is
-    /// running, not "left running by a dead process".
+    /// running, not "left running by a dead process", and not "queued"
+    /// in the moment between taking it and its `JobStarted`.
     fn live_state(&self, s: &JobSummary) -> JobState {
-        if s.state == JobState::Running && self.is_running(s.id) {
-            JobState::Running
-        } else {
-            s.effective_state()
+        let taken = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&s.id).map(|x| x.attempts_at_start));
+        match taken {
+            Some(_) if s.state == JobState::Running => JobState::Running,
+            // Taken but not started yet: a started run adds an attempt.
+            Some(n) if s.attempts.len() == n => JobState::Running,
+            _ => s.effective_state(),
         }
     }
 
@@ -424,6 +435,7 @@ impl Daemon {
             progress: opts.progress.clone(),
             started_at: self.clock.now(),
             schedule: s.schedule.clone(),
+            attempts_at_start: s.attempts.len(),
         };
         if let Ok(mut r) = self.running.lock() {
             r.insert(job, running);
@@ -566,3 +578,7 @@ fn last_run_by_daemon(s: &JobSummary) -> bool {
         .last()
         .is_some_and(|a| a.worker.ends_with(DAEMON_WORKER_SUFFIX))
 }
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

@@ -61,6 +61,11 @@ pub struct Engine {
     accounts: Accounts,
     /// Held (flock) for the engine's lifetime: one process per state dir.
     _lock: File,
+    /// Serialises "check a job's state, then append" between a start and
+    /// pause/cancel/resume: a start checked as queued must not land after
+    /// a pause, or the pause is lost (the job reads interrupted and the
+    /// daemon replays it).
+    pub(crate) transitions: tokio::sync::Mutex<()>,
 }
 
 /// The default parallelism: 8 copies per core, as the seed measured.
@@ -91,6 +96,7 @@ impl Engine {
             log,
             accounts: Accounts::default(),
             _lock: lock,
+            transitions: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -285,7 +291,7 @@ impl Engine {
             Ok(pair) => pair,
             Err(e @ (EngineError::Store(_) | EngineError::InvalidInput(_))) => {
                 return self
-                    .record_failed_start(job, attempt, worker, parallel, e, started)
+                    .record_failed_start(&summary, attempt, worker, parallel, e, started)
                     .await;
             }
             Err(e) => return Err(e),
@@ -297,16 +303,12 @@ impl Engine {
             None => None,
         };
         let parallelism = parallel as u32;
-        self.log
-            .append_durable(
-                job,
-                Event::JobStarted {
-                    attempt,
-                    worker,
-                    parallelism,
-                },
-            )
-            .await?;
+        let started_event = Event::JobStarted {
+            attempt,
+            worker,
+            parallelism,
+        };
+        self.append_start(&summary, started_event).await?;
         let ctx = Arc::new(Attempt {
             log: self.log.clone(),
             job,
@@ -355,10 +357,30 @@ impl Engine {
         })
     }
 
+    /// Appends `JobStarted` if the job is still as `seen` when the start was
+    /// decided: opening stores and loading a plugin take time, and a pause
+    /// or cancel recorded meanwhile wins.
+    async fn append_start(&self, seen: &JobSummary, started: Event) -> Result<(), EngineError> {
+        let job = seen.id;
+        let _t = self.transitions.lock().await;
+        let now = self.summary(job)?;
+        if now.state != seen.state || now.attempts.len() != seen.attempts.len() {
+            return Err(EngineError::WrongState {
+                job: job.to_string(),
+                why: format!(
+                    "became {} while starting; not started",
+                    now.effective_state()
+                ),
+            });
+        }
+        self.log.append_durable(job, started).await?;
+        Ok(())
+    }
+
     /// An attempt that failed before copying anything, recorded as such.
     async fn record_failed_start(
         &self,
-        job: JobId,
+        seen: &JobSummary,
         attempt: u32,
         worker: String,
         parallel: usize,
@@ -370,7 +392,8 @@ impl Engine {
             worker,
             parallelism: parallel as u32,
         };
-        self.log.append_durable(job, started_event).await?;
+        let job = seen.id;
+        self.append_start(seen, started_event).await?;
         let outcome = Outcome::Failed {
             message: e.to_string(),
         };

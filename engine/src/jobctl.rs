@@ -54,6 +54,7 @@ impl Engine {
         reason: &str,
         by: &str,
     ) -> Result<JobState, EngineError> {
+        let _t = self.transitions.lock().await;
         let state = self.summary(job)?.effective_state();
         if matches!(state, JobState::Succeeded | JobState::Cancelled) {
             return Err(EngineError::WrongState {
@@ -72,6 +73,7 @@ impl Engine {
     /// Holds a job: a queued one is not started, a running one stops at a
     /// blob boundary, a failed one is not retried, until `resume`.
     pub async fn pause(&self, job: JobId, by: &str) -> Result<JobState, EngineError> {
+        let _t = self.transitions.lock().await;
         let state = self.summary(job)?.effective_state();
         if matches!(
             state,
@@ -92,6 +94,7 @@ impl Engine {
     /// Puts a paused job back in the queue; if it ran before, its next
     /// attempt resumes from the checkpoint.
     pub async fn resume(&self, job: JobId, by: &str) -> Result<(), EngineError> {
+        let _t = self.transitions.lock().await;
         let state = self.summary(job)?.effective_state();
         if state != JobState::Paused {
             return Err(EngineError::WrongState {
