@@ -235,6 +235,32 @@ class Ctx:
             pass
         return self.azurite_pid
 
+    def wait_azurite_idle(self, quiet=0.05, limit=60.0):
+        """Wait (at most `limit` s) for a second in which Azurite uses under `quiet` of a core.
+
+        Deleting a container of 10,000 blobs leaves Azurite collecting them in the background;
+        a run started meanwhile shares the CPU with that and reads slow. -> seconds waited."""
+        pid = self.azurite_pid
+        if not pid:
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu():
+            with open(f"/proc/{pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            return (int(parts[11]) + int(parts[12])) / tick
+
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < limit:
+                a = cpu()
+                time.sleep(1.0)
+                if cpu() - a < quiet:
+                    break
+        except OSError:
+            pass
+        return time.monotonic() - t0
+
     def nice(self):
         """peers.sh's BENCH_NICE: -10 as root (shields the measurement from other load), else 0."""
         return int(self.harness_env().get("BENCH_NICE") or (-10 if os.geteuid() == 0 else 0))
@@ -754,11 +780,17 @@ def parallel(ctx):
     stamp = time.strftime("%m%d%H%M%S")
     reps = ctx.reps if ctx.quick else max(ctx.reps, PARALLEL_MIN_REPS)
     for rep in range(reps):
-        for p in PARALLEL:
+        # Each rep starts at another value, so no value always runs first or always follows
+        # the same one (Azurite still collecting the previous run's deleted container).
+        k = rep % len(PARALLEL)
+        for p in PARALLEL[k:] + PARALLEL[:k]:
             if p in unavailable:
                 continue
             cont = f"ferrypar-{stamp}-{rep + 1}-{p}"
             ctx.mkcontainer(cont)
+            waited = ctx.wait_azurite_idle()
+            if waited > 5:
+                log(f"parallel {p} rep {rep + 1}: waited {waited:.0f} s for Azurite to go idle")
             state = os.path.join(ctx.scratch, "parallel-state")
             shutil.rmtree(state, ignore_errors=True)
             url = f"{env['AZ_ENDPOINT']}/{cont}?{env['AZ_SAS']}"
@@ -810,7 +842,8 @@ def parallel_md(res):
     best = min(fixed, key=lambda r: r["wall"]) if fixed else None
     lines = ["## 4. `--parallel`: small-file upload to Azurite", "",
              f"`ferry copy SRC CONTAINER_URL --parallel P`, {res['files']:,} x 4 KiB into a fresh container per run "
-             "(values interleaved within each rep; ferry and Azurite at peers.sh's BENCH_NICE) "
+             "(values interleaved within each rep, each rep starting at the next value, each run once Azurite is "
+             "idle; ferry and Azurite at peers.sh's BENCH_NICE) "
              "and checked: the job's counts and the container's names and sizes. Target: `auto` settles near the best "
              "fixed value." + (f" {res['reps']} reps, medians (at least {PARALLEL_MIN_REPS} whatever `--reps` says: one "
                               "sample per value cannot tell values 5% apart)." if res.get("reps", 1) > 1 else ""), "",
