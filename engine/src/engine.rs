@@ -703,4 +703,4 @@ fn hostname() -> String {
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ use crate::log::keys;
 use crate::projection::{BlobState, Checkpoint};
 use crate::store::{BlobMeta, MemoryStore};
 
-fn fill(store: &MemoryStore, n: usize) {
+pub(crate) fn fill(store: &MemoryStore, n: usize) {
     for i in 0..n {
         let data = Bytes::from(format!("blob {i}"));
         let meta = BlobMeta {
@@ -25,7 +25,7 @@ fn fill(store: &MemoryStore, n: usize) {
     }
 }
 
-fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
+pub(crate) fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
     JobSpec {
         src: Address::Memory { name: src.into() },
         dst: Address::Memory { name: dst.into() },
@@ -38,7 +38,7 @@ fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
     }
 }
 
-fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     format!("{tag}-{}", JobId::new())
 }
 
