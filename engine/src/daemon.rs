@@ -101,6 +101,21 @@ struct Running {
     attempts_at_start: usize,
 }
 
+impl Running {
+    /// The hold on job `s` whose run gets `opts`: its stop handles and
+    /// progress are the run's own.
+    fn taking(s: &JobSummary, opts: &RunOptions, at: DateTime<Utc>) -> Running {
+        Running {
+            cancel: opts.cancel.clone(),
+            stop_reason: opts.stop_reason.clone(),
+            progress: opts.progress.clone(),
+            started_at: at,
+            schedule: s.schedule.clone(),
+            attempts_at_start: s.attempts.len(),
+        }
+    }
+}
+
 /// A planned replay: the job, which retry, when.
 pub type PlannedRetry = (JobId, u32, DateTime<Utc>);
 /// A schedule's name and its next fire (none if it never fires again).
@@ -225,9 +240,8 @@ impl Daemon {
             .ok()
             .and_then(|r| r.get(&s.id).map(|x| x.attempts_at_start));
         match taken {
-            Some(_) if s.state == JobState::Running => JobState::Running,
-            // Taken but not started yet: a started run adds an attempt.
-            Some(n) if s.attempts.len() == n => JobState::Running,
+            // Equal counts: taken but not started yet (a start adds an attempt).
+            Some(n) if s.state == JobState::Running || s.attempts.len() == n => JobState::Running,
             _ => s.effective_state(),
         }
     }
@@ -429,14 +443,7 @@ impl Daemon {
             by_daemon: true,
             ..RunOptions::default()
         };
-        let running = Running {
-            cancel: opts.cancel.clone(),
-            stop_reason: opts.stop_reason.clone(),
-            progress: opts.progress.clone(),
-            started_at: self.clock.now(),
-            schedule: s.schedule.clone(),
-            attempts_at_start: s.attempts.len(),
-        };
+        let running = Running::taking(s, &opts, self.clock.now());
         if let Ok(mut r) = self.running.lock() {
             r.insert(job, running);
         }

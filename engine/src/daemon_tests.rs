@@ -64,14 +64,7 @@ async fn given_a_job_still_held_when_its_run_has_ended_then_the_log_state_wins()
     let (_dir, d, summary) = given_a_queued_job(5).await;
     let job = summary.id;
     let opts = RunOptions::default();
-    let held = Running {
-        cancel: opts.cancel.clone(),
-        stop_reason: opts.stop_reason.clone(),
-        progress: opts.progress.clone(),
-        started_at: Utc::now(),
-        schedule: None,
-        attempts_at_start: summary.attempts.len(),
-    };
+    let held = Running::taking(&summary, &opts, Utc::now());
     d.running.lock().unwrap().insert(job, held);
     assert_eq!(d.live_state(&summary), JobState::Running);
 
