@@ -540,8 +540,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 fn short_hash(data: &[u8]) -> String {
-    use md5::{Digest, Md5};
-    hex::encode(&Md5::digest(data)[..8])
+    hex::encode(&md5_simd::digest(data)[..8])
 }
 
 fn modified(m: &fs::Metadata) -> DateTime<Utc> {

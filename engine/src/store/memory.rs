@@ -65,8 +65,7 @@ impl MemoryStore {
 }
 
 pub(crate) fn etag_of(data: &[u8]) -> String {
-    use md5::{Digest, Md5};
-    hex::encode(&Md5::digest(data)[..8])
+    hex::encode(&md5_simd::digest(data)[..8])
 }
 
 #[async_trait::async_trait]

@@ -262,3 +262,5 @@ pub fn open(addr: &Address, o: &OpenOptions<'_>) -> Result<Arc<dyn BlobStore>, E
 
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(test)]
+mod md5_tests;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use md5::{Digest, Md5};
+use md5_simd::Md5;
 use tokio_util::sync::CancellationToken;
 
 use super::auto::Limiter;
@@ -341,5 +341,5 @@ async fn md5_of(store: &dyn BlobStore, meta: &BlobMeta) -> Result<[u8; 16], Stor
     while let Some(chunk) = data.next().await {
         h.update(&chunk?);
     }
-    Ok(h.finalize().into())
+    Ok(h.finalize())
 }

@@ -26,7 +26,7 @@ use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use md5::{Digest, Md5};
+use md5_simd::Md5;
 use tokio::task::JoinSet;
 
 use super::{names, BlobMeta, BlobProps, BlobStore, ByteStream, Listed, Listing, StoreError};
@@ -124,7 +124,7 @@ impl Policy for ContentMd5Policy {
         if is_put && !has {
             if let azure_core::http::Body::Bytes(b) = request.body() {
                 if !b.is_empty() {
-                    let md5 = base64_encode(&Md5::digest(b));
+                    let md5 = base64_encode(&md5_simd::digest(b));
                     request.insert_header("content-md5", md5);
                 }
             }
@@ -599,7 +599,7 @@ async fn join_one(tasks: &mut JoinSet<Result<(), StoreError>>) -> Result<(), Sto
 fn block_id(src_etag: &str, block_size: u64, index: u64) -> Vec<u8> {
     let mut h = Md5::new();
     h.update(src_etag.as_bytes());
-    h.update(block_size.to_le_bytes());
+    h.update(&block_size.to_le_bytes());
     let d = h.finalize();
     let key = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
     format!("ferry-{key:016x}-{index:08}").into_bytes()
@@ -724,7 +724,7 @@ impl BlobStore for AzureStore {
             }
             let body = buf.freeze();
             let opts = BlockBlobClientUploadOptions {
-                blob_content_md5: Some(Md5::digest(&body).to_vec()),
+                blob_content_md5: Some(md5_simd::digest(&body).to_vec()),
                 blob_content_type: p.content_type,
                 blob_content_encoding: p.content_encoding,
                 blob_content_language: p.content_language,
