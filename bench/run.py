@@ -60,6 +60,8 @@ PARALLEL = ["8", "16", "32", "64", "auto"]
 PARALLEL_MIN_REPS = 3
 MODIFY_PCT = 1
 TOOLS = ["azcopy", "rclone", "ferry"]
+# peers.sh names ferry "ours"; the order is rotated per rep (see peers()).
+PEER_TOOLS = ["azcopy", "rclone", "ours"]
 NAMES = {"azcopy": "AzCopy", "rclone": "rclone", "ferry": "ferry"}
 PEER_SCENARIOS = {
     "many-small": ["upload", "s2s", "download", "incr-noop", "incr-1pct"],
@@ -434,7 +436,12 @@ def peers(ctx):
                 "OURS_TRANSFERRED_REGEX": r"copied ([0-9]+) files",
             })
             scen = PEER_SCENARIOS[ds]
-            cmd = [os.path.join(ctx.harness, "peers.sh"), *args, "--tools", "azcopy,rclone,ours",
+            # Each rep starts with another tool: Azurite slows as its workspace
+            # fills (the same 512 MiB upload: 3.5 s fresh, 6.4-7.1 s after 15 others),
+            # so a fixed order always hands the last tool the fullest Azurite.
+            k = rep % len(PEER_TOOLS)
+            order = ",".join(PEER_TOOLS[k:] + PEER_TOOLS[:k])
+            cmd = [os.path.join(ctx.harness, "peers.sh"), *args, "--tools", order,
                    "--scenarios", " ".join(scen), "--modify-pct", str(MODIFY_PCT), "--results", ctx.tsv_path]
             logf = os.path.join(ctx.logs, f"peers-{ds}-rep{rep + 1}.log")
             log(f"peers rep {rep + 1}/{ctx.reps} {ds}: peers.sh (log {logf})")
@@ -564,7 +571,8 @@ def peers_md(res):
              "`OURS_S2S`=`ferry copy --state STATE --quiet {src_csas} {dst_csas}` (container SAS: Azurite's account "
              "SAS lacks Put Block From URL), `OURS_SYNC`=`ferry copy --state STATE {src} {dst} --mode incremental`; "
              "a fresh STATE per peers.sh run (ferry's `--quiet` runs print no count, so \"copied\" shows `-`). Every "
-             "row verified by `verify.py` (content MD5s). CPU s = user + system of the tool (GNU time); \"other\" = host CPU% used by neither the tool nor Azurite (max over reps: "
+             "row verified by `verify.py` (content MD5s). Tool order rotates per rep (rep 1 AzCopy first, rep 2 rclone, rep 3 "
+             "ferry): one Azurite serves every run and slows as it fills. CPU s = user + system of the tool (GNU time); \"other\" = host CPU% used by neither the tool nor Azurite (max over reps: "
              "high means a noisy measurement).", ""]
     for ds, title in (("many-small", f"many-small = {small:,} x 4 KiB"), ("few-large", f"few-large = {lc} x {lm} MiB")):
         scen = PEER_SCENARIOS[ds]
