@@ -24,8 +24,8 @@ fn one_shot_digests_match_the_reference_at_every_padding_edge() {
 
 #[test]
 fn streamed_digests_match_the_reference_whatever_the_chunking() {
-    // A block upload feeds the whole-blob hasher one block at a time and a
-    // download feeds it network chunks of any size.
+    // A block upload feeds the whole-blob hasher a block at a time, and
+    // `if-different` feeds it whatever chunks a store's read yields.
     let d = data(3 * 1024 * 1024 + 77, 7);
     let want: [u8; 16] = Reference::digest(&d).into();
     for chunk in [1, 63, 64, 65, 4096, 1 << 20] {
