@@ -69,6 +69,12 @@ PEER_SCENARIOS = {
 }
 
 
+def rotated(seq, rep):
+    """`seq` started at its `rep`-th item (wrapping): rep by rep, each item runs first once."""
+    k = rep % len(seq)
+    return seq[k:] + seq[:k]
+
+
 class BenchError(Exception):
     """A run failed or did not verify: reported on top of the table, exit status 1."""
 
@@ -439,8 +445,7 @@ def peers(ctx):
             # Each rep starts with another tool: Azurite slows as its workspace
             # fills (the same 512 MiB upload: 3.5 s fresh, 6.4-7.1 s after 15 others),
             # so a fixed order always hands the last tool the fullest Azurite.
-            k = rep % len(PEER_TOOLS)
-            order = ",".join(PEER_TOOLS[k:] + PEER_TOOLS[:k])
+            order = ",".join(rotated(PEER_TOOLS, rep))
             cmd = [os.path.join(ctx.harness, "peers.sh"), *args, "--tools", order,
                    "--scenarios", " ".join(scen), "--modify-pct", str(MODIFY_PCT), "--results", ctx.tsv_path]
             logf = os.path.join(ctx.logs, f"peers-{ds}-rep{rep + 1}.log")
@@ -790,8 +795,7 @@ def parallel(ctx):
     for rep in range(reps):
         # Each rep starts at another value, so no value always runs first or always follows
         # the same one (Azurite still collecting the previous run's deleted container).
-        k = rep % len(PARALLEL)
-        for p in PARALLEL[k:] + PARALLEL[:k]:
+        for p in rotated(PARALLEL, rep):
             if p in unavailable:
                 continue
             cont = f"ferrypar-{stamp}-{rep + 1}-{p}"

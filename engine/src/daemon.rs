@@ -197,19 +197,21 @@ impl Daemon {
             }
         }
         self.stop_all("daemon stopping");
-        let mut tasks = match self.tasks.lock() {
-            Ok(mut t) => std::mem::take(&mut *t),
-            Err(_) => return Ok(()),
-        };
-        let drained = tokio::time::timeout(self.opts.stop_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(self.opts.stop_timeout, self.runs_ended()).await;
         if drained.is_err() {
             tracing::warn!("jobs did not stop in time; they resume when the daemon restarts");
         }
         tracing::info!("daemon stopped");
         Ok(())
+    }
+
+    /// Waits for every job run started so far to end.
+    async fn runs_ended(&self) {
+        let mut tasks = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        while tasks.join_next().await.is_some() {}
     }
 
     fn stop_all(&self, why: &str) {

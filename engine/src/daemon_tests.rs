@@ -21,11 +21,6 @@ async fn given_a_queued_job(blobs: usize) -> (tempfile::TempDir, Arc<Daemon>, Jo
     (dir, d, summary)
 }
 
-async fn runs_ended(d: &Daemon) {
-    let mut tasks = std::mem::take(&mut *d.tasks.lock().unwrap());
-    while tasks.join_next().await.is_some() {}
-}
-
 // One thread: the run task spawned by `start` cannot write `JobStarted`
 // before the pause looks, which is the moment a busy machine can hit.
 #[tokio::test(flavor = "current_thread")]
@@ -37,7 +32,7 @@ async fn given_a_job_taken_but_not_started_when_paused_then_it_was_running_and_e
     assert_eq!(d.engine.summary(job).unwrap().state, JobState::Queued);
     assert_eq!(d.pause(job, "tester").await.unwrap(), JobState::Running);
 
-    runs_ended(&d).await;
+    d.runs_ended().await;
     let after = d.engine.summary(job).unwrap();
     assert_eq!(after.effective_state(), JobState::Paused);
     // Not taken any more: the log's state again.
@@ -52,7 +47,7 @@ async fn given_a_job_taken_but_not_started_when_cancelled_then_it_stays_cancelle
     d.start(&summary, false);
     assert_eq!(d.cancel(job, "tester").await.unwrap(), JobState::Running);
 
-    runs_ended(&d).await;
+    d.runs_ended().await;
     let after = d.engine.summary(job).unwrap();
     assert_eq!(after.effective_state(), JobState::Cancelled);
     // Nothing left for the daemon to pick up again.
