@@ -177,6 +177,9 @@ class Ctx:
         self.sizes = QUICK if a.quick else FULL
         self.reps = a.reps or self.sizes["reps"]
         self.ferry = a.ferry
+        # The unlogged-outcomes build for the local section (None: not measured, see unlogged_note).
+        self.unlogged = None
+        self.unlogged_note = None
         self.harness = a.harness
         self.scratch = a.scratch
         self.out = a.out
@@ -620,18 +623,47 @@ def peers_md(res):
 def local(ctx):
     lc, lm = ctx.sizes["large"]
     try:
-        return localbench.bench(ctx.ferry, os.path.join(ctx.scratch, "local"), ctx.reps, ctx.sizes["small"], lc, lm,
-                                log=lambda m: log(m))
+        res = localbench.bench(ctx.ferry, os.path.join(ctx.scratch, "local"), ctx.reps, ctx.sizes["small"], lc, lm,
+                               log=lambda m: log(m), unlogged=ctx.unlogged)
+        res["unlogged_note"] = ctx.unlogged_note
+        return res
     except localbench.LocalBenchError as e:
         raise BenchError(str(e))
 
 
 def local_md(res):
+    unlogged = ("The last column times ferry against a build with `--features unlogged-outcomes` (blob outcomes "
+                "dropped before the log), run next to it in each rep, first every other rep: what logging "
+                "outcomes costs the copy (the geometric mean of the two orders' medians: the first of the two is "
+                "often slower on this disk)." if not res.get("unlogged_note") else
+                f"What logging outcomes costs was not measured: {res['unlogged_note']}.")
     return "\n".join(["## 2. Local -> local (`bench/local.py`: cp -r, rclone copy, ferry copy --stats)", "",
-                      "Each tool copies into a fresh folder, reps interleaved; medians. Copies are checked (names, "
+                      "Each tool copies into a fresh folder, reps interleaved, the source read into the page cache before each run (rclone evicts what it reads, which slowed whichever tool ran next); medians. Copies are checked (names, "
                       "sizes; bytes on the first rep). Writer columns come from ferry's `log writer:` line (targets: "
-                      "ferry / cp <= 1.5 on small files, writer busy <= 10% of wall).", "",
+                      "ferry / cp <= 1.5 on small files, writer busy <= 10% of wall). " + unlogged, "",
                       localbench.markdown(res), ""])
+
+
+def build_unlogged(ctx):
+    """Resolves --unlogged: a path, `none`, or `build` (cargo, into target/unlogged: ~8 min cold on 2 cores)."""
+    want = ctx.a.unlogged
+    if want == "none":
+        ctx.unlogged_note = "--unlogged none"
+        return
+    if want != "build":
+        ctx.unlogged = want
+        return
+    target = os.path.join(REPO, "target", "unlogged")
+    log(f"building the unlogged-outcomes bench build into {target} (the first time takes minutes)")
+    r = run(["cargo", "build", "--release", "--manifest-path", os.path.join(REPO, "Cargo.toml"), "-p", "ferry",
+             "--features", "unlogged-outcomes", "--target-dir", target],
+            timeout=3600)
+    binary = os.path.join(target, "release", "ferry")
+    if r["rc"] != 0 or not os.access(binary, os.X_OK):
+        ctx.unlogged_note = "its build failed: " + (r["err"].strip().splitlines() or ["?"])[-1][:200]
+        log(f"warning: {ctx.unlogged_note}")
+        return
+    ctx.unlogged = binary
 
 
 # ======================================================================== scale
@@ -950,6 +982,13 @@ def targets_md(ctx):
                           f"busy {100 * w['busy_share']:.0f}% (of which waiting for a core {100 * w['wait_share']:.0f}%), "
                           f"CPU {100 * w['cpu_share']:.1f}%; copies held up by a full log queue: "
                           f"{d['full_queue_max'][0]} times (worst rep)", v(w["busy_share"] <= 0.10)))
+        for d in R["local"]["datasets"]:
+            if d.get("logging_cost"):
+                t.append((f"what logging blob outcomes costs the copy of {d['label']} (the issue's \"never the "
+                          "bottleneck\", measured; no line set)",
+                          f"ferry {d['median']['ferry']:.3f}s, unlogged build {d['median']['ferry-unlogged']:.3f}s; "
+                          f"ferry / unlogged {d['logging_cost']:.2f} (per rep, ferry first on odd reps: "
+                          + ", ".join(f"{x:.2f}" for x in d["logged_over_unlogged"]) + ")", "measured"))
     if R.get("parallel"):
         rows = R["parallel"]["rows"]
         fixed = [r for r in rows if r["parallel"] != "auto" and "wall" in r]
@@ -1006,6 +1045,9 @@ def main():
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of sections: {','.join(SECTIONS)}")
     ap.add_argument("--reps", type=int, help="repetitions per measurement, medians reported (default 3, quick 1)")
     ap.add_argument("--ferry", default=os.path.join(REPO, "target", "release", "ferry"), help="ferry binary")
+    ap.add_argument("--unlogged", default="build", metavar="PATH|build|none",
+                    help="local section: a `--features unlogged-outcomes` build to time ferry against (what logging "
+                         "blob outcomes costs); `build` (default) builds it into target/unlogged, `none` skips it")
     ap.add_argument("--harness", default=os.path.normpath(os.path.join(REPO, "..", "shared", "bench")),
                     help="the shared Azurite harness (peers.sh, azprobe.py, ...)")
     ap.add_argument("--scratch", default=os.path.join(os.environ.get("BENCH_SCRATCH", "/tmp/bench"), "ferry"),
@@ -1026,6 +1068,11 @@ def main():
     if not os.access(a.ferry, os.X_OK):
         print(f"run.py: no ferry binary at {a.ferry}: run cargo build --release -p ferry", file=sys.stderr)
         sys.exit(2)
+    if a.unlogged not in ("build", "none"):
+        a.unlogged = os.path.abspath(a.unlogged)
+        if not os.access(a.unlogged, os.X_OK):
+            print(f"run.py: no unlogged build at {a.unlogged}: pass --unlogged build (or none)", file=sys.stderr)
+            sys.exit(2)
     ctx = Ctx(a)
     started = time.time()
 
@@ -1043,6 +1090,8 @@ def main():
         for stale in (ctx.tsv_path, ctx.json_path):
             if os.path.exists(stale):
                 os.remove(stale)
+        if "local" in a.only:
+            build_unlogged(ctx)     # before the header, which flags a running build
         hdr = header(ctx)
     except Setup as e:
         print(f"run.py: {e}", file=sys.stderr)

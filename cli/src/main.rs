@@ -44,6 +44,12 @@ fn main() -> ExitCode {
         }
     };
     init_tracing();
+    if ferry_engine::log::UNLOGGED_OUTCOMES {
+        eprintln!(
+            "ferry: warning: bench build (feature unlogged-outcomes): blob outcomes are not logged, \
+             so no checkpoint, history or totals are kept; build without the feature for real use"
+        );
+    }
     match commands::dispatch(args) {
         Ok(code) => ExitCode::from(code),
         // `ferry events | head`: the reader took what it wanted.
