@@ -159,7 +159,7 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
         times = {t: [] for t in ds_tools}
         writer = []
         for rep in range(reps):
-            order = tools + (["ferry-unlogged"] if paired else [])
+            order = list(ds_tools)
             if paired and rep % 2:
                 order = tools[:-1] + ["ferry-unlogged", "ferry"]
             for tool in order:
@@ -197,12 +197,16 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
                 log(f"local {ds} rep {rep + 1}/{reps} {tool}: {wall:.3f}s")
         for tool in ds_tools:
             settle(f"{s}/out-{tool}")
+        if s == mem:
+            # Memory, not disk: the next run makes it again in a few seconds.
+            shutil.rmtree(mem, ignore_errors=True)
         med = {t: statistics.median(v) for t, v in times.items()}
         pairs = [a / b for a, b in zip(times["ferry"], times["ferry-unlogged"])] if paired else []
-        # Whichever of the two runs first in a rep can be much slower on a shared disk (seen:
-        # 0.65-0.67 with the unlogged build first, 1.15-1.68 with ferry first). That bias
-        # multiplies one order's ratios and divides the other's, so the geometric mean of the
-        # two orders' medians cancels it; with one order only, its median.
+        # Whichever of the two runs first (or second) in a rep can be the slower one for
+        # reasons of the machine's, not the build's (seen with cold sources: 0.65-0.67 with
+        # the unlogged build first, 1.15-1.68 with ferry first). Such a bias multiplies one
+        # order's ratios and divides the other's, so the geometric mean of the two orders'
+        # medians cancels it; with one order only, its median.
         firsts = [[x for i, x in enumerate(pairs) if i % 2 == k] for k in (0, 1)]
         cost = (math.sqrt(statistics.median(firsts[0]) * statistics.median(firsts[1])) if all(firsts)
                 else statistics.median(pairs) if pairs else None)
