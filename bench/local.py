@@ -150,7 +150,7 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
         make_small(datasets["small-tmpfs"][0], small)
     make_large(datasets["large"][0], large_count, large_mib)
     result = {"tools": tools, "reps": reps, "datasets": []}
-    for ds, (src, label, s) in datasets.items():
+    for ds, (src, label, base) in datasets.items():
         src_list = listing(src)
         # The unlogged build runs next to ferry, first every other rep, so each pair shares
         # the disk's phase; only on small files, where the log's per-blob cost shows.
@@ -161,24 +161,23 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
         for rep in range(reps):
             order = list(ds_tools)
             if paired and rep % 2:
-                order = tools[:-1] + ["ferry-unlogged", "ferry"]
+                order[-2], order[-1] = order[-1], order[-2]
             for tool in order:
-                dst = f"{s}/out-{tool}"
+                dst = f"{base}/out-{tool}"
                 settle(dst)
                 warm(src)
                 if tool == "cp":
                     wall, _ = timed(["cp", "-r", src, dst])
                 elif tool == "rclone":
                     wall, _ = timed(["rclone", "copy", src, dst])
-                elif tool == "ferry-unlogged":
-                    state = f"{s}/state"
+                else:
+                    state = f"{base}/state"
                     shutil.rmtree(state, ignore_errors=True)
+                if tool == "ferry-unlogged":
                     wall, out = timed([unlogged, "--state", state, "copy", src, dst])
                     if "unlogged-outcomes" not in out:
                         raise LocalBenchError(f"{unlogged} is not an unlogged-outcomes build (no warning saying so)")
-                else:
-                    state = f"{s}/state"
-                    shutil.rmtree(state, ignore_errors=True)
+                elif tool == "ferry":
                     wall, out = timed([ferry, "--state", state, "copy", src, dst, "--stats"])
                     m = COPIED_RE.search(out)
                     if not m or int(m[1]) != len(src_list) or int(m[2]) != 0:
@@ -196,8 +195,8 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
                 times[tool].append(wall)
                 log(f"local {ds} rep {rep + 1}/{reps} {tool}: {wall:.3f}s")
         for tool in ds_tools:
-            settle(f"{s}/out-{tool}")
-        if s == mem:
+            settle(f"{base}/out-{tool}")
+        if base == mem:
             # Memory, not disk: the next run makes it again in a few seconds.
             shutil.rmtree(mem, ignore_errors=True)
         med = {t: statistics.median(v) for t, v in times.items()}
@@ -226,6 +225,11 @@ def bench(ferry, scratch, reps=3, small=10000, large_count=2, large_mib=256, log
     return result
 
 
+def per_rep(d):
+    """A dataset's ferry / unlogged ratios, rep by rep, for the tables."""
+    return "per rep, ferry first on odd reps: " + ", ".join(f"{x:.2f}" for x in d["logged_over_unlogged"])
+
+
 def markdown(result):
     tools = result["tools"]
     lines = ["| dataset | " + " | ".join(f"{t} s" for t in tools)
@@ -238,10 +242,8 @@ def markdown(result):
         ev = f"{w['events_per_cpu_s']:,.0f}" if w and d["dataset"].startswith("small") else "-"
         fq = d.get("full_queue_max")
         held = f"{fq[0]} times, {fq[1]:.3f} s" if fq else "-"
-        cost = "-"
-        if d.get("logging_cost"):
-            cost = (f"{d['logging_cost']:.2f} ({med['ferry-unlogged']:.3f} s unlogged; per rep, ferry first on "
-                    "odd reps: " + " ".join(f"{x:.2f}" for x in d["logged_over_unlogged"]) + ")")
+        cost = (f"{d['logging_cost']:.2f} ({med['ferry-unlogged']:.3f} s unlogged; {per_rep(d)})"
+                if d.get("logging_cost") else "-")
         lines.append(f"| {d['label']} | " + " | ".join(f"{med[t]:.3f}" for t in tools)
                      + f" | {d['ferry_over_cp']:.2f} | {d['ferry_over_rclone']:.2f} | {ws} | {ev} | {held} | {cost} |")
     return "\n".join(lines)

@@ -987,8 +987,7 @@ def targets_md(ctx):
                 t.append((f"what logging blob outcomes costs the copy of {d['label']} (the issue's \"never the "
                           "bottleneck\", measured; no line set)",
                           f"ferry {d['median']['ferry']:.3f}s, unlogged build {d['median']['ferry-unlogged']:.3f}s; "
-                          f"ferry / unlogged {d['logging_cost']:.2f} (per rep, ferry first on odd reps: "
-                          + ", ".join(f"{x:.2f}" for x in d["logged_over_unlogged"]) + ")", "measured"))
+                          f"ferry / unlogged {d['logging_cost']:.2f} ({localbench.per_rep(d)})", "measured"))
     if R.get("parallel"):
         rows = R["parallel"]["rows"]
         fixed = [r for r in rows if r["parallel"] != "auto" and "wall" in r]
