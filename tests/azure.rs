@@ -337,6 +337,50 @@ fn properties_and_metadata_survive_both_copy_methods() {
 }
 
 #[test]
+fn azure_to_azure_copies_names_no_folder_could_hold() {
+    let a = az();
+    let (c1, c2, c3) = (container("odd"), container("odd-s"), container("odd-t"));
+    let long = format!("long/{}", "s".repeat(300));
+    let names = ["m//double", "m/trailing/", long.as_str(), "plain"];
+    rt().block_on(async {
+        let store = a.store(&c1);
+        store.prepare_destination().await.unwrap();
+        for name in names {
+            let meta = BlobMeta {
+                name: name.into(),
+                size: name.len() as u64,
+                modified: chrono::Utc::now(),
+                etag: String::new(),
+                md5: None,
+                props: None,
+            };
+            let body = bytes::Bytes::from(name.to_string());
+            let data = futures::stream::once(async move { Ok(body) }).boxed();
+            store.write(&meta, data).await.unwrap();
+        }
+    });
+    let want = a.blobs(&c1);
+    assert_eq!(want.len(), 4, "{want:?}");
+    a.copy(format!("dev:{c1}"), format!("dev:{c2}"), &[])
+        .success();
+    a.copy(
+        format!("dev:{c1}"),
+        format!("dev:{c3}"),
+        &["--copy-method", "stream"],
+    )
+    .success();
+    assert_eq!(a.blobs(&c2), want);
+    assert_eq!(a.blobs(&c3), want);
+    // A folder cannot hold them: those fail one by one, the rest arrive.
+    let out = a
+        .copy(format!("dev:{c1}"), a.env.path("restore"), &[])
+        .code(1);
+    let s = out.summary();
+    assert_eq!((s.copied, s.failed), (1, 3), "{}", out.stderr);
+    assert_eq!(list_files(&a.env.path("restore")), ["plain"]);
+}
+
+#[test]
 fn an_azure_to_azure_copy_killed_midway_resumes_without_recopying() {
     let a = az();
     let (src_c, dst_c) = (container("kill-src"), container("kill-dst"));

@@ -142,7 +142,7 @@ fn a_local_destination_is_never_written_through_a_symbolic_link() {
     let t = trap();
     let outside = everything(&t.outside);
     // Local -> local (copy_file_range) in every mode that writes.
-    for mode in ["full", "incremental", "if-different"] {
+    for mode in ["full", "incremental", "if-different", "never"] {
         assert_contained(&t, t.env.src.to_str().unwrap(), &["--mode", mode], &outside);
     }
     // A replay does the same again.
@@ -153,6 +153,37 @@ fn a_local_destination_is_never_written_through_a_symbolic_link() {
     let s = t.env.ferry().args(["replay", &job]).run().code(1).summary();
     assert_eq!(s.failed, 4);
     assert_eq!(everything(&t.outside), outside);
+}
+
+#[test]
+fn a_file_link_in_the_destination_is_not_judged_by_its_target() {
+    // The link's target is newer than the source: judged by it, the
+    // incremental run would skip the file as "not newer" and succeed
+    // without the file's data anywhere in the destination.
+    let env = Env::new();
+    make_tree(&env.src, &[("report.txt", b"important v2")]);
+    let other = env.path("other/x");
+    write(&other, "unrelated");
+    set_mtime(&other, now_secs() + 3600, 0);
+    std::fs::create_dir_all(&env.dst).unwrap();
+    symlink(&other, env.dst.join("report.txt")).unwrap();
+    for mode in ["incremental", "never"] {
+        let out = env.copy(&["--mode", mode]).run().code(1);
+        let s = out.summary();
+        assert_eq!(
+            (s.copied, s.skipped, s.failed),
+            (0, 0, 1),
+            "{mode}: {out:?}"
+        );
+        let events = env.events(Some(&s.job));
+        let failed = of_type(&events, "BlobFailed");
+        assert_eq!(ev_data(failed[0])["error_kind"], "destination-conflict");
+    }
+    assert_eq!(std::fs::read(&other).unwrap(), b"unrelated");
+    assert_eq!(
+        std::fs::read_link(env.dst.join("report.txt")).unwrap(),
+        other
+    );
 }
 
 #[test]

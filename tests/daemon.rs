@@ -207,6 +207,47 @@ fn an_overlapping_fire_is_skipped_with_a_reason() {
 }
 
 #[test]
+fn a_schedule_whose_source_is_gone_skips_its_fires_and_the_daemon_goes_on() {
+    let env = Env::new();
+    files(&env, 3);
+    let gone = env.path("unmounted");
+    make_tree(&gone, &[("f", b"x")]);
+    for (name, src, dst) in [("nas", &gone, "d-nas"), ("fine", &env.src, "d-fine")] {
+        env.ferry()
+            .args(["schedule", "add", name, "* * * * * *"])
+            .arg(src)
+            .arg(env.path(dst))
+            .run()
+            .success();
+    }
+    std::fs::remove_dir_all(&gone).unwrap();
+    let mut d = daemon(&env, None, &[]);
+    let skipped = wait_for(60, "the gone source's fire skipped", || {
+        control_events(&env)
+            .into_iter()
+            .find(|e| ev_type(e) == "ScheduleSkipped" && ev_data(e)["name"] == "nas")
+    });
+    let reason = ev_data(&skipped)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("does not exist"), "{reason}");
+    // The other schedule's jobs run meanwhile, and the daemon stays up.
+    wait_for(60, "the healthy schedule's job", || {
+        env.jobs_json()
+            .iter()
+            .any(|j| j["state"] == "succeeded")
+            .then_some(())
+    });
+    assert_same_tree(&env.src, &env.path("d-fine"));
+    assert!(!d.has_exited(), "the daemon stopped");
+    stop(d, 20);
+    let nas_jobs = env
+        .jobs_json()
+        .into_iter()
+        .filter(|j| j["schedule"] == "nas")
+        .count();
+    assert_eq!(nas_jobs, 0);
+}
+
+#[test]
 fn pause_resume_and_cancel_reach_a_running_job() {
     let env = Env::new();
     let _proxy = slow_remote(&env, 30);

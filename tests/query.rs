@@ -1059,22 +1059,29 @@ fn events_into_a_reader_that_stops_early_end_quietly_with_success() {
     let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
     make_tree(&env.src, &files);
     env.copy_ok(&[]);
-    let mut events = env.ferry();
-    let mut child = events
-        .arg("events")
-        .cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferry events");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("first line");
-    // The reader is gone (as `| head -1` goes).
-    let out = child.wait_with_output().expect("wait");
-    assert!(first.contains("JobSubmitted"), "{first}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    assert!(stderr.is_empty(), "{stderr}");
+    let src = env.src.to_str().unwrap().to_string();
+    for (args, first_has) in [
+        (vec!["events"], "JobSubmitted"),
+        (vec!["events", "--json"], "JobSubmitted"),
+        (vec!["history", src.as_str(), "--json"], "copied"),
+    ] {
+        let mut cmd = env.ferry();
+        let mut child = cmd
+            .args(&args)
+            .cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferry");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("first line");
+        // The reader is gone (as `| head -1` goes).
+        let out = child.wait_with_output().expect("wait");
+        assert!(first.contains(first_has), "{args:?}: {first}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: stderr: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }

@@ -65,9 +65,13 @@ fn main() -> ExitCode {
 /// Checked on stdout itself, so a broken connection elsewhere (a socket)
 /// is still an error.
 fn stdout_reader_gone(e: &anyhow::Error) -> bool {
+    let pipe = Some(std::io::ErrorKind::BrokenPipe);
+    // `--json` output fails inside serde_json, which wraps the io::Error.
     let broken_pipe = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>().map(std::io::Error::kind) == pipe
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == pipe
     });
     let mut fd = libc::pollfd {
         fd: libc::STDOUT_FILENO,

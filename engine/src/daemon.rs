@@ -267,9 +267,7 @@ impl Daemon {
             // daemon died in between) is completed now, not fired again.
             if let Some(job) = st.last_job {
                 if let Err(EngineError::UnknownJob(_)) = self.engine.summary(job) {
-                    self.engine
-                        .submit_scheduled(job, st.def.spec.clone(), name)
-                        .await?;
+                    self.submit_fired(job, st, name).await?;
                 }
             }
             // The previous job as of each fire: an earlier fire of this
@@ -320,7 +318,14 @@ impl Daemon {
                     },
                     None => None,
                 };
-                match schedule::overlap_reason(st.def.overlap, previous) {
+                // A spec that no longer passes its checks (the source gone,
+                // a share not mounted) is a skipped fire with the reason, not
+                // a daemon that stops: other schedules and jobs go on.
+                let refused = st.def.spec.validate().err().map(|e| {
+                    tracing::warn!(schedule = %name, "fire skipped: {e}");
+                    format!("the job would be refused: {e}")
+                });
+                match refused.or_else(|| schedule::overlap_reason(st.def.overlap, previous)) {
                     Some(reason) => Event::ScheduleSkipped {
                         name: name.to_string(),
                         due,
@@ -339,9 +344,7 @@ impl Daemon {
                             .log()
                             .append_durable(JobId::CONTROL, fired)
                             .await?;
-                        self.engine
-                            .submit_scheduled(job, st.def.spec.clone(), name)
-                            .await?;
+                        self.submit_fired(job, st, name).await?;
                         tracing::info!(schedule = %name, %job, "schedule fired");
                         return Ok(Some(job));
                     }
@@ -353,6 +356,26 @@ impl Daemon {
             .append_durable(JobId::CONTROL, event)
             .await?;
         Ok(None)
+    }
+
+    /// Submits the job a recorded fire named. A spec refused now (its
+    /// source went away after the fire was recorded) is submitted and
+    /// cancelled with the reason, which settles the fire: the daemon would
+    /// otherwise try again on every tick, or stop.
+    async fn submit_fired(
+        &self,
+        job: JobId,
+        st: &schedule::ScheduleState,
+        name: &str,
+    ) -> Result<(), EngineError> {
+        let spec = st.def.spec.clone();
+        match self.engine.submit_scheduled(job, spec.clone(), name).await {
+            Err(EngineError::InvalidInput(why)) => {
+                tracing::warn!(schedule = %name, %job, "scheduled job refused: {why}");
+                self.engine.submit_refused(job, spec, name, &why).await
+            }
+            other => other,
+        }
     }
 
     /// Plans the next replay of a failed job this daemon ran. Returns when

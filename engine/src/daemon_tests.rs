@@ -4,7 +4,7 @@ use chrono::Utc;
 
 use super::*;
 use crate::engine::tests::{fill, spec, unique};
-use crate::job::Mode;
+use crate::job::{JobSpec, Mode};
 use crate::store::MemoryStore;
 
 /// A daemon over a fresh state dir and one queued job of `blobs` blobs.
@@ -69,4 +69,88 @@ async fn given_a_job_still_held_when_its_run_has_ended_then_the_log_state_wins()
     assert_eq!(ended.state, JobState::Succeeded);
     assert!(d.is_running(job));
     assert_eq!(d.live_state(&ended), JobState::Succeeded);
+}
+
+/// A schedule `name` (daily at 03:00) copying the local folder `src`.
+fn nightly(name: &str, src: &std::path::Path, dst: &std::path::Path) -> schedule::ScheduleDef {
+    let local = |p: &std::path::Path| crate::job::Address::Local {
+        path: p.to_string_lossy().into(),
+    };
+    schedule::ScheduleDef {
+        name: name.into(),
+        cron: "0 0 3 * * *".into(),
+        tz: None,
+        spec: JobSpec {
+            src: local(src),
+            dst: local(dst),
+            ..spec("unused", "unused", Mode::Incremental)
+        },
+        overlap: Default::default(),
+        catch_up: Default::default(),
+        catch_up_window_secs: 3600,
+        max_retries: 0,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn given_a_recorded_fire_whose_source_is_gone_when_ticked_then_its_job_is_cancelled_with_why()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(&dir.path().join("state")).unwrap());
+    let src = dir.path().join("share");
+    std::fs::create_dir_all(&src).unwrap();
+    let def = nightly("nas", &src, &dir.path().join("backup"));
+    engine.add_schedule(def, "tester").await.unwrap();
+    // The daemon recorded the fire and died before submitting its job;
+    // the share went away meanwhile.
+    let job = JobId::new();
+    let fired = Event::ScheduleFired {
+        name: "nas".into(),
+        due: Utc::now(),
+        job,
+    };
+    engine
+        .log()
+        .append_durable(JobId::CONTROL, fired)
+        .await
+        .unwrap();
+    std::fs::remove_dir(&src).unwrap();
+
+    let d = Daemon::new(engine, DaemonOptions::default(), Arc::new(SystemClock));
+    d.tick().await.unwrap();
+    let s = d.engine.summary(job).unwrap();
+    assert_eq!(s.state, JobState::Cancelled);
+    let events: Vec<_> = d.engine.log().events(job).map(Result::unwrap).collect();
+    let why = events
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::JobCancelled { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(why.contains("does not exist"), "{why}");
+    // Settled: the next tick leaves it alone.
+    d.tick().await.unwrap();
+    assert_eq!(d.engine.log().events(job).count(), events.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_adds_of_one_name_at_once_then_exactly_one_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path()).unwrap());
+    let src = tempfile::tempdir().unwrap();
+    for round in 0..10 {
+        let name = format!("dup{round}");
+        let adds: Vec<_> = (0..8)
+            .map(|i| {
+                let engine = engine.clone();
+                let def = nightly(&name, src.path(), &dir.path().join(format!("to{i}")));
+                tokio::spawn(async move { engine.add_schedule(def, "tester").await })
+            })
+            .collect();
+        let results = futures::future::join_all(adds).await;
+        let ok = results.iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+        assert_eq!(ok, 1, "round {round}: {results:?}");
+    }
+    assert_eq!(engine.schedules().unwrap().by_name.len(), 10);
 }

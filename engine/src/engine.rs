@@ -144,6 +144,29 @@ impl Engine {
         Ok(())
     }
 
+    /// Records a schedule's job that its checks refused after the fire was
+    /// recorded, as submitted and at once cancelled with the reason, so the
+    /// fire is settled and the reason is in the job's history.
+    pub async fn submit_refused(
+        &self,
+        id: JobId,
+        spec: JobSpec,
+        schedule: &str,
+        why: &str,
+    ) -> Result<(), EngineError> {
+        let submitted = Event::JobSubmitted {
+            spec: Box::new(spec),
+            schedule: Some(schedule.to_string()),
+        };
+        self.log.append_durable(id, submitted).await?;
+        let cancelled = Event::JobCancelled {
+            reason: format!("refused when its schedule fired: {why}"),
+            by: "daemon".into(),
+        };
+        self.log.append_durable(id, cancelled).await?;
+        Ok(())
+    }
+
     /// Checks and enqueues a job; returns once `JobSubmitted` is durable.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobId, EngineError> {
         spec.validate()?;

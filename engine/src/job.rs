@@ -170,6 +170,12 @@ impl Address {
         if let Some((account, rest)) = input.split_once(':') {
             if crate::config::valid_account_name(account) && !account.contains('/') {
                 if accounts.is_known(account) {
+                    if rest.split('/').any(|part| part == ".." || part == ".") {
+                        return Err(EngineError::InvalidInput(format!(
+                            "{input}: '.' and '..' are refused in an account address; \
+                             name the folder or prefix under {account}: as it is"
+                        )));
+                    }
                     if let Account::Local(root) = accounts.get(account)? {
                         let path = root.join(rest.trim_start_matches('/'));
                         return Self::parse_local(&path.to_string_lossy());
@@ -304,13 +310,20 @@ fn check_container_name(c: &str) -> Result<(), EngineError> {
     }
 }
 
-/// Removes `.` and resolves `..` lexically (no symlinks followed).
+/// Removes `.` and resolves `..` as the kernel would: the parent of the
+/// real folder when the path so far exists (`link/..` is the parent of
+/// the link's target, not the folder holding the link), else lexically.
+/// Links in a path without `..` are kept as typed, so a job names what the
+/// user named.
 fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::CurDir => {}
             Component::ParentDir => {
+                if let Ok(real) = std::fs::canonicalize(&out) {
+                    out = real;
+                }
                 out.pop();
             }
             other => out.push(other),
@@ -636,6 +649,67 @@ mod tests {
         for ok in ["se=2999-01-01T00:00:00Z&sig=x", "sig=x", "se=garbage&sig=x"] {
             check_sas_expiry("u", ok).unwrap();
         }
+    }
+
+    #[test]
+    fn dot_dot_follows_links_as_the_kernel_does() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().canonicalize().unwrap();
+        std::fs::create_dir_all(real.join("a/b")).unwrap();
+        std::fs::create_dir_all(real.join("a/c")).unwrap();
+        std::os::unix::fs::symlink("a/b", real.join("L")).unwrap();
+        let no = Accounts::default();
+        let parsed = |p: PathBuf| Address::parse(p.to_str().unwrap(), &no).unwrap().address;
+        assert_eq!(
+            parsed(real.join("L/../c")),
+            Address::Local {
+                path: real.join("a/c").to_string_lossy().into()
+            }
+        );
+        // Without `..` the link stays as typed; missing parts resolve as text.
+        assert_eq!(
+            parsed(real.join("L/./x")),
+            Address::Local {
+                path: real.join("L/x").to_string_lossy().into()
+            }
+        );
+        assert_eq!(
+            parsed(real.join("new/../n")),
+            Address::Local {
+                path: real.join("n").to_string_lossy().into()
+            }
+        );
+    }
+
+    #[test]
+    fn account_addresses_cannot_climb_out_with_dot_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("ferry.toml");
+        let root = dir.path().join("nasroot");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[accounts.nas]\nlocal = {:?}\n[accounts.dev]\nconnection_string = \"UseDevelopmentStorage=true\"\n",
+                root.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let accounts = Accounts::load(Some(&cfg), &|_| None).unwrap();
+        for bad in [
+            "nas:../../escaped",
+            "nas:a/../../b",
+            "nas:./a",
+            "dev:c1/x/../y",
+            "dev:c1/..",
+        ] {
+            let err = Address::parse(bad, &accounts).unwrap_err().to_string();
+            assert!(err.contains("'..' are refused"), "{bad}: {err}");
+        }
+        let ok = Address::parse("nas:photos/2024", &accounts).unwrap();
+        assert_eq!(
+            ok.address.local_path(),
+            Some(root.join("photos/2024").as_path())
+        );
     }
 
     #[test]

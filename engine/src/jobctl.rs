@@ -121,6 +121,9 @@ impl Engine {
         schedule::check_name(&def.name).map_err(EngineError::InvalidInput)?;
         def.cron().map_err(EngineError::InvalidInput)?;
         def.spec.validate()?;
+        // Held from the check to the append: two adds of one name at once
+        // (through a daemon) would both find it free.
+        let _t = self.transitions.lock().await;
         if self.schedules()?.by_name.contains_key(&def.name) {
             return Err(EngineError::InvalidInput(format!(
                 "schedule {:?} already exists; remove it first (`ferry schedule remove {}`)",
@@ -136,6 +139,7 @@ impl Engine {
     }
 
     pub async fn remove_schedule(&self, name: &str, by: &str) -> Result<(), EngineError> {
+        let _t = self.transitions.lock().await;
         if !self.schedules()?.by_name.contains_key(name) {
             return Err(EngineError::InvalidInput(format!(
                 "no schedule {name:?}; see `ferry schedule list`"

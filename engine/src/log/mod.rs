@@ -733,6 +733,15 @@ fn open_sled(path: &Path) -> Result<sled::Db, EngineError> {
 fn open_error(path: &Path, e: sled::Error) -> EngineError {
     use std::io::ErrorKind as K;
     match e {
+        // Past the wait: a process that gave up the state dir's lock is
+        // still closing its log (a daemon stopping after its jobs). In use,
+        // not corrupt: restoring a backup is the wrong advice.
+        sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
+            EngineError::StateLocked {
+                path: path.parent().unwrap_or(path).to_path_buf(),
+                owner: "a process still closing its log".into(),
+            }
+        }
         // The disk, not the log, is the problem: restoring a backup (what
         // "corrupt" advises) would not help.
         sled::Error::Io(io)
@@ -790,6 +799,7 @@ mod tests {
         let started = Instant::now();
         let err = open_sled(&path).expect_err("refused");
         assert!(started.elapsed() >= RELOCK_WAIT);
-        assert!(err.to_string().contains("lock"), "{err}");
+        assert!(matches!(err, EngineError::StateLocked { .. }), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
     }
 }

@@ -569,6 +569,32 @@ fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
     }
 }
 
+impl LocalStore {
+    fn walk_listing(&self, links: Links) -> Listing {
+        let (tx, rx) = mpsc::channel(LIST_BUFFER);
+        let root = self.root.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ferry-list".into())
+            .spawn(move || walk(&root, &tx, links));
+        if let Err(e) = spawned {
+            return futures::stream::once(async move { Err(StoreError::io("listing thread", e)) })
+                .boxed();
+        }
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+            .boxed()
+    }
+}
+
+/// What a listing makes of a symbolic link to a file.
+#[derive(Clone, Copy)]
+enum Links {
+    /// A source: the file it points to is the blob.
+    Follow,
+    /// A destination: the link is no blob to judge (an existing target
+    /// would be mistaken for this blob's copy), but a conflict.
+    Refuse,
+}
+
 #[async_trait::async_trait]
 impl BlobStore for LocalStore {
     fn describe(&self) -> String {
@@ -576,17 +602,11 @@ impl BlobStore for LocalStore {
     }
 
     fn list(&self) -> Listing {
-        let (tx, rx) = mpsc::channel(LIST_BUFFER);
-        let root = self.root.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ferry-list".into())
-            .spawn(move || walk(&root, &tx));
-        if let Err(e) = spawned {
-            return futures::stream::once(async move { Err(StoreError::io("listing thread", e)) })
-                .boxed();
-        }
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
-            .boxed()
+        self.walk_listing(Links::Follow)
+    }
+
+    fn list_existing(&self) -> Listing {
+        self.walk_listing(Links::Refuse)
     }
 
     async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
@@ -720,12 +740,13 @@ struct Entry {
     /// keys of one directory yields full names in byte order.
     key: String,
     dir: bool,
+    link: bool,
 }
 
 /// Walks `root` depth-first in byte order of full names, sending each item.
 /// Memory is the sorted entries of the directories on the current path, not
 /// the whole tree.
-fn walk(root: &Path, tx: &mpsc::Sender<Result<Listed, StoreError>>) {
+fn walk(root: &Path, tx: &mpsc::Sender<Result<Listed, StoreError>>, links: Links) {
     let send = |item| tx.blocking_send(item).is_ok();
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
@@ -760,6 +781,13 @@ fn walk(root: &Path, tx: &mpsc::Sender<Result<Listed, StoreError>>) {
         if entry.dir {
             if let Some(children) = read_sorted(&path, &name, &send) {
                 stack.push((name, children.into_iter()));
+            }
+            continue;
+        }
+        if entry.link && matches!(links, Links::Refuse) {
+            let error = link_refused(&path);
+            if !send(Ok(Listed::Failed { name, error })) {
+                return;
             }
             continue;
         }
@@ -832,9 +860,11 @@ fn read_sorted(
             continue;
         }
         // file_type comes from the directory entry: no stat for directories.
-        let dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let (dir, link) = e
+            .file_type()
+            .map_or((false, false), |t| (t.is_dir(), t.is_symlink()));
         let key = if dir { format!("{s}/") } else { s.to_string() };
-        out.push(Entry { key, dir });
+        out.push(Entry { key, dir, link });
     }
     out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Some(out)

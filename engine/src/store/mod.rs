@@ -181,6 +181,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// holding the whole listing in memory.
     fn list(&self) -> Listing;
 
+    /// The listing a copy judges existing blobs by when this store is the
+    /// destination: as [`BlobStore::list`], except that an entry the copy
+    /// could not replace as it is (a local symbolic link) comes as
+    /// [`Listed::Failed`] with the reason.
+    fn list_existing(&self) -> Listing {
+        self.list()
+    }
+
     /// One blob's metadata, `None` if absent.
     async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError>;
 

@@ -6,37 +6,60 @@ use super::StoreError;
 /// Longest file name component most local filesystems accept.
 pub const MAX_COMPONENT: usize = 255;
 
-/// Checks a blob name; refuses anything that could land outside the root.
+/// Checks a blob name for a folder tree (local and in-memory stores):
+/// refuses anything that could land outside the root or that a filesystem
+/// cannot hold.
 pub fn check(name: &str) -> Result<(), StoreError> {
-    let bad = |why: &str| {
-        Err(StoreError::InvalidName {
-            name: name.to_string(),
-            why: why.to_string(),
-        })
-    };
-    if name.is_empty() {
-        return bad("empty name");
-    }
+    check_common(name)?;
     if name.starts_with('/') {
-        return bad("absolute names are refused");
-    }
-    if name.contains('\0') {
-        return bad("contains a NUL byte");
-    }
-    // Azure cannot list them back in XML, and in messages and terminals
-    // they do damage (escape sequences, line breaks): no backend takes them.
-    if name.chars().any(char::is_control) {
-        return bad("contains a control character; rename it");
+        return bad(name, "absolute names are refused");
     }
     for part in name.split('/') {
         match part {
-            "" => return bad("empty path segment ('//' or trailing '/')"),
-            "." | ".." => return bad("'.' and '..' segments are refused"),
-            p if p.len() > MAX_COMPONENT => return bad("a path segment is longer than 255 bytes"),
+            "" => return bad(name, "empty path segment ('//' or trailing '/')"),
+            p if p.len() > MAX_COMPONENT => {
+                return bad(name, "a path segment is longer than 255 bytes")
+            }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// Checks a blob name for Azure, which takes names a folder tree cannot
+/// (`a//b`, a trailing `/`, segments over 255 bytes), so that Azure ->
+/// Azure copies every blob; a local destination refuses those per blob.
+/// The 1,024-character limit is checked on the full name by the store.
+pub fn check_azure(name: &str) -> Result<(), StoreError> {
+    check_common(name)
+}
+
+/// What no backend takes: an empty name, NUL and control characters, and
+/// `.`/`..` segments (URL handling resolves them away, and on disk they
+/// escape the root).
+fn check_common(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() {
+        return bad(name, "empty name");
+    }
+    if name.contains('\0') {
+        return bad(name, "contains a NUL byte");
+    }
+    // Azure cannot list them back in XML, and in messages and terminals
+    // they do damage (escape sequences, line breaks): no backend takes them.
+    if name.chars().any(char::is_control) {
+        return bad(name, "contains a control character; rename it");
+    }
+    if name.split('/').any(|part| part == "." || part == "..") {
+        return bad(name, "'.' and '..' segments are refused");
+    }
+    Ok(())
+}
+
+fn bad(name: &str, why: &str) -> Result<(), StoreError> {
+    Err(StoreError::InvalidName {
+        name: name.to_string(),
+        why: why.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -66,6 +89,19 @@ mod tests {
         assert!(check(&long).is_err());
         for good in ["a", "a/b c/d.txt", "ünï/ç ø", "a..b", ".hidden", "%23#?"] {
             check(good).unwrap();
+            check_azure(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn azure_takes_names_a_folder_tree_cannot_but_not_dot_segments() {
+        let long_segment = format!("long/{}", "s".repeat(300));
+        for ok in ["m//double", "m/trailing/", "/lead", long_segment.as_str()] {
+            check_azure(ok).unwrap();
+            assert!(check(ok).is_err(), "{ok:?} is no file path");
+        }
+        for bad in ["", "a/../b", "./a", "a/.", "a\0b", "line\nbreak"] {
+            assert!(check_azure(bad).is_err(), "{bad:?} should be refused");
         }
     }
 }

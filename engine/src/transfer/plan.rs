@@ -4,7 +4,7 @@
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::merge::Merge;
+use super::merge::{Found, Merge};
 use super::{Attempt, Progress, Work};
 use crate::error::EngineError;
 use crate::event::{CopyReason, Event};
@@ -81,7 +81,8 @@ pub(crate) async fn plan(
         .resuming
         .then(|| ctx.log.checkpoint_cursor(ctx.job, ctx.attempt));
     let mut src = ctx.src.list();
-    let mut dst = policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list()));
+    let mut dst =
+        policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list_existing()));
     let (mut blobs, mut bytes) = (0u64, 0u64);
     // Places of the listed blobs that get a copy or skip, for the log's runs
     // (`EventLog::append_outcome`); listing failures never join runs.
@@ -153,7 +154,22 @@ pub(crate) async fn plan(
             }
         }
         let existing = match dst.as_mut() {
-            Some(m) => m.find(&meta.name).await.map_err(PlanError::Fatal)?,
+            Some(m) => match m.find(&meta.name).await.map_err(PlanError::Fatal)? {
+                Found::Blob(b) => Some(b),
+                Found::Absent => None,
+                Found::Unusable(error) => {
+                    Progress::add(&p.failed, 1);
+                    let event = Event::BlobFailed {
+                        name: meta.name,
+                        error_kind: error.kind(),
+                        message: error.to_string(),
+                        tries: 1,
+                        retries: Default::default(),
+                    };
+                    ctx.log.append(ctx.job, event).await?;
+                    continue;
+                }
+            },
             None => None,
         };
         // A plugin policy decides for blobs present at both ends, in the

@@ -326,7 +326,7 @@ impl AzureStore {
     }
 
     fn full_name(&self, name: &str) -> Result<String, StoreError> {
-        names::check(name)?;
+        names::check_azure(name)?;
         let full = format!("{}{name}", self.prefix);
         if full.chars().count() > MAX_NAME {
             return Err(StoreError::InvalidName {
@@ -802,7 +802,7 @@ impl AzureStore {
     fn listed(&self, item: azure_storage_blob::models::BlobItem) -> Option<Listed> {
         let full = item.name?;
         let name = full.strip_prefix(&self.prefix).unwrap_or(&full).to_string();
-        if let Err(error) = names::check(&name) {
+        if let Err(error) = names::check_azure(&name) {
             return Some(Listed::Failed { name, error });
         }
         let p = item.properties.unwrap_or_default();
