@@ -313,7 +313,22 @@ impl Daemon {
             FireAction::Fire(due) => {
                 let previous = match last_job {
                     Some(j) => match self.engine.summary(j) {
-                        Ok(s) => Some((j, self.live_state(&s))),
+                        Ok(s) => {
+                            let state = self.live_state(&s);
+                            // What `start_jobs` will pick up again.
+                            let runs_again = match state {
+                                JobState::Interrupted => last_run_by_daemon(&s),
+                                JobState::Failed | JobState::CompletedWithFailures => {
+                                    s.retry_planned.is_some() && !s.pruned
+                                }
+                                _ => false,
+                            };
+                            Some(schedule::Previous {
+                                job: j,
+                                state,
+                                runs_again,
+                            })
+                        }
                         Err(_) => None,
                     },
                     None => None,

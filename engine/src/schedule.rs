@@ -530,14 +530,34 @@ fn skip_reason(
     }
 }
 
+/// A schedule's previous job as a fire sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous {
+    pub job: JobId,
+    /// As the daemon sees it (a job it has taken is running).
+    pub state: JobState,
+    /// The daemon will run it again: an interrupted attempt of its own, or
+    /// a planned retry.
+    pub runs_again: bool,
+}
+
 /// Why a fire must not submit a job now: overlap `skip` and the schedule's
-/// previous job is queued, running or paused. Else None.
-pub fn overlap_reason(overlap: Overlap, previous: Option<(JobId, JobState)>) -> Option<String> {
-    match (overlap, previous) {
-        (
-            Overlap::Skip,
-            Some((job, state @ (JobState::Queued | JobState::Running | JobState::Paused))),
-        ) => Some(format!("previous run {job} is still {state}")),
+/// previous job is queued, running or paused, or will run again (an
+/// interrupted job the daemon resumes, a failed one with a retry planned):
+/// a new job would copy to the same place at the same time. Else None.
+pub fn overlap_reason(overlap: Overlap, previous: Option<Previous>) -> Option<String> {
+    let p = previous.filter(|_| overlap == Overlap::Skip)?;
+    let job = p.job;
+    match p.state {
+        state @ (JobState::Queued | JobState::Running | JobState::Paused) => {
+            Some(format!("previous run {job} is still {state}"))
+        }
+        JobState::Interrupted if p.runs_again => Some(format!(
+            "previous run {job} was interrupted and will be resumed"
+        )),
+        JobState::Failed | JobState::CompletedWithFailures if p.runs_again => {
+            Some(format!("previous run {job} has a retry planned"))
+        }
         _ => None,
     }
 }
@@ -1173,25 +1193,48 @@ mod tests {
     #[test]
     fn given_each_overlap_and_previous_state_when_fired_then_only_skip_of_a_live_job_refuses() {
         let job = JobId::new();
+        let prev = |state, runs_again| {
+            Some(Previous {
+                job,
+                state,
+                runs_again,
+            })
+        };
         for overlap in [Overlap::Skip, Overlap::Queue, Overlap::Allow] {
             assert_eq!(overlap_reason(overlap, None), None, "{overlap}");
             for state in STATES {
-                let live = matches!(
-                    state,
-                    JobState::Queued | JobState::Running | JobState::Paused
-                );
-                let want = (overlap == Overlap::Skip && live)
-                    .then(|| format!("previous run {job} is still {state}"));
-                assert_eq!(
-                    overlap_reason(overlap, Some((job, state))),
-                    want,
-                    "{overlap} {state}"
-                );
+                for runs_again in [false, true] {
+                    let live = matches!(
+                        state,
+                        JobState::Queued | JobState::Running | JobState::Paused
+                    ) || (runs_again
+                        && matches!(
+                            state,
+                            JobState::Interrupted
+                                | JobState::Failed
+                                | JobState::CompletedWithFailures
+                        ));
+                    let got = overlap_reason(overlap, prev(state, runs_again));
+                    assert_eq!(
+                        got.is_some(),
+                        overlap == Overlap::Skip && live,
+                        "{overlap} {state} {runs_again}: {got:?}"
+                    );
+                    if let Some(reason) = got {
+                        assert!(reason.contains(&job.to_string()), "{reason}");
+                    }
+                }
             }
         }
         assert_eq!(
-            overlap_reason(Overlap::Skip, Some((job, JobState::Running))),
+            overlap_reason(Overlap::Skip, prev(JobState::Running, false)),
             Some(format!("previous run {job} is still running"))
+        );
+        assert_eq!(
+            overlap_reason(Overlap::Skip, prev(JobState::Interrupted, true)),
+            Some(format!(
+                "previous run {job} was interrupted and will be resumed"
+            ))
         );
     }
 
