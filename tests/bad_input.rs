@@ -1202,6 +1202,16 @@ fn azure_rows() -> Vec<Case> {
             },
         ),
         Case::new(
+            "local source that is a file, to Azure",
+            |sb| {
+                let file = sb.env.path("one.bin");
+                write(&file, "a file, not a folder");
+                (Loc::local(&file), sb.azure_dst())
+            },
+            Run::Copy(&[]),
+            refused(2, "not a folder"),
+        ),
+        Case::new(
             "source container that does not exist",
             |sb| (sb.azure_dst(), Loc::local(&sb.env.path("out"))),
             Run::Copy(&[]),
@@ -1703,6 +1713,19 @@ fn runtime_rows() -> Vec<Case> {
             Expect::BlobsFailed {
                 failed: &[("secret", "permission-denied", "permission denied")],
                 copied: 2,
+            },
+        ),
+        Case::new(
+            "unreadable destination folder: the job fails naming the destination",
+            |sb| {
+                let src = sb.src(&[("a", b"a")]);
+                fs::create_dir_all(&sb.env.dst).unwrap();
+                fs::set_permissions(&sb.env.dst, fs::Permissions::from_mode(0o000)).unwrap();
+                (src, sb.dst())
+            },
+            Run::Custom(copy_without_dac_override),
+            Expect::JobFailed {
+                needle: "listing the destination",
             },
         ),
         Case::new(

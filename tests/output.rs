@@ -140,3 +140,28 @@ fn replay_summary_counts_already_done_blobs() {
         out.stdout
     );
 }
+
+#[test]
+fn a_source_that_lists_nothing_succeeds_with_a_warning() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.src.join("only/empty/folders")).unwrap();
+    let out = env.copy(&[]).run().success();
+    assert_eq!(out.summary().copied, 0);
+    let warning: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(warning.len(), 1, "{}", out.stderr);
+    assert!(
+        warning[0].starts_with("ferry: warning: nothing to copy:")
+            && warning[0].contains(env.src.to_str().unwrap()),
+        "{}",
+        out.stderr
+    );
+    // Nothing new to copy is not nothing listed: no warning.
+    make_tree(&env.src, &[("a", b"a")]);
+    env.copy(&[]).run().success();
+    let again = env.copy(&[]).run().success();
+    assert!(again.stderr.is_empty(), "{}", again.stderr);
+    // --quiet stays quiet.
+    std::fs::remove_file(env.src.join("a")).unwrap();
+    let quiet = env.copy(&["--quiet"]).run().success();
+    assert!(quiet.stderr.is_empty(), "{}", quiet.stderr);
+}

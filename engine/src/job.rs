@@ -451,23 +451,14 @@ impl JobSpec {
                 self.src, self.dst
             )));
         }
+        // A local source is checked whatever the destination: a missing
+        // folder or a file is bad input, not a job that fails.
+        if let Some(src) = self.src.local_path() {
+            check_local_source(src)?;
+        }
         let (Some(src), Some(dst)) = (self.src.local_path(), self.dst.local_path()) else {
             return Ok(());
         };
-        let src_meta = std::fs::metadata(src).map_err(|e| {
-            EngineError::InvalidInput(match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    format!("source {} does not exist; check the path", src.display())
-                }
-                _ => format!("cannot read source {}: {e}", src.display()),
-            })
-        })?;
-        if !src_meta.is_dir() {
-            return Err(EngineError::InvalidInput(format!(
-                "source {} is not a folder; ferry copies folders (give the folder that holds it)",
-                src.display()
-            )));
-        }
         match std::fs::metadata(dst) {
             Ok(m) if !m.is_dir() => {
                 return Err(EngineError::InvalidInput(format!(
@@ -510,6 +501,25 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// A local source must be an existing folder.
+fn check_local_source(src: &Path) -> Result<(), EngineError> {
+    let src_meta = std::fs::metadata(src).map_err(|e| {
+        EngineError::InvalidInput(match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("source {} does not exist; check the path", src.display())
+            }
+            _ => format!("cannot read source {}: {e}", src.display()),
+        })
+    })?;
+    if !src_meta.is_dir() {
+        return Err(EngineError::InvalidInput(format!(
+            "source {} is not a folder; ferry copies folders (give the folder that holds it)",
+            src.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Canonicalizes the longest existing ancestor and appends the rest, so a

@@ -293,6 +293,7 @@ async fn attempt(
     let report = report?;
     if !out.quiet {
         println!("{}", summary_line(&report));
+        warn_if_nothing_listed(engine, &report);
     }
     Ok((report, progress))
 }
@@ -329,6 +330,25 @@ fn print_stats(engine: &Engine, enabled: bool, report: &RunReport, progress: &Pr
         100.0 * busy / wall,
         100.0 * cpu / wall,
         events as f64 / busy.max(1e-9)
+    );
+}
+
+/// A run that found nothing at all under its source is most often a
+/// mistyped prefix, or a single blob's name (which matches nothing: a source
+/// is a folder, container or prefix). It succeeded, so only a warning.
+fn warn_if_nothing_listed(engine: &Engine, r: &RunReport) {
+    let t = &r.totals;
+    let nothing = t.listed + t.skipped + t.failed + t.resumed == 0;
+    if !nothing || !matches!(r.outcome, Some(Outcome::Succeeded)) {
+        return;
+    }
+    let Some(src) = engine.summary(r.job).ok().and_then(|s| s.spec).map(|s| s.src) else {
+        return;
+    };
+    eprintln!(
+        "ferry: warning: nothing to copy: {} holds no blobs; a source is a folder, container or \
+         prefix (a single blob's name matches nothing)",
+        exit::printable(&src.to_string())
     );
 }
 

@@ -23,7 +23,7 @@ use crate::event::{CopyReason, Outcome, Totals};
 use crate::job::{JobId, JobSpec};
 use crate::log::EventLog;
 use crate::retry::RetryPolicy;
-use crate::store::{BlobMeta, BlobStore, StoreError};
+use crate::store::{BlobMeta, BlobStore};
 
 /// Batches planned but not yet taken by a worker (at most 32 blobs each).
 /// Bounds memory: the planner waits when workers fall behind.
@@ -195,9 +195,9 @@ pub(crate) async fn run(
     }
     match planned {
         Err(plan::PlanError::Log(e)) => Err(e),
-        Err(plan::PlanError::Fatal(e)) => Ok(AttemptEnd::Finished(Outcome::Failed {
-            message: fatal_message(&ctx, &e),
-        })),
+        Err(plan::PlanError::Fatal(message)) => {
+            Ok(AttemptEnd::Finished(Outcome::Failed { message }))
+        }
         Ok(()) if ctx.cancel.is_cancelled() => Ok(AttemptEnd::Interrupted),
         Ok(()) => Ok(AttemptEnd::Finished(
             if ctx.progress.failed.load(Ordering::Relaxed) > 0 {
@@ -207,8 +207,4 @@ pub(crate) async fn run(
             },
         )),
     }
-}
-
-fn fatal_message(ctx: &Attempt, e: &StoreError) -> String {
-    format!("listing {} failed: {e}", ctx.src.describe())
 }

@@ -10,11 +10,11 @@ use crate::error::EngineError;
 use crate::event::{CopyReason, Event};
 use crate::policy::{self, Decision};
 use crate::projection::BlobStatus;
-use crate::store::{Listed, StoreError};
+use crate::store::Listed;
 
 pub(crate) enum PlanError {
-    /// The listing could not go on: the job fails.
-    Fatal(StoreError),
+    /// A listing could not go on: the job fails with this message.
+    Fatal(String),
     /// The log refused an event: nothing more can be recorded.
     Log(EngineError),
 }
@@ -105,7 +105,10 @@ pub(crate) async fn plan(
         };
         let meta = match item {
             None => break,
-            Some(Err(e)) => return Err(PlanError::Fatal(e)),
+            Some(Err(e)) => {
+                let message = format!("listing {} failed: {e}", ctx.src.describe());
+                return Err(PlanError::Fatal(message));
+            }
             Some(Ok(Listed::Failed { name, error })) => {
                 Progress::add(&p.failed, 1);
                 let event = Event::BlobFailed {
@@ -154,7 +157,12 @@ pub(crate) async fn plan(
             }
         }
         let existing = match dst.as_mut() {
-            Some(m) => match m.find(&meta.name).await.map_err(PlanError::Fatal)? {
+            Some(m) => match m.find(&meta.name).await.map_err(|e| {
+                PlanError::Fatal(format!(
+                    "listing the destination {} failed: {e}",
+                    ctx.dst.describe()
+                ))
+            })? {
                 Found::Blob(b) => Some(b),
                 Found::Absent => None,
                 Found::Unusable(error) => {
