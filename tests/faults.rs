@@ -312,3 +312,59 @@ fn retry_settings_come_from_flags_and_bad_ones_are_refused() {
         .run()
         .error(2, "max_tries must be at least 1");
 }
+
+#[test]
+fn a_service_that_goes_away_stops_the_attempt_and_replay_finishes_it() {
+    let Setup { env, proxy } = setup(Faults {
+        slow: 1.0,
+        slow_for: Duration::from_millis(25),
+        ..Faults::default()
+    });
+    for i in 0..600 {
+        write(&env.src.join(format!("f{i:04}.txt")), format!("file {i}"));
+    }
+    let c = container("outage");
+    let running = env
+        .ferry()
+        .arg("copy")
+        .arg(&env.src)
+        .arg(format!("flaky:{c}"))
+        .args(["--parallel", "4"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The service goes away mid-job: connections refused from now on.
+    drop(proxy);
+    let gone = std::time::Instant::now();
+    let out = running.wait_timeout(Duration::from_secs(180));
+    let took = gone.elapsed();
+    let out = out.error(6, "could not reach the service");
+    // Blob by blob (8 tries each, up to ~1.6 s) the rest would take minutes.
+    assert!(took < Duration::from_secs(60), "stopped after {took:?}");
+    let job = out
+        .stderr
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let summary = show(&env, &job);
+    let copied = summary["copied"].as_u64().unwrap();
+    assert!(copied > 0 && copied < 600, "{summary}");
+    // Back (here: the account pointed at Azurite directly): the replay
+    // copies what is left.
+    let azurite = Azurite::shared();
+    write(
+        &env.state.join("ferry.toml"),
+        format!(
+            "[accounts.flaky]\nconnection_string = \"{direct}\"\n[accounts.dev]\nconnection_string = \"{direct}\"\n",
+            direct = format_args!(
+                "AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};BlobEndpoint=http://127.0.0.1:{}/{DEV_ACCOUNT}",
+                azurite.port
+            )
+        ),
+    );
+    let replayed = env.ferry().args(["replay", &job]).run().success().summary();
+    assert_eq!(replayed.resumed, copied, "only what was not done is copied");
+    let down = env.download(&c, &[]);
+    assert_eq!(assert_same_files(&env.src, &down), 600);
+}

@@ -23,7 +23,7 @@ use crate::report::{self, Formatter, OutcomeStream, ReportSummary};
 use crate::retry::RetryPolicy;
 use crate::store;
 use crate::store::BlobMeta;
-use crate::transfer::{self, Attempt, AttemptEnd, Progress, RunReport};
+use crate::transfer::{self, Attempt, AttemptEnd, Outage, Progress, RunReport};
 
 /// How to run an attempt.
 #[derive(Clone, Default)]
@@ -345,6 +345,7 @@ impl Engine {
             resuming: attempt > 1,
             policy,
             listing_retries: Default::default(),
+            outage: Outage::new(concurrency.workers()),
         });
         let end = transfer::run(ctx, concurrency).await?;
         let totals = opts.progress.totals();

@@ -342,7 +342,12 @@ fn warn_if_nothing_listed(engine: &Engine, r: &RunReport) {
     if !nothing || !matches!(r.outcome, Some(Outcome::Succeeded)) {
         return;
     }
-    let Some(src) = engine.summary(r.job).ok().and_then(|s| s.spec).map(|s| s.src) else {
+    let Some(src) = engine
+        .summary(r.job)
+        .ok()
+        .and_then(|s| s.spec)
+        .map(|s| s.src)
+    else {
         return;
     };
     eprintln!(

@@ -92,6 +92,14 @@ pub enum StoreError {
     Io { what: String, cause: std::io::Error },
 }
 
+/// The cause of an [`StoreError::Io`] whose transport failure (no
+/// connection, or one that broke) the request pipeline already retried: of
+/// kind `Other`, so a blob does not retry it again, yet still a sign that
+/// the service cannot be reached (`transfer::outage`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RetriedTransport(pub String);
+
 /// `503 ServerBusy`, or just `500` when the service gave no error code.
 fn answer(status: u16, code: &str) -> String {
     if code.is_empty() {

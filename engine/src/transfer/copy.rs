@@ -65,6 +65,9 @@ pub(crate) async fn worker(
                     .run(StoreError::fault, &tally, || copy_one(&ctx, &work)),
             )
             .await;
+            if ctx.outage.observe(&res) {
+                stop.cancel();
+            }
             let place = work.place;
             let event = outcome(&ctx.progress, work, res, (tries, tally.take()), started);
             ctx.log.append_outcome(ctx.job, event, place).await?;

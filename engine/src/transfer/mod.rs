@@ -7,6 +7,8 @@
 mod auto;
 mod copy;
 mod merge;
+mod outage;
+pub(crate) use outage::Outage;
 mod plan;
 
 pub use auto::{AutoStats, AutoSummary, Concurrency, Limits};
@@ -111,6 +113,8 @@ pub(crate) struct Attempt {
     pub policy: Option<Arc<crate::plugin::PolicyPlugin>>,
     /// Retries made by listing requests, by cause.
     pub listing_retries: Arc<crate::retry::RetryTally>,
+    /// Set by `run`: stops the attempt when the service cannot be reached.
+    pub(crate) outage: outage::Outage,
 }
 
 /// How an attempt ended.
@@ -199,6 +203,9 @@ pub(crate) async fn run(
             Ok(AttemptEnd::Finished(Outcome::Failed { message }))
         }
         Ok(()) if ctx.cancel.is_cancelled() => Ok(AttemptEnd::Interrupted),
+        Ok(()) if ctx.outage.message().is_some() => Ok(AttemptEnd::Finished(Outcome::Failed {
+            message: ctx.outage.message().unwrap_or_default().to_string(),
+        })),
         Ok(()) => Ok(AttemptEnd::Finished(
             if ctx.progress.failed.load(Ordering::Relaxed) > 0 {
                 Outcome::CompletedWithFailures

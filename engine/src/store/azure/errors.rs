@@ -37,7 +37,7 @@ pub fn map(err: &azure_core::Error, what: &str, account: &str) -> StoreError {
         },
         StoreError::Io { what, cause } => StoreError::Io {
             what,
-            cause: io::Error::other(cause.to_string()),
+            cause: io::Error::other(crate::store::RetriedTransport(cause.to_string())),
         },
         e => e,
     }
