@@ -109,7 +109,13 @@ enum Expect {
     /// Some other one-line error with this code; the destination holds only
     /// old or complete files. The row's `check` does the rest.
     Error { code: i32, needle: &'static str },
+    /// Every blob arrived (exit 0), as the source is after the run.
+    CopiedAsNow { copied: u64 },
 }
+
+/// A victim changed after it was listed: the copy takes it as it is now
+/// (the next try looks again), so both blobs land.
+const VICTIM_TAKEN_AS_NOW: Expect = Expect::CopiedAsNow { copied: 2 };
 
 /// The mid-copy rows: the victim fails as changed at its source while it
 /// was copied, and the other blob lands.
@@ -616,6 +622,17 @@ fn run_case(case: &Case) {
             sb.env.verify_log_ok(Some(&s.job));
             out
         }
+        Expect::CopiedAsNow { copied } => {
+            let out = out.success();
+            let s = out.summary();
+            assert_eq!((s.copied, s.failed), (copied, 0), "{}", out.stdout);
+            assert!(
+                dst_after == src_after,
+                "the destination is not the source as it is now"
+            );
+            sb.env.verify_log_ok(Some(&s.job));
+            out
+        }
         Expect::Error { code, needle } => {
             let out = out.error(code, needle);
             assert_sound(&dst_before, &dst_after, &src_after);
@@ -861,7 +878,8 @@ fn azure_meddle(sb: &Sb, src: &Loc, dst: &Loc, meddle: fn(&Azurite, &str)) -> Ou
 }
 
 /// The Azure victim is rewritten while `a-held` holds the copy up: the
-/// pinned download fails that blob alone.
+/// pinned download is refused (412), and the next try takes the blob as it
+/// is now.
 fn azure_victim_rewritten(name: &'static str, setup: fn(&Sb) -> (Loc, Loc)) -> Case {
     Case::new(
         name,
@@ -871,7 +889,7 @@ fn azure_victim_rewritten(name: &'static str, setup: fn(&Sb) -> (Loc, Loc)) -> C
                 put_blob(az, c, "z-victim", b"the victim, rewritten")
             })
         }),
-        VICTIM_CHANGED,
+        VICTIM_TAKEN_AS_NOW,
     )
     .changes_src()
 }
@@ -1428,6 +1446,24 @@ fn address_and_option_rows() -> Vec<Case> {
             refused(2, "invalid size unit"),
         ),
         Case::new(
+            "--block-size above Azure's largest block",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Copy(&["--block-size", "5G"]),
+            refused(2, "at most 4000MiB"),
+        ),
+        Case::new(
+            "history --limit 0",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Custom(|sb, src, _| {
+                sb.ferry()
+                    .arg("history")
+                    .arg(&src.arg)
+                    .args(["--limit", "0"])
+                    .run()
+            }),
+            refused(2, "1 or more"),
+        ),
+        Case::new(
             "--block-size beyond 64 bits",
             |sb| (one_file(sb), sb.dst()),
             Run::Copy(&["--block-size", "99999999999G"]),
@@ -1762,7 +1798,7 @@ fn runtime_rows() -> Vec<Case> {
                     write(victim, "the victim, rewritten");
                 })
             }),
-            VICTIM_CHANGED,
+            VICTIM_TAKEN_AS_NOW,
         )
         .changes_src(),
         Case::new(

@@ -103,7 +103,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// At most N lines (the newest).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = parse_lines)]
         limit: Option<usize>,
     },
     /// Remove old finished jobs' per-blob events and checkpoints; job-level
@@ -208,6 +208,13 @@ pub struct JobsArgs {
     /// At most N jobs (the first N after sorting).
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_limit)]
     pub limit: Option<u64>,
+}
+
+fn parse_lines(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of lines (1 or more)")),
+    }
 }
 
 fn parse_limit(s: &str) -> Result<u64, String> {

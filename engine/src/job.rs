@@ -258,6 +258,9 @@ impl Address {
     }
 }
 
+/// Azure's largest block (Put Block, Put Block From URL): 4,000 MiB.
+pub const MAX_BLOCK_SIZE: u64 = 4000 << 20;
+
 /// Refuses a SAS whose expiry (`se=`) has passed, before any request: the
 /// service would only answer "authorization failure". A SAS without a
 /// readable expiry is left for the service to judge.
@@ -429,6 +432,13 @@ impl JobSpec {
         if self.block_size == Some(0) {
             return Err(EngineError::InvalidInput(
                 "--block-size must be at least 1 byte".into(),
+            ));
+        }
+        // Azure's largest block; a blob up to the block size is also held
+        // whole in memory per copy, so larger could never work anyway.
+        if self.block_size.is_some_and(|b| b > MAX_BLOCK_SIZE) {
+            return Err(EngineError::InvalidInput(
+                "--block-size must be at most 4000MiB (Azure's largest block)".into(),
             ));
         }
         if self.src == self.dst {

@@ -55,6 +55,13 @@ impl LocalStore {
         Ok(self.root.join(name))
     }
 
+    /// A file's metadata as it is now, blocking; `None` if it is not a
+    /// readable regular file.
+    pub fn stat(&self, name: &str) -> Option<BlobMeta> {
+        let m = fs::metadata(self.path_for(name).ok()?).ok()?;
+        m.is_file().then(|| meta_of(name.to_string(), &m))
+    }
+
     /// The temp file name for a blob whose file name is `base`, in the same folder.
     fn temp_name(&self, base: &str) -> CString {
         let fixed = 1 + 1 + self.temp_tag.len() + TEMP_SUFFIX.len();

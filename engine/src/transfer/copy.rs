@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -59,12 +59,26 @@ pub(crate) async fn worker(
             };
             let started = Instant::now();
             let tally = Arc::new(RetryTally::default());
+            let current = std::sync::Mutex::new(work.meta.clone());
             let (res, tries) = retry::counted(
                 tally.clone(),
-                ctx.retry
-                    .run(StoreError::fault, &tally, || copy_one(&ctx, &work)),
+                ctx.retry.run(StoreError::fault, &tally, || async {
+                    let meta = current
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    let res = copy_one(&ctx, &work, &meta).await;
+                    if let Err(StoreError::SourceChanged { .. }) = &res {
+                        if let Some(fresh) = refreshed(&ctx, &meta).await {
+                            *current.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+                        }
+                    }
+                    res
+                }),
             )
             .await;
+            let mut work = work;
+            work.meta = current.into_inner().unwrap_or_else(PoisonError::into_inner);
             if ctx.outage.observe(&res) {
                 stop.cancel();
             }
@@ -198,14 +212,21 @@ pub(crate) fn local_worker(
             };
             let started = Instant::now();
             let tally = RetryTally::default();
+            let mut work = work;
             let (res, tries) = ctx.retry.run_blocking(StoreError::fault, &tally, || {
                 if work.compare && dst.same_content(&src, &work.meta.name)? {
                     return Ok(Done::Identical);
                 }
-                let bytes = dst.copy_file_via(&src, &work.meta, &mut folders)?;
+                let copied = dst.copy_file_via(&src, &work.meta, &mut folders);
+                if let Err(StoreError::SourceChanged { .. }) = &copied {
+                    // As in `refreshed`: the next try copies the file as it is now.
+                    if let Some(fresh) = src.stat(&work.meta.name) {
+                        work.meta = fresh;
+                    }
+                }
                 Ok(Done::Copied {
                     method: CopyMethod::LocalFile,
-                    bytes,
+                    bytes: copied?,
                 })
             });
             let place = work.place;
@@ -272,38 +293,51 @@ fn outcome(
     }
 }
 
-async fn copy_one(ctx: &Attempt, work: &Work) -> Result<Done, StoreError> {
-    if work.compare && same_content(ctx, &work.meta).await? {
+/// After a source changed under a copy (or since it was listed): the blob
+/// as it is now, so the next try copies that version instead of failing
+/// against the listing's again and again (a file still being appended to
+/// would never be backed up). Properties the store does not report on a
+/// head (Azure's) are kept from the listing.
+async fn refreshed(ctx: &Attempt, meta: &BlobMeta) -> Option<BlobMeta> {
+    let mut fresh = ctx.src.head(&meta.name).await.ok().flatten()?;
+    if fresh.props.is_none() {
+        fresh.props = meta.props.clone();
+    }
+    Some(fresh)
+}
+
+async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, StoreError> {
+    if work.compare && same_content(ctx, meta).await? {
         return Ok(Done::Identical);
     }
     if ctx.spec.copy_method == CopyMode::Server {
         if let (Some(src), Some(dst)) = (ctx.src.as_azure(), ctx.dst.as_azure()) {
-            dst.copy_from(src, &work.meta).await?;
+            dst.copy_from(src, meta).await?;
             return Ok(Done::Copied {
                 method: CopyMethod::ServerSide,
-                bytes: work.meta.size,
+                bytes: meta.size,
             });
         }
     }
     // Large Azure -> local: parallel ranges written at their offsets.
     if let (Some(src), Some(dst)) = (ctx.src.as_azure(), ctx.dst.as_local()) {
-        if let Some(range) = src.download_range(work.meta.size) {
-            dst.write_positioned(&work.meta, |file| async move {
-                src.read_into(&work.meta, range, &file).await
+        if let Some(range) = src.download_range(meta.size) {
+            dst.write_positioned(meta, |file| async move {
+                src.read_into(meta, range, &file).await
             })
             .await?;
             return Ok(Done::Copied {
                 method: CopyMethod::Stream,
-                bytes: work.meta.size,
+                bytes: meta.size,
             });
         }
     }
-    let data = ctx.src.read(&work.meta).await?;
+    let data = ctx.src.read(meta).await?;
     // Count what arrives: a blob that shrank or grew since it was listed
     // fails before the destination's rename instead of landing short.
     let seen = Arc::new(AtomicU64::new(0));
     let counter = seen.clone();
-    let (expected, name) = (work.meta.size, work.meta.name.clone());
+    let (expected, name) = (meta.size, meta.name.clone());
     let data = data
         .inspect(move |c| {
             if let Ok(b) = c {
@@ -318,10 +352,10 @@ async fn copy_one(ctx: &Attempt, work: &Work) -> Result<Done, StoreError> {
             }
         }))
         .boxed();
-    ctx.dst.write(&work.meta, data).await?;
+    ctx.dst.write(meta, data).await?;
     Ok(Done::Copied {
         method: CopyMethod::Stream,
-        bytes: work.meta.size,
+        bytes: meta.size,
     })
 }
 
