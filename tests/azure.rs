@@ -473,6 +473,14 @@ fn container_urls_take_their_sas_from_the_command_line_and_never_log_it() {
         .args(["run"])
         .run()
         .error(6, "no SAS for this container URL");
+    // A replay without it is refused before it records an attempt.
+    let attempts = |j: &str| a.env.show_json(j)["attempts"].as_array().unwrap().len();
+    let before = attempts(&job2);
+    a.ferry()
+        .args(["replay", &job2])
+        .run()
+        .error(2, "pass it again (--src-sas/--dst-sas");
+    assert_eq!(attempts(&job2), before);
     a.ferry()
         .args(["replay", &job2, "--dst-sas", &sas])
         .run()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use ferry_engine::config::Accounts;
 use ferry_engine::event::Outcome;
+use ferry_engine::projection::JobState;
 use ferry_engine::retry::RetryPolicy;
 use ferry_engine::EngineError;
 use ferry_engine::{Address, Engine, JobId, JobSpec, Mode, Progress, RunOptions, RunReport};
@@ -102,13 +103,14 @@ fn attach_sas(accounts: &mut Accounts, spec: Option<&JobSpec>, args: &RunArgs) -
 }
 
 /// `copy` runs the job right away, so a container URL needs its SAS now
-/// (`submit` may leave it to `run`/`replay --src-sas/--dst-sas`).
-fn require_sas(spec: &JobSpec, accounts: &Accounts) -> Result<()> {
+/// (`submit` may leave it to `run`/`replay --src-sas/--dst-sas`). `how`
+/// says how to give it.
+fn require_sas(spec: &JobSpec, accounts: &Accounts, how: &str) -> Result<()> {
     for addr in [&spec.src, &spec.dst] {
         if let Address::AzureUrl { url } = addr {
             if accounts.url_sas(url).is_none() {
                 return Err(EngineError::InvalidInput(format!(
-                    "container URL {url} has no SAS; append it (URL?sv=...&sig=...)"
+                    "container URL {url} has no SAS; {how}"
                 ))
                 .into());
             }
@@ -159,7 +161,7 @@ pub fn copy(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     let out = ctx.out;
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
-    require_sas(&spec, &accounts)?;
+    require_sas(&spec, &accounts, "append it (URL?sv=...&sig=...)")?;
     let engine = ctx.engine(accounts)?;
     let spec = with_policy(&engine, &args, spec)?;
     let rt = runtime()?;
@@ -213,8 +215,21 @@ pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
     let out = ctx.out;
     let mut engine = ctx.engine(ctx.accounts()?)?;
     let id = engine.resolve(job)?;
-    let spec = engine.summary(id)?.spec;
-    attach_sas(engine.accounts_mut(), spec.as_ref(), &args)?;
+    let summary = engine.summary(id)?;
+    attach_sas(engine.accounts_mut(), summary.spec.as_ref(), &args)?;
+    // Checked before an attempt is recorded: without it the attempt could
+    // only fail, and the job with it.
+    let resumable = matches!(
+        summary.effective_state(),
+        JobState::Interrupted | JobState::Failed | JobState::CompletedWithFailures
+    );
+    if let (true, Some(spec)) = (resumable, &summary.spec) {
+        require_sas(
+            spec,
+            engine.accounts(),
+            "pass it again (--src-sas/--dst-sas, or FERRY_SRC_SAS/FERRY_DST_SAS)",
+        )?;
+    }
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         crate::signals::install(cancel.clone(), out.quiet);
