@@ -393,6 +393,47 @@ fn a_job_stopped_by_sigterm_is_picked_up_by_the_next_daemon() {
 }
 
 #[test]
+fn a_second_signal_ends_the_daemon_at_once_and_the_next_resumes_its_job() {
+    let env = Env::new();
+    // Each request waits 3 s: the first signal cannot reach a blob boundary soon.
+    let proxy = slow_remote(&env, 3000);
+    files(&env, 6);
+    let c = format!("twice-{}", std::process::id());
+    let d = daemon(&env, None, &["--jobs", "1"]);
+    let job = env
+        .ferry()
+        .args(["submit", "--parallel", "1"])
+        .arg(&env.src)
+        .arg(format!("slow:{c}"))
+        .run()
+        .success()
+        .stdout
+        .trim()
+        .to_string();
+    running_attempt(&env, &job, 1);
+    d.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal(libc::SIGTERM);
+    let t = Instant::now();
+    let out = d.wait_timeout(Duration::from_secs(20));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    // The state dir is free at once, and the job was left as after a crash.
+    assert_eq!(state(&env, &job), "interrupted");
+    proxy.set_faults(Faults::default());
+    let d = daemon(&env, None, &["--jobs", "1"]);
+    wait_for(60, "the job to finish", || {
+        (state(&env, &job) == "succeeded").then_some(())
+    });
+    stop(d, 15);
+    env.verify_log_ok(Some(&job));
+}
+
+#[test]
 fn events_and_export_through_the_daemon_match_the_local_ones_and_stream() {
     let env = Env::new();
     files(&env, 40);

@@ -180,8 +180,10 @@ impl Daemon {
     }
 
     /// Works until `shutdown`, then stops running jobs at blob boundaries
-    /// (waiting at most `stop_timeout`) and returns.
-    pub async fn run(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), EngineError> {
+    /// (waiting at most `stop_timeout`) and returns whether they all
+    /// stopped. Jobs that did not are still copying: the caller should end
+    /// the process rather than wait for them (they resume on restart).
+    pub async fn run(self: &Arc<Self>, shutdown: CancellationToken) -> Result<bool, EngineError> {
         tracing::info!(max_jobs = self.opts.max_jobs, "daemon started");
         loop {
             let next = self.tick().await?;
@@ -202,7 +204,7 @@ impl Daemon {
             tracing::warn!("jobs did not stop in time; they resume when the daemon restarts");
         }
         tracing::info!("daemon stopped");
-        Ok(())
+        Ok(drained.is_ok())
     }
 
     /// Waits for every job run started so far to end.

@@ -58,9 +58,21 @@ pub fn daemon(ctx: &Ctx, args: DaemonArgs) -> Result<u8> {
         let server = tokio::spawn(control::serve(listener, d.clone()));
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        let quiet = ctx.out.quiet;
         tokio::spawn(async move {
+            if wait_signal().await.is_err() {
+                return;
+            }
+            if !quiet {
+                eprintln!(
+                    "ferry: daemon stopping: running jobs stop at blob boundaries \
+                     (signal again to quit now; the next daemon resumes them)"
+                );
+            }
+            stop.cancel();
             if wait_signal().await.is_ok() {
-                stop.cancel();
+                eprintln!("ferry: quitting now; the next daemon resumes the running jobs");
+                std::process::exit(exit::OK as i32);
             }
         });
         if !ctx.out.quiet {
@@ -73,7 +85,16 @@ pub fn daemon(ctx: &Ctx, args: DaemonArgs) -> Result<u8> {
         let result = d.run(shutdown).await;
         server.abort();
         let _ = std::fs::remove_file(&sock);
-        result?;
+        if !result? {
+            // Their copies are still going: waiting for them (as dropping the
+            // runtime would) kept copying after the socket was gone, while
+            // the next command took the state dir for corrupt. Ending now
+            // is a crash the log is made for: they resume on restart.
+            eprintln!(
+                "ferry: jobs did not reach a blob boundary in time; quitting, the next daemon resumes them"
+            );
+            std::process::exit(exit::OK as i32);
+        }
         Ok(exit::OK)
     })
 }
