@@ -2081,7 +2081,7 @@ fn state_and_job_rows() -> Vec<Case> {
                     .arg(&dst.arg)
                     .run()
             }),
-            refused(4, "state dir"),
+            refused(4, "is a file, not a folder"),
         ),
         Case::new(
             "state dir without write permission",

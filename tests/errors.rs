@@ -300,7 +300,8 @@ fn corrupt_state_dir_is_exit_4() {
         &["verify-log"],
         &["run"],
     ] {
-        env.ferry().args(cmd).run().error(4, "corrupt");
+        let out = env.ferry().args(cmd).run().error(4, "corrupt");
+        assert!(!out.stderr.contains("backtrace"), "{}", out.stderr);
     }
     env.copy(&[]).run().error(4, "corrupt");
 }

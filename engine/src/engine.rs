@@ -82,6 +82,13 @@ impl Engine {
             path: dir.to_path_buf(),
             cause: source,
         };
+        // A file in the way makes create_dir_all say only "File exists".
+        if dir.exists() && !dir.is_dir() {
+            return Err(EngineError::StateIo {
+                path: dir.to_path_buf(),
+                cause: std::io::Error::other("it is a file, not a folder; give a folder path"),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(io)?;
         if !dir.is_dir() {
             return Err(EngineError::StateIo {

@@ -755,6 +755,14 @@ fn open_error(path: &Path, e: sled::Error) -> EngineError {
                 cause: io,
             }
         }
+        // sled's Display of `Corruption` ends in " backtrace ()": noise.
+        sled::Error::Corruption { at, .. } => EngineError::corrupt(
+            path,
+            match at {
+                Some(at) => format!("sled found corrupted data at {at}"),
+                None => "sled found corrupted data".to_string(),
+            },
+        ),
         other => EngineError::corrupt(path, other),
     }
 }
