@@ -143,7 +143,7 @@ fn text(c: &Collected) -> Result<String, String> {
         let _ = writeln!(out, "  skipped {reason}: {n}");
     }
     if !c.failures.is_empty() {
-        let _ = writeln!(out, "failures:");
+        let _ = writeln!(out, "{}:", failures_title(s).to_lowercase());
         for f in &c.failures {
             let _ = writeln!(out, "  {:?} (attempt {}): {}", f.name, f.attempt, f.detail);
         }
@@ -201,7 +201,7 @@ fn markdown(c: &Collected) -> Result<String, String> {
     }
     md_examples(
         &mut out,
-        "Failures",
+        failures_title(s),
         "error",
         &c.failures,
         c.more_failures,
@@ -216,6 +216,17 @@ fn markdown(c: &Collected) -> Result<String, String> {
         "skipped",
     );
     Ok(out)
+}
+
+/// The failures listed are those of every attempt, while the counts are
+/// the last attempt's: after a replay that copied them, "failed 0" above a
+/// list of failures read as a contradiction.
+fn failures_title(s: &ReportSummary) -> &'static str {
+    if s.attempts > 1 {
+        "Failures in any attempt (each may have been copied by a later one)"
+    } else {
+        "Failures"
+    }
 }
 
 /// A markdown table of example blobs (failures or skips) and the count left out.
@@ -248,6 +259,35 @@ fn md_examples(
     }
 }
 
+/// Text for a markdown table cell, shown as written: markdown's inline
+/// punctuation is backslash-escaped (a file named `*draft*` or `<b>x</b>`
+/// would otherwise render as emphasis or HTML), `|` would end the cell.
 fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::md_cell;
+
+    #[test]
+    fn markdown_cells_show_names_as_written() {
+        assert_eq!(md_cell("plain name.txt"), "plain name.txt");
+        assert_eq!(md_cell("a|b"), "a\\|b");
+        assert_eq!(md_cell("*draft*_v2_"), "\\*draft\\*\\_v2\\_");
+        assert_eq!(md_cell("<b>x</b>"), "\\<b\\>x\\</b\\>");
+        assert_eq!(md_cell("`tick` [l](u)"), "\\`tick\\` \\[l\\](u)");
+        assert_eq!(md_cell("back\\slash\nline"), "back\\\\slash line");
+    }
 }
