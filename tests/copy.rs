@@ -70,6 +70,38 @@ fn copies_nested_tree_with_empty_unicode_and_space_names_preserving_bytes_mtimes
 }
 
 #[test]
+fn folders_it_creates_keep_the_source_folders_permissions() {
+    let env = Env::new();
+    let modes = [0o700, 0o750, 0o2750, 0o755, 0o777, 0o500];
+    for m in modes {
+        let dir = env.src.join(format!("d{m:o}"));
+        write(&dir.join("inner/f"), "x");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(m)).unwrap();
+    }
+    env.copy(&[]).umask(0o022).run().success();
+    for m in modes {
+        let got = fs::metadata(env.dst.join(format!("d{m:o}")))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        // The owner keeps full access, or the copy could not fill it.
+        assert_eq!(got, m | 0o700, "mode of d{m:o} is {got:o}");
+        assert_eq!(
+            fs::read(env.dst.join(format!("d{m:o}/inner/f"))).unwrap(),
+            b"x"
+        );
+    }
+    for m in modes {
+        fs::set_permissions(
+            env.src.join(format!("d{m:o}")),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
 fn permissions_are_copied_exactly_whatever_the_umask() {
     let env = Env::new();
     let modes = [

@@ -83,13 +83,13 @@ impl LocalStore {
     /// own name as well. Everything after works relative to this folder, so
     /// nothing is ever written outside the root.
     fn open_parent(&self, name: &str, to: &Path) -> Result<Parent, StoreError> {
-        self.walk_to_parent(name, to, true, &mut FolderCache::default())
+        self.walk_to_parent(name, to, true, &mut FolderCache::default(), None)
     }
 
     /// The folder of an existing blob, walked the same way but creating
     /// nothing.
     fn open_existing_parent(&self, name: &str, to: &Path) -> Result<Parent, StoreError> {
-        self.walk_to_parent(name, to, false, &mut FolderCache::default())
+        self.walk_to_parent(name, to, false, &mut FolderCache::default(), None)
     }
 
     fn walk_to_parent(
@@ -98,6 +98,7 @@ impl LocalStore {
         to: &Path,
         create: bool,
         folders: &mut FolderCache,
+        like: Option<&Path>,
     ) -> Result<Parent, StoreError> {
         names::check(name)?;
         let (dirs, base) = name.rsplit_once('/').unwrap_or(("", name));
@@ -105,7 +106,7 @@ impl LocalStore {
         let dir = match &folders.last {
             Some((cached, dir)) if cached == dirs => dir.clone(),
             _ => {
-                let dir = Arc::new(self.walk_to_folder(name, dirs, create)?);
+                let dir = Arc::new(self.walk_to_folder(name, dirs, create, like)?);
                 folders.last = Some((dirs.to_string(), dir.clone()));
                 dir
             }
@@ -122,7 +123,16 @@ impl LocalStore {
 
     /// Opens the folder `dirs` (of blob `name`) below the root, one part at
     /// a time without following links, creating missing parts if `create`.
-    fn walk_to_folder(&self, name: &str, dirs: &str, create: bool) -> Result<OwnedFd, StoreError> {
+    /// A folder it creates takes the permissions of the same folder under
+    /// `like` (a local source), so a private folder stays private; the owner
+    /// keeps full access, or the copy could not fill it.
+    fn walk_to_folder(
+        &self,
+        name: &str,
+        dirs: &str,
+        create: bool,
+        like: Option<&Path>,
+    ) -> Result<OwnedFd, StoreError> {
         let root_err = |e| StoreError::io(format!("destination {}", self.root.display()), e);
         // The root itself is the user's choice and may be a link.
         let root = cstring(self.root.as_os_str().as_bytes()).map_err(root_err)?;
@@ -135,14 +145,22 @@ impl LocalStore {
         }
         .map_err(root_err)?;
         let mut walked = self.root.to_path_buf();
+        let mut rel = PathBuf::new();
         for part in dirs.split('/').filter(|p| !p.is_empty()) {
             walked.push(part);
+            rel.push(part);
             let c = cstring(part.as_bytes()).map_err(|e| StoreError::io(name, e))?;
             let opened = match open_dir(dir.as_raw_fd(), &c, true) {
                 Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
                     // SAFETY: a valid directory descriptor and NUL-terminated name.
                     let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) };
                     let made = if rc == 0 {
+                        if let Some(m) = like.and_then(|l| fs::metadata(l.join(&rel)).ok()) {
+                            let mode = (m.mode() & 0o7777) | 0o700;
+                            // SAFETY: as above. A failure leaves the default
+                            // mode: the copy itself is not at stake.
+                            unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode, 0) };
+                        }
                         Ok(())
                     } else {
                         Err(io::Error::last_os_error())
@@ -187,7 +205,7 @@ impl LocalStore {
                 name: meta.name.clone(),
             });
         }
-        let parent = self.walk_to_parent(&meta.name, &to, true, folders)?;
+        let parent = self.walk_to_parent(&meta.name, &to, true, folders, Some(&src.root))?;
         let tmp = self.temp_name(&base_name(&meta.name));
         // An unnamed file where the filesystem has them, else a named temp.
         let (out, anonymous) = match parent.create_anonymous(before.mode())? {
