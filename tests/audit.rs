@@ -276,6 +276,11 @@ fn prune_keeps_job_level_events_summary_and_history_and_refuses_replay() {
         .args(["replay", &jobs[0]])
         .run()
         .error(7, "pruned");
+    // Nor can it be paused into a queue nothing takes it from.
+    env.ferry()
+        .args(["pause", &jobs[0]])
+        .run()
+        .error(7, "was pruned");
 
     // Compacting rewrites the log; it reads the same afterwards.
     let out = env

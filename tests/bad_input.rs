@@ -1388,6 +1388,16 @@ fn address_and_option_rows() -> Vec<Case> {
             refused(2, "not valid UTF-8"),
         ),
         Case::new(
+            "destination that is a dangling symbolic link",
+            |sb| {
+                let link = sb.env.path("dangling");
+                std::os::unix::fs::symlink(sb.env.path("nowhere/dir"), &link).unwrap();
+                (one_file(sb), Loc::local(&link))
+            },
+            Run::Copy(&[]),
+            refused(2, "symbolic link to a missing target"),
+        ),
+        Case::new(
             "destination that is a file",
             |sb| {
                 let file = sb.env.path("file");

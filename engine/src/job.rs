@@ -469,6 +469,15 @@ impl JobSpec {
         let (Some(src), Some(dst)) = (self.src.local_path(), self.dst.local_path()) else {
             return Ok(());
         };
+        // A dangling link: every file would fail to create the folder.
+        if std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink())
+            && std::fs::metadata(dst).is_err()
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "destination {} is a symbolic link to a missing target; create its target or remove the link",
+                dst.display()
+            )));
+        }
         match std::fs::metadata(dst) {
             Ok(m) if !m.is_dir() => {
                 return Err(EngineError::InvalidInput(format!(

@@ -74,7 +74,16 @@ impl Engine {
     /// blob boundary, a failed one is not retried, until `resume`.
     pub async fn pause(&self, job: JobId, by: &str) -> Result<JobState, EngineError> {
         let _t = self.transitions.lock().await;
-        let state = self.summary(job)?.effective_state();
+        let summary = self.summary(job)?;
+        // Its checkpoint is gone, so it can never run again: a pause (and a
+        // resume after) would park it in a queue nothing takes it from.
+        if summary.pruned {
+            return Err(EngineError::WrongState {
+                job: job.to_string(),
+                why: "was pruned (its checkpoint is gone), so it cannot run again".into(),
+            });
+        }
+        let state = summary.effective_state();
         if matches!(
             state,
             JobState::Succeeded | JobState::Cancelled | JobState::Paused
