@@ -1111,6 +1111,15 @@ fn config_rows() -> Vec<Case> {
             refused(2, "no signature"),
         ),
         Case::new(
+            "account SAS URL that is a container's",
+            |sb| {
+                sb.config("[accounts.dev]\nsas_url = \"https://acct.blob.core.windows.net/photos?sv=2020-12-06&sr=c&sp=rl&sig=AAAA\"\n");
+                to_photos(sb)
+            },
+            Run::Copy(&[]),
+            refused(2, "names a container"),
+        ),
+        Case::new(
             "blob endpoint that is not http(s)",
             |sb| {
                 sb.config("[accounts.dev]\nconnection_string = \"AccountName=a;AccountKey=a2V5;BlobEndpoint=ftp://x\"\n");

@@ -359,6 +359,19 @@ fn parse_sas_url(name: &str, s: &str) -> Result<AzureAccount, String> {
     crate::job::check_sas_expiry(endpoint.as_str(), &sas).map_err(|e| e.to_string())?;
     let account =
         account_from_endpoint(&endpoint).ok_or("cannot tell the account name from the SAS URL")?;
+    // A container's SAS (`sr=c`, or a blob's, `sr=b`) here would be taken
+    // for the account's, and every request would go to a container inside
+    // that container. An account SAS has no `sr`.
+    let resource = url::form_urlencoded::parse(sas.as_bytes())
+        .find(|(k, _)| k == "sr")
+        .map(|(_, v)| v.into_owned());
+    if resource.is_some_and(|r| r == "c" || r == "b") {
+        return Err(
+            "the SAS URL names a container; give the account's URL (https://ACCOUNT.blob.core.windows.net/?SAS), \
+             or use the container's URL with its SAS as SRC or DST"
+                .into(),
+        );
+    }
     Ok(AzureAccount {
         name: name.into(),
         account,
