@@ -376,6 +376,11 @@ fn a_job_stopped_by_sigterm_is_picked_up_by_the_next_daemon() {
         let s = status(&env);
         (s["running"][0]["totals"]["copied"].as_u64()? > 5).then_some(())
     });
+    // Through the daemon, the running attempt reads as running, with time.
+    let shown = env.ferry().args(["show", &job]).run().success().stdout;
+    assert!(shown.contains("x2: running"), "{shown}");
+    let listed = env.jobs_json();
+    assert!(listed[0]["elapsed_ms"].as_i64().unwrap() > 0, "{listed:?}");
     let t = Instant::now();
     stop(d, 20);
     eprintln!("FIGURES daemon stop with a running job: {:?}", t.elapsed());

@@ -17,10 +17,20 @@ use super::Output;
 use crate::args::JobsArgs;
 use crate::exit;
 
-fn elapsed(s: &JobSummary) -> String {
-    s.elapsed()
+fn elapsed(s: &JobSummary, running: &[JobId]) -> String {
+    elapsed_of(s, running)
         .map(|d| format!("{:.1}s", d.num_milliseconds() as f64 / 1000.0))
         .unwrap_or_else(|| "-".into())
+}
+
+/// Wall time so far: up to now for a job a live daemon is running (its
+/// last attempt has no end yet), else as recorded.
+fn elapsed_of(s: &JobSummary, running: &[JobId]) -> Option<chrono::Duration> {
+    if running.contains(&s.id) {
+        let first = s.attempts.first()?;
+        return Some(Utc::now() - first.started_at);
+    }
+    s.elapsed()
 }
 
 fn route(s: &JobSummary) -> String {
@@ -226,7 +236,7 @@ impl JobFilter {
         kept.sort_by(|a, b| {
             let ord = match self.sort {
                 SortKey::Submitted => (a.submitted_at, a.id).cmp(&(b.submitted_at, b.id)),
-                SortKey::Elapsed => a.elapsed().cmp(&b.elapsed()),
+                SortKey::Elapsed => elapsed_of(a, running).cmp(&elapsed_of(b, running)),
                 SortKey::Copied => a.copied.cmp(&b.copied),
                 SortKey::Bytes => a.copied_bytes.cmp(&b.copied_bytes),
                 SortKey::State => rank(state_of(a, running)).cmp(&rank(state_of(b, running))),
@@ -328,7 +338,7 @@ fn summary_json(s: &JobSummary, running: &[JobId]) -> serde_json::Value {
         "skipped": s.skipped,
         "failed": s.failed,
         "error": s.error,
-        "elapsed_ms": s.elapsed().map(|d| d.num_milliseconds()),
+        "elapsed_ms": elapsed_of(s, running).map(|d| d.num_milliseconds()),
         "skipped_by_reason": s.skipped_by_reason,
         "retries": s.retries(),
         "retries_by_cause": s.retries_by_cause,
@@ -377,7 +387,7 @@ pub fn print_jobs(
             s.skipped,
             s.failed,
             HumanBytes(s.copied_bytes).to_string(),
-            elapsed(s),
+            elapsed(s, running),
             route(s)
         )?;
     }
@@ -398,17 +408,21 @@ fn time_ms(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
 }
 
-fn print_attempt(out: &mut impl Write, a: &AttemptSummary) -> Result<()> {
+/// `live`: a daemon is running this attempt now.
+fn print_attempt(out: &mut impl Write, a: &AttemptSummary, live: bool) -> Result<()> {
     let t = &a.totals;
+    let unended = if live {
+        "running"
+    } else {
+        "ended without a record (process died)"
+    };
     writeln!(
         out,
         "attempt {} on {} x{}: {}",
         a.attempt,
         exit::printable(&a.worker),
         a.parallelism,
-        a.outcome
-            .as_deref()
-            .unwrap_or("ended without a record (process died)"),
+        a.outcome.as_deref().unwrap_or(unended),
     )?;
     writeln!(out, "  started   {}", time_ms(a.started_at))?;
     match (a.ended_at, duration_ms(a)) {
@@ -534,7 +548,7 @@ pub fn print_show(
         HumanBytes(s.copied_bytes),
         s.skipped,
         s.failed,
-        elapsed(s)
+        elapsed(s, running)
     )?;
     if let Some(e) = &s.error {
         writeln!(out, "error     {e}")?;
@@ -547,8 +561,9 @@ pub fn print_show(
             .collect();
         writeln!(out, "retries   {} ({})", s.retries(), each.join(", "))?;
     }
-    for a in &s.attempts {
-        print_attempt(&mut out, a)?;
+    let live = running.contains(&s.id);
+    for (i, a) in s.attempts.iter().enumerate() {
+        print_attempt(&mut out, a, live && i + 1 == s.attempts.len())?;
     }
     if failures_total > 0 {
         writeln!(out, "failed blobs ({failures_total}):")?;
