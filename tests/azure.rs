@@ -114,11 +114,15 @@ impl Az {
 
     /// A read/write/list container SAS, signed with the dev key.
     fn container_sas(&self, container: &str) -> String {
+        self.container_sas_with(container, "racwdl")
+    }
+
+    fn container_sas_with(&self, container: &str, permissions: &str) -> String {
         auth::ServiceSas {
             account: DEV_ACCOUNT,
             container,
             blob: None,
-            permissions: "racwdl",
+            permissions,
             start: None,
             expiry: chrono::Utc::now() + chrono::Duration::hours(2),
             protocol: None,
@@ -487,6 +491,29 @@ fn container_urls_take_their_sas_from_the_command_line_and_never_log_it() {
         .success();
     assert_eq!(a.count(&c), 3);
     let _ = job;
+}
+
+#[test]
+fn a_write_only_sas_is_refused_naming_the_permissions_a_destination_needs() {
+    let a = az();
+    make_tree(&a.env.src, &[("one.txt", b"1"), ("two/three.txt", b"3")]);
+    let c = container("dropbox");
+    rt().block_on(a.store(&c).prepare_destination()).unwrap();
+    let sas = a.container_sas_with(&c, "cw");
+    let url = format!("{}/{c}?{sas}", a.azurite.endpoint());
+    // Every mode lists the destination (the log says what each copy
+    // replaced): the job fails on that, naming the permissions.
+    for mode in ["incremental", "full"] {
+        let out = a.copy(&a.env.src, &url, &["--mode", mode]).code(6);
+        assert!(
+            out.stderr.contains("listing the destination"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("sp=cwl"), "{}", out.stderr);
+        assert!(!out.stderr.contains(&sas), "{}", out.stderr);
+    }
+    assert_eq!(a.count(&c), 0);
 }
 
 #[test]

@@ -120,6 +120,12 @@ pub fn from_status(status: u16, code: &str, what: &str, account: &str) -> StoreE
             what: format!("{what}: the container (account {account:?})"),
         },
         (404, _) => StoreError::NotFound { what: what.to_string() },
+        // Valid credentials without the permission: say which ones ferry uses.
+        (403, "AuthorizationPermissionMismatch") => StoreError::PermissionDenied {
+            what: format!(
+                "{what}: account {account:?} refused the request (AuthorizationPermissionMismatch): its SAS lacks a permission this needs; a source needs read and list (sp=rl), a destination create, write and list (sp=cwl: ferry lists it to record what each copy replaced)"
+            ),
+        },
         (403, _) | (401, _) => StoreError::PermissionDenied {
             what: format!(
                 "{what}: account {account:?} refused the request ({}); check its key or SAS (expiry, permissions)",

@@ -402,7 +402,19 @@ impl AzureStore {
                     ..Default::default()
                 };
                 let listed = match self.client.list_blobs(Some(opts)) {
-                    Ok(p) => p.into_pages().next().await.is_some_and(|r| r.is_ok()),
+                    Ok(p) => match p.into_pages().next().await {
+                        Some(Ok(_)) => true,
+                        // A valid SAS without list (a write-only "drop box"):
+                        // the container may well be there; the listing that
+                        // follows says exactly which permission is missing.
+                        Some(Err(e)) => {
+                            e.http_status().is_some_and(|s| u16::from(s) == 403)
+                                && matches!(e.kind(), azure_core::error::ErrorKind::HttpResponse {
+                                error_code: Some(code), ..
+                            } if code == "AuthorizationPermissionMismatch")
+                        }
+                        None => false,
+                    },
                     Err(_) => false,
                 };
                 if listed {
