@@ -71,6 +71,16 @@ impl Az {
         f.run()
     }
 
+    /// Copies container `from` to `server` server-side and to `stream`
+    /// through ferry.
+    fn copy_both_ways(&self, from: &str, server: &str, stream: &str) {
+        self.copy(format!("dev:{from}"), format!("dev:{server}"), &[])
+            .success();
+        let streamed = ["--copy-method", "stream"];
+        self.copy(format!("dev:{from}"), format!("dev:{stream}"), &streamed)
+            .success();
+    }
+
     fn account(&self) -> AzureAccount {
         parse_connection_string("dev", &self.azurite.connection_string()).unwrap()
     }
@@ -320,14 +330,7 @@ fn properties_and_metadata_survive_both_copy_methods() {
             .await
             .unwrap();
     });
-    a.copy(format!("dev:{c1}"), format!("dev:{c2}"), &[])
-        .success();
-    a.copy(
-        format!("dev:{c1}"),
-        format!("dev:{c3}"),
-        &["--copy-method", "stream"],
-    )
-    .success();
+    a.copy_both_ways(&c1, &c2, &c3);
     for c in [&c2, &c3] {
         let got = rt().block_on(async {
             let mut list = a.store(c).list();
@@ -365,14 +368,7 @@ fn azure_to_azure_copies_names_no_folder_could_hold() {
     });
     let want = a.blobs(&c1);
     assert_eq!(want.len(), 4, "{want:?}");
-    a.copy(format!("dev:{c1}"), format!("dev:{c2}"), &[])
-        .success();
-    a.copy(
-        format!("dev:{c1}"),
-        format!("dev:{c3}"),
-        &["--copy-method", "stream"],
-    )
-    .success();
+    a.copy_both_ways(&c1, &c2, &c3);
     assert_eq!(a.blobs(&c2), want);
     assert_eq!(a.blobs(&c3), want);
     // A folder cannot hold them: those fail one by one, the rest arrive.

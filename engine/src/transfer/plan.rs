@@ -10,7 +10,7 @@ use crate::error::EngineError;
 use crate::event::{CopyReason, Event};
 use crate::policy::{self, Decision};
 use crate::projection::BlobStatus;
-use crate::store::Listed;
+use crate::store::{Listed, StoreError};
 
 pub(crate) enum PlanError {
     /// A listing could not go on: the job fails with this message.
@@ -110,15 +110,9 @@ pub(crate) async fn plan(
                 return Err(PlanError::Fatal(message));
             }
             Some(Ok(Listed::Failed { name, error })) => {
-                Progress::add(&p.failed, 1);
-                let event = Event::BlobFailed {
-                    name,
-                    error_kind: error.kind(),
-                    message: error.to_string(),
-                    tries: 1,
-                    retries: Default::default(),
-                };
-                ctx.log.append(ctx.job, event).await?;
+                ctx.log
+                    .append(ctx.job, failed_unlisted(p, name, &error))
+                    .await?;
                 continue;
             }
             Some(Ok(Listed::Skipped { name, reason })) => {
@@ -166,14 +160,7 @@ pub(crate) async fn plan(
                 Found::Blob(b) => Some(b),
                 Found::Absent => None,
                 Found::Unusable(error) => {
-                    Progress::add(&p.failed, 1);
-                    let event = Event::BlobFailed {
-                        name: meta.name,
-                        error_kind: error.kind(),
-                        message: error.to_string(),
-                        tries: 1,
-                        retries: Default::default(),
-                    };
+                    let event = failed_unlisted(p, meta.name, &error);
                     ctx.log.append(ctx.job, event).await?;
                     continue;
                 }
@@ -247,4 +234,17 @@ pub(crate) async fn plan(
     };
     ctx.log.append(ctx.job, event).await?;
     Ok(())
+}
+
+/// A blob that fails before any copy is tried: its entry in the source or
+/// destination listing could not be used.
+fn failed_unlisted(p: &Progress, name: String, error: &StoreError) -> Event {
+    Progress::add(&p.failed, 1);
+    Event::BlobFailed {
+        name,
+        error_kind: error.kind(),
+        message: error.to_string(),
+        tries: 1,
+        retries: Default::default(),
+    }
 }
