@@ -359,13 +359,23 @@ fn parse_sas_url(name: &str, s: &str) -> Result<AzureAccount, String> {
     crate::job::check_sas_expiry(endpoint.as_str(), &sas).map_err(|e| e.to_string())?;
     let account =
         account_from_endpoint(&endpoint).ok_or("cannot tell the account name from the SAS URL")?;
-    // A container's SAS (`sr=c`, or a blob's, `sr=b`) here would be taken
-    // for the account's, and every request would go to a container inside
-    // that container. An account SAS has no `sr`.
-    let resource = url::form_urlencoded::parse(sas.as_bytes())
-        .find(|(k, _)| k == "sr")
-        .map(|(_, v)| v.into_owned());
-    if resource.is_some_and(|r| r == "c" || r == "b") {
+    // A container's URL with its SAS (`sr=c`, or a blob's, `sr=b`) here
+    // would be taken for the account's endpoint, and every request would go
+    // to a container inside that container. (A container SAS on the
+    // account's URL is fine: it serves that one container.) The account's
+    // own URL has no path on `*.blob.*` hosts and one segment, the account,
+    // on an emulator's.
+    let scoped = url::form_urlencoded::parse(sas.as_bytes())
+        .any(|(k, v)| k == "sr" && (v == "c" || v == "b"));
+    let segments = endpoint
+        .path_segments()
+        .map_or(0, |p| p.filter(|s| !s.is_empty()).count());
+    let account_segments = if endpoint.host_str().is_some_and(|h| h.contains(".blob.")) {
+        0
+    } else {
+        1
+    };
+    if scoped && segments > account_segments {
         return Err(
             "the SAS URL names a container; give the account's URL (https://ACCOUNT.blob.core.windows.net/?SAS), \
              or use the container's URL with its SAS as SRC or DST"
@@ -410,6 +420,26 @@ pub fn account_from_endpoint(url: &url::Url) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sas_url_must_be_the_accounts_not_a_containers() {
+        let sas = "sv=2020-12-06&sr=c&sp=rl&se=2999-01-01T00%3A00%3A00Z&sig=AAAA";
+        for bad in [
+            format!("https://acct.blob.core.windows.net/photos?{sas}"),
+            format!("http://127.0.0.1:10000/devstoreaccount1/photos?{sas}"),
+        ] {
+            let err = parse_sas_url("a", &bad).unwrap_err();
+            assert!(err.contains("names a container"), "{bad}: {err}");
+        }
+        // A container's SAS on the account's URL serves that container.
+        for ok in [
+            format!("https://acct.blob.core.windows.net/?{sas}"),
+            format!("http://127.0.0.1:10000/devstoreaccount1?{sas}"),
+            "https://acct.blob.core.windows.net/?sv=2020-12-06&ss=b&srt=sco&sp=rl&sig=AAAA".into(),
+        ] {
+            parse_sas_url("a", &ok).unwrap();
+        }
+    }
 
     fn no_env(_: &str) -> Option<String> {
         None

@@ -600,8 +600,10 @@ pub fn queue_of(jobs: &[JobSummary]) -> (Vec<JobId>, Vec<PlannedRetry>) {
         .filter(|s| s.state == JobState::Queued)
         .map(|s| s.id)
         .collect();
+    // A plan of a job paused (or resumed, so queued) since is not pending.
     let retries = jobs
         .iter()
+        .filter(|s| matches!(s.state, JobState::Failed | JobState::CompletedWithFailures))
         .filter_map(|s| s.retry_planned.map(|(n, at)| (s.id, n, at)))
         .collect();
     (queued, retries)

@@ -154,3 +154,23 @@ async fn given_adds_of_one_name_at_once_then_exactly_one_is_taken() {
     }
     assert_eq!(engine.schedules().unwrap().by_name.len(), 10);
 }
+
+#[test]
+fn given_a_planned_retry_of_a_job_paused_since_then_status_lists_it_no_more() {
+    let at = Utc::now();
+    let job = |state| {
+        let mut s = JobSummary::new(JobId::new());
+        s.state = state;
+        s.retry_planned = Some((1, at));
+        s
+    };
+    let (failed, paused, resumed) = (
+        job(JobState::Failed),
+        job(JobState::Paused),
+        job(JobState::Queued),
+    );
+    let (queued, retries) = queue_of(&[failed.clone(), paused, resumed.clone()]);
+    assert_eq!(queued, vec![resumed.id]);
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0].0, failed.id);
+}

@@ -520,7 +520,8 @@ pub fn print_show(
     if let Some(name) = &s.schedule {
         writeln!(out, "schedule  {name}")?;
     }
-    if let Some((n, at)) = s.retry_planned {
+    let waiting = matches!(s.state, JobState::Failed | JobState::CompletedWithFailures);
+    if let (Some((n, at)), true) = (s.retry_planned, waiting) {
         writeln!(
             out,
             "retry     {n} planned at {}",
