@@ -438,6 +438,15 @@ fn an_imported_job_shows_verifies_and_has_the_same_history_as_the_original() {
         .arg(&exported)
         .run()
         .success();
+    // `-o -` writes the same archive to stdout, and nothing else.
+    let piped = env
+        .ferry()
+        .args(["export", &jobs[1], "-o", "-"])
+        .run()
+        .success()
+        .stdout;
+    assert_eq!(piped, std::fs::read_to_string(&exported).unwrap());
+    assert!(!env.path("-").exists());
     there().arg("import").arg(&exported).run().success();
     let out = there()
         .args(["show", &jobs[1], "--json", "--failures", "0"])

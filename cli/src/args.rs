@@ -83,8 +83,8 @@ pub enum Command {
     /// Write one job's events to FILE as JSON lines: a header, then each event.
     Export {
         job: String,
-        /// The file to write (required; checked by ferry rather than clap,
-        /// whose one-line error would not name it).
+        /// The file to write, `-` for stdout (required; checked by ferry
+        /// rather than clap, whose one-line error would not name it).
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Replace FILE if it exists.

@@ -753,6 +753,13 @@ pub fn write_export(
     force: bool,
     out: Output,
 ) -> Result<u8> {
+    if output == Path::new("-") {
+        // The archive is the output: no "exported" line to mix into it.
+        let mut w = BufWriter::new(std::io::stdout().lock());
+        write_archive(&mut w, job, n, recs)?;
+        w.flush()?;
+        return Ok(exit::OK);
+    }
     check_export_target(output, force)?;
     let shown = exit::printable(&output.display().to_string());
     let name = output
@@ -773,26 +780,7 @@ pub fn write_export(
         .with_context(|| format!("cannot write {shown}"))?;
     let written = (|| -> Result<u64> {
         let mut w = BufWriter::new(file);
-        serde_json::to_writer(
-            &mut w,
-            &ExportHeader {
-                // The version `ferry import` reads, so the two stay in step.
-                ferry_export: ferry_engine::audit::EXPORT_FORMAT,
-                schema: ferry_engine::event::SCHEMA_VERSION,
-                job,
-                events: n,
-            },
-        )?;
-        writeln!(w)?;
-        let mut count = 0u64;
-        for rec in recs {
-            serde_json::to_writer(&mut w, &rec?)?;
-            writeln!(w)?;
-            count += 1;
-        }
-        if count != n {
-            bail!("the log of job {job} changed while it was exported ({n} events counted, {count} read); try again");
-        }
+        let count = write_archive(&mut w, job, n, recs)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(count)
@@ -825,6 +813,37 @@ pub fn write_export(
         println!("exported {count} events of job {job} to {shown}");
     }
     Ok(exit::OK)
+}
+
+/// The archive: a header saying how many events follow, then each event,
+/// one JSON object per line. Returns how many were written.
+fn write_archive(
+    w: &mut impl Write,
+    job: JobId,
+    n: u64,
+    recs: impl Iterator<Item = Result<EventRecord>>,
+) -> Result<u64> {
+    serde_json::to_writer(
+        &mut *w,
+        &ExportHeader {
+            // The version `ferry import` reads, so the two stay in step.
+            ferry_export: ferry_engine::audit::EXPORT_FORMAT,
+            schema: ferry_engine::event::SCHEMA_VERSION,
+            job,
+            events: n,
+        },
+    )?;
+    writeln!(w)?;
+    let mut count = 0u64;
+    for rec in recs {
+        serde_json::to_writer(&mut *w, &rec?)?;
+        writeln!(w)?;
+        count += 1;
+    }
+    if count != n {
+        bail!("the log of job {job} changed while it was exported ({n} events counted, {count} read); try again");
+    }
+    Ok(count)
 }
 
 // ---------------------------------------------------------------- verify
