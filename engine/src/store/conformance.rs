@@ -118,7 +118,15 @@ pub async fn lists_in_byte_order(store: &dyn BlobStore) {
 }
 
 pub async fn refuses_escaping_names(store: &dyn BlobStore) {
-    for bad in ["../escape", "/abs", "a/../../b", "a//b"] {
+    // Azure takes `/abs` and `a//b` as names (`names::check_azure`); a
+    // folder tree cannot hold them. Dot segments no backend takes.
+    let tree_only: &[&str] = if store.as_azure().is_some() {
+        &[]
+    } else {
+        &["/abs", "a//b"]
+    };
+    for bad in ["../escape", "a/../../b", "./a"].iter().chain(tree_only) {
+        let bad = *bad;
         let body = futures::stream::empty().boxed();
         let err = store.write(&meta(bad, b""), body).await.unwrap_err();
         assert!(
