@@ -385,10 +385,14 @@ impl Daemon {
         st: &schedule::ScheduleState,
         name: &str,
     ) -> Result<(), EngineError> {
-        let spec = st.def.spec.clone();
-        match self.engine.submit_scheduled(job, spec.clone(), name).await {
+        match self
+            .engine
+            .submit_scheduled(job, st.def.spec.clone(), name)
+            .await
+        {
             Err(EngineError::InvalidInput(why)) => {
                 tracing::warn!(schedule = %name, %job, "scheduled job refused: {why}");
+                let spec = st.def.spec.clone();
                 self.engine.submit_refused(job, spec, name, &why).await
             }
             other => other,

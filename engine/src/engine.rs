@@ -82,6 +82,7 @@ impl Engine {
             path: dir.to_path_buf(),
             cause: source,
         };
+        let made = std::fs::create_dir_all(dir);
         // A file in the way makes create_dir_all say only "File exists".
         if dir.exists() && !dir.is_dir() {
             return Err(EngineError::StateIo {
@@ -89,13 +90,7 @@ impl Engine {
                 cause: std::io::Error::other("it is a file, not a folder; give a folder path"),
             });
         }
-        std::fs::create_dir_all(dir).map_err(io)?;
-        if !dir.is_dir() {
-            return Err(EngineError::StateIo {
-                path: dir.to_path_buf(),
-                cause: std::io::Error::other("not a folder"),
-            });
-        }
+        made.map_err(io)?;
         let lock = take_lock(dir)?;
         let log = EventLog::open(&dir.join("db"))?;
         Ok(Engine {

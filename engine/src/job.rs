@@ -469,16 +469,17 @@ impl JobSpec {
         let (Some(src), Some(dst)) = (self.src.local_path(), self.dst.local_path()) else {
             return Ok(());
         };
-        // A dangling link: every file would fail to create the folder.
-        if std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink())
-            && std::fs::metadata(dst).is_err()
-        {
-            return Err(EngineError::InvalidInput(format!(
-                "destination {} is a symbolic link to a missing target; create its target or remove the link",
-                dst.display()
-            )));
-        }
         match std::fs::metadata(dst) {
+            // A dangling link: every file would fail to create the folder.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                return Err(EngineError::InvalidInput(format!(
+                    "destination {} is a symbolic link to a missing target; create its target or remove the link",
+                    dst.display()
+                )));
+            }
             Ok(m) if !m.is_dir() => {
                 return Err(EngineError::InvalidInput(format!(
                     "destination {} exists and is not a folder; choose a folder path",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -59,26 +59,30 @@ pub(crate) async fn worker(
             };
             let started = Instant::now();
             let tally = Arc::new(RetryTally::default());
-            let current = std::sync::Mutex::new(work.meta.clone());
+            // The source as a later try found it, if it changed: taken out
+            // for each try, so the listing's metadata is never copied.
+            let newer: Mutex<Option<BlobMeta>> = Mutex::new(None);
             let (res, tries) = retry::counted(
                 tally.clone(),
                 ctx.retry.run(StoreError::fault, &tally, || async {
-                    let meta = current
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clone();
-                    let res = copy_one(&ctx, &work, &meta).await;
-                    if let Err(StoreError::SourceChanged { .. }) = &res {
-                        if let Some(fresh) = refreshed(&ctx, &meta).await {
-                            *current.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+                    let taken = newer.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    let meta = taken.as_ref().unwrap_or(&work.meta);
+                    let res = copy_one(&ctx, &work, meta).await;
+                    let keep = match &res {
+                        Err(StoreError::SourceChanged { .. }) => {
+                            refreshed(&ctx, meta).await.or(taken)
                         }
-                    }
+                        _ => taken,
+                    };
+                    *newer.lock().unwrap_or_else(PoisonError::into_inner) = keep;
                     res
                 }),
             )
             .await;
             let mut work = work;
-            work.meta = current.into_inner().unwrap_or_else(PoisonError::into_inner);
+            if let Some(meta) = newer.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                work.meta = meta;
+            }
             if ctx.outage.observe(&res) {
                 stop.cancel();
             }
