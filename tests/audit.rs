@@ -259,9 +259,17 @@ fn prune_keeps_job_level_events_summary_and_history_and_refuses_replay() {
             (0, "JobSubmitted"),
             (1, "JobStarted"),
             (kinds[2].0, "ListingCompleted"),
-            (6, "JobFinished")
+            (6, "JobFinished"),
+            (7, "JobPruned")
         ]
     );
+    // The counts the removed events folded into, recorded with who pruned.
+    let pruned = &kept[4]["event"]["data"];
+    assert_eq!(
+        pruned["counts"]["copied"], show_before["copied"],
+        "{pruned}"
+    );
+    assert!(pruned["by"].as_str().unwrap().contains('@'), "{pruned}");
     assert_eq!(
         env.events(Some(&jobs[2])).len(),
         before,
@@ -271,6 +279,25 @@ fn prune_keeps_job_level_events_summary_and_history_and_refuses_replay() {
     assert_eq!(show["copied"], show_before["copied"]);
     assert_eq!(history(&env, &a, &[]), history_before);
     env.verify_log_ok(None);
+
+    // Exported and imported elsewhere, the pruned job keeps its counts.
+    let file = env.path("pruned.ferry-export");
+    env.ferry()
+        .args(["export", &jobs[0], "-o"])
+        .arg(&file)
+        .run()
+        .success();
+    let other = env.path("state-pruned");
+    let mut f = env.ferry_no_state();
+    f.arg("--state").arg(&other).arg("import").arg(&file);
+    assert!(f.run().success().stdout.contains("a pruned job"));
+    let mut f = env.ferry_no_state();
+    f.arg("--state")
+        .arg(&other)
+        .args(["show", &jobs[0], "--json"]);
+    let there: Value = serde_json::from_str(&f.run().success().stdout).unwrap();
+    assert_eq!(there, env.show_json(&jobs[0]));
+    assert_eq!(there["copied"], show_before["copied"]);
 
     env.ferry()
         .args(["replay", &jobs[0]])

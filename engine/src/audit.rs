@@ -28,6 +28,8 @@ pub struct PruneOptions {
     pub keep_last: usize,
     /// Count only.
     pub dry_run: bool,
+    /// Who asked (`user@host`), recorded in each job's `JobPruned`.
+    pub by: String,
 }
 
 /// What `prune` removed (or would remove).
@@ -177,7 +179,7 @@ impl Engine {
                 events,
                 entries,
                 bytes,
-            } = self.log().prune(s.id, opts.dry_run).await?;
+            } = self.log().prune(s.id, opts.dry_run, &opts.by).await?;
             if s.pruned && events == 0 && entries == 0 {
                 continue;
             }

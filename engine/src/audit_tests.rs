@@ -325,6 +325,7 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
         before: now,
         keep_last: 1,
         dry_run: true,
+        by: "test@host".into(),
     };
     let would = engine.prune(&dry).await.unwrap();
     assert_eq!(would.jobs, [first], "the newest finished job is kept");
@@ -338,13 +339,14 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
         before: before_summary.submitted_at.unwrap(),
         keep_last: 0,
         dry_run: false,
+        by: "test@host".into(),
     };
     assert!(engine.prune(&young).await.unwrap().jobs.is_empty());
 
     let done = engine
         .prune(&PruneOptions {
             dry_run: false,
-            ..dry
+            ..dry.clone()
         })
         .await
         .unwrap();
@@ -368,13 +370,33 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
             (0, "JobSubmitted"),
             (1, "JobStarted"),
             (kept[2].0, "ListingCompleted"),
-            (43, "JobFinished")
+            (43, "JobFinished"),
+            (44, "JobPruned")
         ],
         "original seqs"
     );
     let after = engine.summary(first).unwrap();
     assert!(after.pruned);
     assert_eq!((after.copied, after.state), (40, JobState::Succeeded));
+    // The summary folds the same from what is left: the counts ride on
+    // `JobPruned`, with who asked.
+    let mut folded = crate::projection::JobSummary::new(first);
+    for r in engine.events(Some(first)).unwrap() {
+        folded.apply(&r.unwrap());
+    }
+    assert_eq!(folded, after);
+    assert_eq!(
+        (after.attempts[0].totals.copied, after.copied_bytes),
+        (
+            before_summary.attempts[0].totals.copied,
+            before_summary.copied_bytes
+        )
+    );
+    let by = engine.events(Some(first)).unwrap().last().unwrap().unwrap();
+    assert!(
+        matches!(&by.event, crate::event::Event::JobPruned { by, .. } if by == "test@host"),
+        "{by:?}"
+    );
     assert_eq!(engine.log().blob_states(first).count(), 0);
     assert_eq!(
         engine
@@ -399,7 +421,7 @@ async fn given_old_finished_jobs_when_pruned_then_only_job_level_events_summary_
     let again = engine
         .prune(&PruneOptions {
             dry_run: false,
-            ..dry
+            ..dry.clone()
         })
         .await
         .unwrap();
@@ -523,14 +545,19 @@ async fn given_an_export_when_imported_elsewhere_then_summary_checkpoint_and_his
         before: Utc::now() + chrono::Duration::seconds(1),
         keep_last: 1,
         dry_run: false,
+        by: "test@host".into(),
     })
     .await
     .unwrap();
     let c = tempfile::tempdir().unwrap();
     let third = Engine::open(c.path()).unwrap();
     let r = third.import(export(&from, first).as_bytes()).await.unwrap();
-    assert_eq!((r.events, r.pruned), (4, true));
-    assert!(third.summary(first).unwrap().pruned);
+    assert_eq!((r.events, r.pruned), (5, true));
+    // With its counts: what `show` and `jobs` say here is what they said there.
+    let imported = third.summary(first).unwrap();
+    assert!(imported.pruned);
+    assert_eq!(imported, from.summary(first).unwrap());
+    assert!(imported.copied > 0, "{imported:?}");
     assert!(third.verify(None).unwrap().problems.is_empty());
 }
 

@@ -12,7 +12,12 @@ use crate::job::{JobId, JobSpec};
 use crate::schedule::ScheduleDef;
 
 /// Schema version written into every new record.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
+
+/// The oldest schema whose records decode as the current shape: 3 only
+/// added `JobPruned`, so version 2 records are read directly, without the
+/// generic upcast (see `log::upcast`).
+pub const SAME_SHAPE_SINCE: u16 = 2;
 
 /// One entry of the log: an event of one job at a gap-free sequence number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +230,28 @@ pub enum Event {
         outcome: Outcome,
         totals: Totals,
     },
+    /// `ferry prune` is removing the job's blob events and checkpoint.
+    /// What they folded into is kept here, so the job's summary folds the
+    /// same from what is left (and an export of the job carries it).
+    #[serde(rename = "JobPruned")]
+    JobPruned {
+        counts: Box<PrunedCounts>,
+        by: String,
+    },
+}
+
+/// A pruned job's counts as its blob events had folded them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrunedCounts {
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub skipped: u64,
+    /// Of the latest attempt, as `JobSummary::failed`.
+    pub failed: u64,
+    pub skipped_by_reason: BTreeMap<String, u64>,
+    pub retries_by_cause: BTreeMap<String, u64>,
+    /// Each attempt's totals, in attempt order.
+    pub attempts: Vec<Totals>,
 }
 
 impl Event {
@@ -249,6 +276,7 @@ impl Event {
             Event::BlobFailed { .. } => "BlobFailed",
             Event::JobInterrupted { .. } => "JobInterrupted",
             Event::JobFinished { .. } => "JobFinished",
+            Event::JobPruned { .. } => "JobPruned",
             Event::JobCancelled { .. } => "JobCancelled",
             Event::JobPaused { .. } => "JobPaused",
             Event::JobResumed { .. } => "JobResumed",
@@ -268,6 +296,7 @@ impl Event {
                 | Event::JobStarted { .. }
                 | Event::JobInterrupted { .. }
                 | Event::JobFinished { .. }
+                | Event::JobPruned { .. }
                 | Event::JobCancelled { .. }
                 | Event::JobPaused { .. }
                 | Event::JobResumed { .. }
@@ -415,6 +444,15 @@ impl fmt::Display for Event {
                 totals.copied, totals.skipped, totals.failed, totals.resumed
             ),
             Event::JobCancelled { reason, by } => write!(f, "by {by}: {reason}"),
+            Event::JobPruned { counts, by } => write!(
+                f,
+                "by {by}, blob events and checkpoint removed; kept counts: copied={} bytes={} skipped={} failed={} attempts={}",
+                counts.copied,
+                counts.copied_bytes,
+                counts.skipped,
+                counts.failed,
+                counts.attempts.len()
+            ),
             Event::JobPaused { by } | Event::JobResumed { by } => write!(f, "by {by}"),
             Event::JobRetryPlanned { retry, at } => {
                 write!(f, "retry {retry} at {}", at.format("%Y-%m-%d %H:%M:%S UTC"))

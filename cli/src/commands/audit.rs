@@ -111,6 +111,9 @@ pub fn parse_age(s: &str) -> Result<Duration> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
     let n: i64 = match n.parse() {
+        Ok(0) => bail!(
+            "--older-than {s:?}: the age must be more than 0 (e.g. 1m for every finished job)"
+        ),
         Ok(n) if n > 0 => n,
         _ => bail!("--older-than {s:?}: expected an age like 90d, 36h or 90m"),
     };
@@ -143,6 +146,7 @@ pub fn prune(
         before,
         keep_last,
         dry_run,
+        by: ferry_engine::actor(),
     };
     let report = runtime()?.block_on(engine.prune(&opts))?;
     let compacted = if compact {

@@ -593,7 +593,7 @@ pub fn print_show(
 
 /// Every event type name, as stored (see `Event::kind`). A unit test checks
 /// it against the event enum, so a new event cannot be left out.
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 17] = [
     "JobSubmitted",
     "JobStarted",
     "ListingCompleted",
@@ -602,6 +602,7 @@ const KINDS: [&str; 16] = [
     "BlobFailed",
     "JobInterrupted",
     "JobFinished",
+    "JobPruned",
     "JobCancelled",
     "JobPaused",
     "JobResumed",

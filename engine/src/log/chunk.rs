@@ -19,7 +19,7 @@ use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Serialize, Serializer};
 
 use super::{keys, upcast};
-use crate::event::{Event, EventRecord, SCHEMA_VERSION};
+use crate::event::{Event, EventRecord, SAME_SHAPE_SINCE, SCHEMA_VERSION};
 use crate::job::JobId;
 
 /// The first element of a compact chunk. A named chunk's first element is a
@@ -65,7 +65,7 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Vec<EventRecord>, String> {
     // The schema follows the two bytes checked above; read alone, so the
     // chunk is walked once.
     let v: u16 = rmp_serde::decode::from_read(&bytes[2..]).map_err(|e| e.to_string())?;
-    if v == SCHEMA_VERSION {
+    if (SAME_SHAPE_SINCE..=SCHEMA_VERSION).contains(&v) {
         let (_, _, base, recs): (u8, u16, i64, Vec<(u64, i64, Event)>) =
             rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
         return recs

@@ -146,3 +146,21 @@ fn given_a_compact_chunk_of_a_newer_schema_when_read_then_it_asks_for_an_upgrade
     .unwrap_err();
     assert!(e.contains("upgrade ferry"), "{e}");
 }
+
+#[test]
+fn given_a_compact_chunk_of_schema_2_when_read_then_it_decodes_as_is() {
+    // Schema 3 only added an event, so a version 2 chunk is read directly.
+    let job = JobId::new();
+    let recs = records(job, 0, Utc::now(), 4);
+    let mut bytes = encode(&recs).unwrap();
+    assert_eq!(
+        bytes[2], SCHEMA_VERSION as u8,
+        "the version follows the tag"
+    );
+    bytes[2] = 2;
+    assert_eq!(decode(&keys::event(job, 0), &bytes).unwrap(), recs);
+    // One newer than this ferry knows is refused, naming the fix.
+    bytes[2] = SCHEMA_VERSION as u8 + 1;
+    let e = decode(&keys::event(job, 0), &bytes).unwrap_err();
+    assert!(e.contains("upgrade ferry"), "{e}");
+}

@@ -78,7 +78,9 @@ impl WriterState {
                 .summaries
                 .get_mut(&job)
                 .ok_or_else(|| Exclusive::Write("summary cache".into()))?;
-            summary.pruned = pruned;
+            // A `JobPruned` folded in marks it too (a pruned job that had
+            // no blob events leaves no gaps).
+            summary.pruned |= pruned;
             let bytes = rmp_serde::to_vec_named(summary)
                 .map_err(|e| Exclusive::Write(format!("cannot encode a summary: {e}")))?;
             crate::log::open_jobs::stage(&mut batch, job, summary);

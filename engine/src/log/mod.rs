@@ -422,15 +422,22 @@ impl EventLog {
     }
 
     /// Removes a finished job's blob events and checkpoint entries, keeping
-    /// its job-level events, summary (marked pruned) and history lines; with
+    /// its job-level events, summary and history lines, and records
+    /// `JobPruned` (the counts, `by` who asked) first; with
     /// `dry_run` only counts. Durable on return.
-    pub async fn prune(&self, job: JobId, dry_run: bool) -> Result<PruneStats, EngineError> {
+    pub async fn prune(
+        &self,
+        job: JobId,
+        dry_run: bool,
+        by: &str,
+    ) -> Result<PruneStats, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .writer
             .send(Cmd::Prune {
                 job,
                 dry_run,
+                by: by.to_string(),
                 ack: tx,
             })
             .await?;

@@ -5,10 +5,12 @@
 //! Steps:
 //! - 1 -> 2: `BlobFailed.attempts` became `tries` (as in `BlobCopied`);
 //!   "attempt" is a job's run, not a blob's.
+//! - 2 -> 3: none (`JobPruned` was added); version 2 records decode
+//!   directly ([`SAME_SHAPE_SINCE`]).
 
 use rmpv::Value;
 
-use crate::event::{EventRecord, SCHEMA_VERSION};
+use crate::event::{EventRecord, SAME_SHAPE_SINCE, SCHEMA_VERSION};
 
 /// Decodes one event chunk of the named layout (see `log::chunk`), upcasting older records. Records whose
 /// shape did not change decode directly; a chunk that does not (an old
@@ -50,8 +52,10 @@ pub fn decode_json_record(value: serde_json::Value) -> Result<EventRecord, Strin
     if v > SCHEMA_VERSION as u64 {
         return Err(newer(v));
     }
-    if v == SCHEMA_VERSION as u64 {
-        return serde_json::from_value(value).map_err(|e| e.to_string());
+    if v >= SAME_SHAPE_SINCE as u64 {
+        let mut rec: EventRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        rec.v = SCHEMA_VERSION;
+        return Ok(rec);
     }
     // The steps work on MessagePack values; JSON maps onto them and back
     // without loss for what records hold (strings, integers, maps, lists).

@@ -101,6 +101,7 @@ pub(super) enum Cmd {
     Prune {
         job: JobId,
         dry_run: bool,
+        by: String,
         ack: oneshot::Sender<Result<PruneStats, EngineError>>,
     },
     Shutdown,
@@ -594,8 +595,13 @@ impl WriterState {
                 Cmd::AbortImport { job, ack } => {
                     let _ = ack.send(self.guarded(|w| w.abort_import(job)));
                 }
-                Cmd::Prune { job, dry_run, ack } => {
-                    let _ = ack.send(self.guarded(|w| w.prune(job, dry_run)));
+                Cmd::Prune {
+                    job,
+                    dry_run,
+                    by,
+                    ack,
+                } => {
+                    let _ = ack.send(self.guarded(|w| w.prune(job, dry_run, by)));
                 }
                 _ => {}
             }
@@ -642,15 +648,16 @@ impl WriterState {
         self.spans.clear();
     }
 
-    /// Removes a finished job's blob events (rewriting its chunks with the
-    /// job-level events, original seqs kept) and its checkpoint entries, and
-    /// marks its summary pruned; the history lines stay.
+    /// Records `JobPruned` (the counts the blob events folded into, which
+    /// marks the summary pruned), then removes the job's blob events
+    /// (rewriting its chunks with the job-level events, original seqs kept)
+    /// and its checkpoint entries; the history lines stay.
     ///
     /// In steps of [`PRUNE_STEP`] keys, each flushed: one batch for a big
     /// job held every removal in sled's memory (615 MB at 100k blobs). The
-    /// summary is marked first, so a job cut off mid-prune is already
-    /// pruned (never replayed) and the next prune finishes it.
-    fn prune(&mut self, job: JobId, dry_run: bool) -> Result<PruneStats, Exclusive> {
+    /// event goes first, so a job cut off mid-prune is already pruned
+    /// (never replayed) and the next prune finishes it.
+    fn prune(&mut self, job: JobId, dry_run: bool, by: String) -> Result<PruneStats, Exclusive> {
         let summary = self.summary(job).map_err(Exclusive::Write)?;
         if summary.spec.is_none() {
             return Err(Exclusive::Refused(EngineError::UnknownJob(job.to_string())));
@@ -668,10 +675,26 @@ impl WriterState {
             }));
         }
         if !dry_run && !summary.pruned {
-            summary.pruned = true;
+            // Recorded before anything goes: a prune cut short is already
+            // pruned (never replayed), with its counts.
+            let counts = Box::new(summary.pruned_counts());
+            let mut batch = sled::Batch::default();
+            let mut chunks: Chunks = Vec::new();
+            self.stage(
+                &mut batch,
+                &mut chunks,
+                job,
+                Event::JobPruned { counts, by },
+                None,
+            )
+            .map_err(|e| self.forget(job, Exclusive::Write(e)))?;
+            for (job, recs) in &chunks {
+                put_chunks(&mut batch, *job, recs)
+                    .map_err(|e| self.forget(*job, Exclusive::Write(e)))?;
+            }
+            let summary = self.summary(job).map_err(Exclusive::Write)?;
             let bytes = rmp_serde::to_vec_named(&*summary)
                 .map_err(|e| Exclusive::Write(format!("cannot encode a summary: {e}")))?;
-            let mut batch = sled::Batch::default();
             batch.insert(keys::summary(job).as_slice(), bytes);
             super::open_jobs::stage(&mut batch, job, summary);
             self.commit(batch)?;

@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventRecord, Outcome, Totals};
+use crate::event::{Event, EventRecord, Outcome, PrunedCounts, Totals};
 use crate::job::{JobId, JobSpec};
 
 /// Where a job is in its life.
@@ -133,6 +133,20 @@ impl JobSummary {
             retries_planned: 0,
             pruned: false,
             last_seq: 0,
+        }
+    }
+
+    /// What its blob events folded into, for the `JobPruned` that replaces
+    /// them.
+    pub fn pruned_counts(&self) -> PrunedCounts {
+        PrunedCounts {
+            copied: self.copied,
+            copied_bytes: self.copied_bytes,
+            skipped: self.skipped,
+            failed: self.failed,
+            skipped_by_reason: self.skipped_by_reason.clone(),
+            retries_by_cause: self.retries_by_cause.clone(),
+            attempts: self.attempts.iter().map(|a| a.totals.clone()).collect(),
         }
     }
 
@@ -265,6 +279,20 @@ impl JobSummary {
             Event::JobPaused { .. } => {
                 self.state = JobState::Paused;
             }
+            Event::JobPruned { counts, .. } => {
+                // Absolute, not added: blob events a prune cut short left
+                // (folded before this) count once.
+                self.copied = counts.copied;
+                self.copied_bytes = counts.copied_bytes;
+                self.skipped = counts.skipped;
+                self.failed = counts.failed;
+                self.skipped_by_reason = counts.skipped_by_reason.clone();
+                self.retries_by_cause = counts.retries_by_cause.clone();
+                for (a, totals) in self.attempts.iter_mut().zip(&counts.attempts) {
+                    a.totals = totals.clone();
+                }
+                self.pruned = true;
+            }
             Event::JobResumed { .. } => {
                 // Back in the queue: its next attempt resumes from the
                 // checkpoint if it has run before.
@@ -379,6 +407,55 @@ mod tests {
         assert_eq!(s.attempts.len(), 2);
         assert_eq!(s.copied_bytes, 10);
         assert_eq!(s.last_seq, 5);
+    }
+
+    #[test]
+    fn given_a_prune_cut_short_when_folded_then_job_pruned_sets_the_counts_once() {
+        let job = JobId::new();
+        let copied = |name: &str| Event::BlobCopied {
+            name: name.into(),
+            bytes: 10,
+            src_etag: "e".into(),
+            reason: crate::event::CopyReason::New,
+            method: crate::event::CopyMethod::Stream,
+            ms: 1,
+            tries: 1,
+            detail: None,
+            retries: Default::default(),
+        };
+        let finished = Event::JobFinished {
+            attempt: 1,
+            outcome: Outcome::Succeeded,
+            totals: Totals::default(),
+        };
+        let mut whole = JobSummary::new(job);
+        for (i, e) in [started(1), copied("a"), copied("b"), finished.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            whole.apply(&rec(job, i as u64, e));
+        }
+        let pruned = Event::JobPruned {
+            counts: Box::new(whole.pruned_counts()),
+            by: "u@h".into(),
+        };
+        // Given what a prune cut short leaves (one blob event of two), and
+        // what a finished one leaves (none).
+        for kept in [vec![copied("b")], vec![]] {
+            let mut s = JobSummary::new(job);
+            s.apply(&rec(job, 0, started(1)));
+            for e in kept {
+                s.apply(&rec(job, 2, e));
+            }
+            s.apply(&rec(job, 3, finished.clone()));
+            // When the JobPruned is folded.
+            s.apply(&rec(job, 4, pruned.clone()));
+            // Then the counts are the whole job's, once.
+            assert!(s.pruned);
+            assert_eq!((s.copied, s.copied_bytes), (2, 20));
+            assert_eq!(s.attempts[0].totals, whole.attempts[0].totals);
+            assert_eq!(s.state, JobState::Succeeded);
+        }
     }
 
     #[test]
