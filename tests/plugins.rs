@@ -159,6 +159,38 @@ fn protect_prefix_keeps_protected_blobs_and_records_the_plugins_reasons() {
 }
 
 #[test]
+fn a_mode_given_with_a_policy_is_refused_and_the_destination_left_alone() {
+    let env = Env::new();
+    both_ends(&env);
+    let mut args = policy_args(&shipped("newer_or_bigger"));
+    for mode in [
+        ["--mode", "never"],
+        ["--mode", "full"],
+        ["--incremental", ""],
+    ] {
+        let mut a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        a.extend(mode.iter().filter(|m| !m.is_empty()));
+        env.copy(&a).run().error(2, "cannot be used with");
+    }
+    // The plugin would have overwritten it (the source is newer).
+    assert_eq!(std::fs::read(env.dst.join("keep/a.txt")).unwrap(), b"old a");
+    env.copy(&["--plugin-failure", "skip"])
+        .run()
+        .error(2, "--policy");
+    assert!(env.jobs_json().is_empty(), "nothing was enqueued");
+    // What decided is what `jobs` shows.
+    args.push("-q".into());
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    env.copy(&a).run().success();
+    let out = env.ferry().arg("jobs").run().success();
+    assert!(
+        out.stdout.contains("(policy newer_or_bigger.wasm)"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn a_plugin_that_refuses_its_config_or_has_the_wrong_world_stops_the_job_before_it_starts() {
     let env = Env::new();
     both_ends(&env);

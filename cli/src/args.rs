@@ -356,10 +356,10 @@ pub struct JobArgs {
     /// Destination: a folder (created if missing), account:container[/prefix], or a container URL with a SAS.
     pub dst: OsString,
     /// What to do with blobs that exist at the destination.
-    #[arg(long, default_value = "incremental", value_parser = parse_mode)]
+    #[arg(long, default_value = "incremental", value_parser = parse_mode, conflicts_with = "policy")]
     pub mode: Mode,
     /// Shorthand for --mode incremental.
-    #[arg(long, conflicts_with = "mode")]
+    #[arg(long, conflicts_with_all = ["mode", "policy"])]
     pub incremental: bool,
     /// Parallel copies (default: 8 x cores), or auto: start there and adapt
     /// to throughput and throttling (429/503).
@@ -384,7 +384,7 @@ pub struct JobArgs {
     #[arg(long = "plugin-config", value_parser = parse_kv)]
     pub plugin_config: Vec<(String, String)>,
     /// When the policy plugin fails on a blob: fail it (default) or skip it.
-    #[arg(long, default_value = "fail", value_parser = parse_plugin_failure)]
+    #[arg(long, default_value = "fail", value_parser = parse_plugin_failure, requires = "policy")]
     pub plugin_failure: PluginFailure,
     #[command(flatten)]
     pub retry: RetryArgs,

@@ -378,7 +378,13 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::JobSubmitted { spec, .. } => {
-                write!(f, "{} -> {} mode={}", spec.src, spec.dst, spec.mode)
+                let rule = spec.decided_by().replacen("policy ", "policy=", 1);
+                let rule = if spec.policy_plugin.is_some() {
+                    rule
+                } else {
+                    format!("mode={rule}")
+                };
+                write!(f, "{} -> {} {rule}", spec.src, spec.dst)
             }
             Event::JobStarted {
                 attempt,

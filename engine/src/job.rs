@@ -426,9 +426,31 @@ impl JobSpec {
         self.parallel == Some(Self::PARALLEL_AUTO)
     }
 
+    /// What decides for blobs present at both ends: the mode, or the
+    /// policy plugin (by file name) that replaces it.
+    pub fn decided_by(&self) -> String {
+        match &self.policy_plugin {
+            None => self.mode.to_string(),
+            Some(p) => {
+                let file = Path::new(&p.path)
+                    .file_name()
+                    .map_or(p.path.as_str().into(), |f| f.to_string_lossy());
+                format!("policy {file}")
+            }
+        }
+    }
+
     /// Checks what can be checked before enqueueing, so a bad job fails at
     /// submit time with a clear message instead of in a worker later.
     pub fn validate(&self) -> Result<(), EngineError> {
+        // The plugin replaces the mode's rule; any other mode would be
+        // recorded and shown but not followed (never would overwrite).
+        if self.policy_plugin.is_some() && self.mode != Mode::Incremental {
+            return Err(EngineError::InvalidInput(format!(
+                "--mode {} and --policy both decide what to do with blobs at both ends; give one",
+                self.mode
+            )));
+        }
         if self.block_size == Some(0) {
             return Err(EngineError::InvalidInput(
                 "--block-size must be at least 1 byte".into(),

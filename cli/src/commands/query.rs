@@ -36,7 +36,7 @@ fn elapsed_of(s: &JobSummary, running: &[JobId]) -> Option<chrono::Duration> {
 fn route(s: &JobSummary) -> String {
     s.spec
         .as_ref()
-        .map(|sp| format!("{} -> {} ({})", sp.src, sp.dst, sp.mode))
+        .map(|sp| format!("{} -> {} ({})", sp.src, sp.dst, sp.decided_by()))
         .unwrap_or_default()
 }
 
@@ -531,7 +531,7 @@ pub fn print_show(
     if let Some(spec) = &s.spec {
         writeln!(out, "source    {}", spec.src)?;
         writeln!(out, "dest      {}", spec.dst)?;
-        writeln!(out, "mode      {}", spec.mode)?;
+        writeln!(out, "mode      {}", spec.decided_by())?;
         print_policy(&mut out, spec)?;
         if spec.parallel_auto() {
             writeln!(out, "parallel  auto")?;

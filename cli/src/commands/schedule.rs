@@ -140,7 +140,7 @@ fn list(ctx: &Ctx, only: Option<&str>, json: bool) -> Result<u8> {
             d.tz.as_deref().unwrap_or("UTC"),
             d.spec.src,
             d.spec.dst,
-            d.spec.mode,
+            d.spec.decided_by(),
             d.overlap,
             d.catch_up,
             d.catch_up_window_secs,
