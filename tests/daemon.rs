@@ -483,3 +483,44 @@ fn events_and_export_through_the_daemon_match_the_local_ones_and_stream() {
         .error(5, "no job");
     stop(d, 30);
 }
+
+#[test]
+fn a_job_whose_plugin_changed_fails_on_the_record_and_the_daemon_goes_on() {
+    let env = Env::new();
+    files(&env, 3);
+    let plugin = env.path("policy.wasm");
+    std::fs::copy(crate::plugins::shipped("newer_or_bigger"), &plugin).unwrap();
+    let policy = format!("plugin:{}", plugin.display());
+    let submit = |dst: &str, extra: &[&str]| -> String {
+        let out = env
+            .ferry()
+            .arg("submit")
+            .arg(&env.src)
+            .arg(env.path(dst))
+            .args(extra)
+            .run()
+            .success();
+        out.stdout.trim().to_string()
+    };
+    let changed = submit("a", &["--policy", &policy]);
+    let plain = submit("b", &[]);
+    // Another plugin under the same path: its hash is not the one recorded.
+    std::fs::copy(crate::plugins::shipped("protect_prefix"), &plugin).unwrap();
+    let d = daemon(&env, None, &["--max-retries", "1", "--retry-delay", "0.2"]);
+    wait_for(60, "both jobs settled", || {
+        let failed = env.show_json(&changed);
+        (state(&env, &plain) == "succeeded"
+            && failed["state"] == "failed"
+            && failed["attempts"].as_array()?.len() == 2)
+            .then_some(())
+    });
+    // The retry limit holds: it was started from the queue over and over
+    // (thousands of times a second) before.
+    std::thread::sleep(Duration::from_millis(1200));
+    stop(d, 15);
+    let events = env.events(Some(&changed));
+    assert_eq!(of_type(&events, "JobStarted").len(), 2);
+    let finished = of_type(&events, "JobFinished");
+    let why = ev_data(finished[0])["outcome"]["message"].as_str().unwrap();
+    assert!(why.contains("changed since the job was submitted"), "{why}");
+}

@@ -310,7 +310,31 @@ fn retry_settings_come_from_flags_and_bad_ones_are_refused() {
         .arg(&s.env.src)
         .arg(s.env.path("x"))
         .run()
-        .error(2, "max_tries must be at least 1");
+        .error(2, "max_tries must be 1 to 100");
+    // Beyond the flags' ranges a deadline overflowed the clock: a panic.
+    for (line, says) in [
+        (
+            "try_timeout_secs = 9223372036854775807",
+            "try_timeout_secs must be 1 to 86400",
+        ),
+        (
+            "max_elapsed_secs = 18446744073709551615",
+            "max_elapsed_secs must be 1 to 604800",
+        ),
+        ("max_tries = 4294967295", "max_tries must be 1 to 100"),
+    ] {
+        write(
+            &s.env.state.join("ferry.toml"),
+            format!("[retry]\n{line}\n"),
+        );
+        s.env
+            .ferry()
+            .arg("copy")
+            .arg(&s.env.src)
+            .arg(s.env.path("x"))
+            .run()
+            .error(2, says);
+    }
 }
 
 #[test]

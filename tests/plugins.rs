@@ -364,6 +364,42 @@ fn a_failing_batch_is_asked_again_blob_by_blob() {
 }
 
 #[test]
+fn a_queued_job_whose_plugin_changed_fails_and_the_queue_goes_on() {
+    let env = Env::new();
+    both_ends(&env);
+    let plugin = env.path("policy.wasm");
+    std::fs::copy(shipped("newer_or_bigger"), &plugin).unwrap();
+    let policy = format!("plugin:{}", plugin.display());
+    let changed = env
+        .ferry()
+        .arg("submit")
+        .arg(&env.src)
+        .arg(&env.dst)
+        .args(["--policy", &policy])
+        .run()
+        .success()
+        .stdout;
+    let other = env.path("other");
+    env.ferry()
+        .arg("submit")
+        .arg(&env.src)
+        .arg(&other)
+        .run()
+        .success();
+    std::fs::copy(shipped("protect_prefix"), &plugin).unwrap();
+    let out = env.ferry().arg("run").run();
+    assert_eq!(out.code, Some(6), "{out:?}");
+    assert!(
+        out.stdout.contains("changed since the job was submitted"),
+        "{out:?}"
+    );
+    assert!(other.join("keep/a.txt").exists(), "the next job ran");
+    let show = env.show_json(changed.trim());
+    assert_eq!(show["state"], "failed", "{show}");
+    assert_eq!(std::fs::read(env.dst.join("keep/a.txt")).unwrap(), b"old a");
+}
+
+#[test]
 fn replay_refuses_a_plugin_that_changed_unless_allowed() {
     let env = Env::new();
     both_ends(&env);

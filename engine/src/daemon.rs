@@ -154,7 +154,14 @@ pub struct Daemon {
     ops: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Jobs whose start returned an error without recording anything (the
+    /// log could not be written, ...), and when to try again: started at
+    /// once they spun the loop (4,000 warnings a second).
+    held: Mutex<HashMap<JobId, DateTime<Utc>>>,
 }
+
+/// How long a job that could not start waits before the next try.
+const COULD_NOT_RUN_WAIT: chrono::Duration = chrono::Duration::seconds(30);
 
 impl Daemon {
     pub fn new(engine: Arc<Engine>, opts: DaemonOptions, clock: Arc<dyn Clock>) -> Arc<Daemon> {
@@ -168,6 +175,7 @@ impl Daemon {
             ops: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            held: Mutex::new(HashMap::new()),
         })
     }
 
@@ -452,6 +460,13 @@ impl Daemon {
             if self.is_running(s.id) {
                 continue;
             }
+            let held = self
+                .held
+                .lock()
+                .is_ok_and(|h| h.get(&s.id).is_some_and(|until| *until > now));
+            if held {
+                continue;
+            }
             let replay = match s.effective_state() {
                 JobState::Queued => !s.attempts.is_empty(),
                 JobState::Failed | JobState::CompletedWithFailures => match s.retry_planned {
@@ -501,8 +516,19 @@ impl Daemon {
                 me.engine.run(job, opts).await
             };
             match result {
-                Ok(r) => tracing::info!(%job, outcome = ?r.outcome, "job ended"),
-                Err(e) => tracing::warn!(%job, "job could not run: {e}"),
+                Ok(r) => {
+                    tracing::info!(%job, outcome = ?r.outcome, "job ended");
+                    if let Ok(mut h) = me.held.lock() {
+                        h.remove(&job);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%job, "job could not run: {e}; trying again in 30 s");
+                    let until = me.clock.now() + COULD_NOT_RUN_WAIT;
+                    if let Ok(mut h) = me.held.lock() {
+                        h.insert(job, until);
+                    }
+                }
             }
             if let Ok(mut r) = me.running.lock() {
                 r.remove(&job);
@@ -510,6 +536,9 @@ impl Daemon {
             me.wake.notify_one();
         };
         if let Ok(mut tasks) = self.tasks.lock() {
+            // Finished tasks stay in the set until joined: a daemon that
+            // runs for months would keep one per job it ever ran.
+            while tasks.try_join_next().is_some() {}
             tasks.spawn(task);
         }
         tracing::info!(%job, replay, "job started");

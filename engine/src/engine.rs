@@ -251,7 +251,7 @@ impl Engine {
                 ),
             });
         }
-        self.attempt(summary, opts).await
+        self.attempt(summary, opts, true).await
     }
 
     /// Resumes a job: a new attempt that copies only what is not durably done.
@@ -276,13 +276,20 @@ impl Engine {
                 why: format!("is paused; `ferry resume {job}` first"),
             });
         }
-        self.attempt(summary, opts).await
+        // Asked for by hand, a plugin that changed is refused, not
+        // recorded: the user is there to pass --allow-plugin-change.
+        let record = opts.by_daemon;
+        self.attempt(summary, opts, record).await
     }
 
+    /// `record_plugin_refusal`: a policy plugin that cannot load (changed,
+    /// gone, refusing) fails the attempt on the record, so a queue or the
+    /// daemon moves on and `ferry show` says why; else it is only returned.
     async fn attempt(
         &self,
         summary: JobSummary,
         opts: RunOptions,
+        record_plugin_refusal: bool,
     ) -> Result<RunReport, EngineError> {
         let job = summary.id;
         // Also here: a pruned failed job paused and resumed is queued again.
@@ -324,7 +331,15 @@ impl Engine {
         // A plugin that cannot load or refuses its configuration stops the
         // job before it starts.
         let policy = match &spec.policy_plugin {
-            Some(r) => Some(self.load_policy(r, opts.allow_plugin_change)?),
+            Some(r) => match self.load_policy(r, opts.allow_plugin_change) {
+                Ok(p) => Some(p),
+                Err(e @ EngineError::Plugin(_)) if record_plugin_refusal => {
+                    return self
+                        .record_failed_start(&summary, attempt, worker, parallel, e, started)
+                        .await;
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let parallelism = parallel as u32;

@@ -46,14 +46,19 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Rejects settings that could never succeed, naming the field.
     pub fn check(&self) -> Result<(), String> {
-        if self.max_tries == 0 {
-            return Err("max_tries must be at least 1 (1 = no retries)".into());
+        // The same ranges as the command-line flags: beyond them a deadline
+        // overflows the clock (a panic, not a long wait).
+        if !(1..=100).contains(&self.max_tries) {
+            return Err("max_tries must be 1 to 100 (1 = no retries)".into());
         }
-        if self.try_timeout.is_zero() {
-            return Err("try_timeout_secs must be at least 1".into());
+        if !(1..=86_400).contains(&self.try_timeout.as_secs()) {
+            return Err("try_timeout_secs must be 1 to 86400 (a day)".into());
         }
-        if self.max_elapsed.is_zero() {
-            return Err("max_elapsed_secs must be at least 1".into());
+        if !(1..=604_800).contains(&self.max_elapsed.as_secs()) {
+            return Err("max_elapsed_secs must be 1 to 604800 (a week)".into());
+        }
+        if self.cap > Duration::from_secs(86_400) {
+            return Err("max_delay_ms must be at most 86400000 (a day)".into());
         }
         if self.cap < self.base {
             return Err("max_delay_ms must not be below base_delay_ms".into());
