@@ -116,6 +116,31 @@ async fn given_an_unchanged_source_when_run_incrementally_then_every_blob_is_ski
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_snapshot_sled_did_not_finish_when_reopened_then_the_log_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (unique("src"), unique("dst"));
+    fill(&MemoryStore::named(&src), 20);
+    let job = {
+        let engine = Engine::open(dir.path()).unwrap();
+        let job = engine
+            .submit(spec(&src, &dst, Mode::Incremental))
+            .await
+            .unwrap();
+        engine.run(job, RunOptions::default()).await.unwrap();
+        job
+    };
+    // What a disk that filled while sled wrote its snapshot on open left:
+    // an empty file under the highest snapshot name, which sled reads.
+    let unfinished = dir.path().join("db/snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&unfinished, b"").unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let s = engine.summary(job).unwrap();
+    assert_eq!((s.state, s.copied), (JobState::Succeeded, 20));
+    assert!(!unfinished.exists());
+    assert!(engine.verify(None).unwrap().problems.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_an_interrupted_attempt_when_replayed_then_only_the_rest_is_copied() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();

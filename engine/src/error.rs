@@ -19,7 +19,7 @@ pub enum EngineError {
     /// The state dir could not be created or opened (permissions, disk).
     // The cause is in the message, so it is not also a `source` (error
     // chains would print it twice).
-    #[error("cannot use state dir {}: {cause}", path.display())]
+    #[error("cannot use state dir {}: {cause}; free space or fix its permissions, then run the command again", path.display())]
     StateIo {
         path: PathBuf,
         cause: std::io::Error,
@@ -28,7 +28,7 @@ pub enum EngineError {
     /// Writing to the event log failed (disk full, I/O error); nothing after
     /// the last acknowledged event is durable.
     #[error(
-        "event log write failed: {0}; free space or fix the state dir, then `ferry replay` the job"
+        "event log write failed: {0}; free space or fix the state dir, then run the command again (a job it stopped resumes with `ferry replay JOB`)"
     )]
     LogWrite(String),
 

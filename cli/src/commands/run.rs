@@ -305,7 +305,11 @@ async fn attempt(
     if let Some(view) = view {
         view.finish();
     }
-    let report = report?;
+    // The log failing mid-job: say which job to replay once it is fixed.
+    let report = report.map_err(|e| match e {
+        EngineError::LogWrite(_) => anyhow::Error::new(e).context(format!("job {id}")),
+        e => e.into(),
+    })?;
     if !out.quiet {
         println!("{}", summary_line(&report));
         warn_if_nothing_listed(engine, &report);

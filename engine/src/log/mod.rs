@@ -717,6 +717,7 @@ const RELOCK_WAIT: Duration = Duration::from_secs(5);
 /// --compact`) can find it locked for a moment, and is retried. Another
 /// process never gets this far: the state dir's own lock comes first.
 fn open_sled(path: &Path) -> Result<sled::Db, EngineError> {
+    remove_unfinished_snapshots(path)?;
     let deadline = Instant::now() + RELOCK_WAIT;
     loop {
         // sled caches up to 1 GiB of pages by default; the log is written
@@ -737,6 +738,30 @@ fn open_sled(path: &Path) -> Result<sled::Db, EngineError> {
     }
 }
 
+/// Removes snapshot files sled did not finish writing. sled 0.34 writes a
+/// snapshot to `snap.LSN.generating`, then renames it; on open it reads the
+/// highest-named `snap.*` file, `.generating` ones included. A disk that
+/// filled (or a crash) mid-write left one, empty or cut short, and every
+/// later open failed as "corrupted data": the whole log lost to a full
+/// disk. Never half of a rename: the finished snapshot or the log itself
+/// is what sled recovers from, and it writes a new one.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), EngineError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(open_error(path, sled::Error::Io(e))),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing a snapshot sled did not finish writing");
+            std::fs::remove_file(entry.path()).map_err(|e| open_error(path, sled::Error::Io(e)))?;
+        }
+    }
+    Ok(())
+}
+
 fn open_error(path: &Path, e: sled::Error) -> EngineError {
     use std::io::ErrorKind as K;
     match e {
@@ -753,13 +778,21 @@ fn open_error(path: &Path, e: sled::Error) -> EngineError {
         // "corrupt" advises) would not help.
         sled::Error::Io(io)
             if matches!(
+                std::io::Error::from_raw_os_error(writer::os_code(&io).unwrap_or(0)).kind(),
+                K::PermissionDenied | K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem
+            ) || matches!(
                 io.kind(),
                 K::PermissionDenied | K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem
             ) =>
         {
+            // sled may hand the error wrapped: the plain one reads better.
+            let cause = match writer::os_code(&io) {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => io,
+            };
             EngineError::StateIo {
                 path: path.to_path_buf(),
-                cause: io,
+                cause,
             }
         }
         // sled's Display of `Corruption` ends in " backtrace ()": noise.

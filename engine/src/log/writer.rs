@@ -1100,16 +1100,21 @@ pub(super) fn describe(e: &sled::Error) -> String {
     let sled::Error::Io(io) = e else {
         return e.to_string();
     };
-    let text = io.to_string();
-    let code = io.raw_os_error().or_else(|| {
-        text.strip_prefix("Os { code: ")
+    match os_code(io) {
+        Some(code) => format!("IO error: {}", std::io::Error::from_raw_os_error(code)),
+        None => format!("IO error: {io}"),
+    }
+}
+
+/// The OS error code of an I/O error, also where sled wrapped one in an
+/// error of its own whose text is the original's Debug form.
+pub(super) fn os_code(io: &std::io::Error) -> Option<i32> {
+    io.raw_os_error().or_else(|| {
+        io.to_string()
+            .strip_prefix("Os { code: ")
             .and_then(|rest| rest.split(',').next())
             .and_then(|c| c.parse().ok())
-    });
-    match code {
-        Some(code) => format!("IO error: {}", std::io::Error::from_raw_os_error(code)),
-        None => format!("IO error: {text}"),
-    }
+    })
 }
 
 #[cfg(test)]
