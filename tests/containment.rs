@@ -14,9 +14,83 @@ use ferry_engine::store::azure::{auth, AzureStore};
 use ferry_engine::store::BlobStore;
 use ferry_engine::testkit::{Azurite, DEV_ACCOUNT, DEV_KEY};
 
+use serde_json::Value;
+
 use crate::util::*;
 
 // ---------------------------------------------------------------- local
+
+/// A backup of a home folder holding ferry's own state dir, and its
+/// restore: the live log is never copied (torn) nor written over (the
+/// restore destroyed it), and neither end may lie inside it.
+#[test]
+fn the_state_dir_inside_a_source_or_destination_is_never_copied_or_written() {
+    let env = Env::new();
+    let home = env.path("home");
+    make_tree(&home, &[("docs/a.txt", b"a")]);
+    let state = home.join(".local/share/ferry");
+    let at = |f: &mut Ferry| {
+        f.arg("--state").arg(&state);
+    };
+    let backup = env.path("backup");
+    let mut f = env.ferry_no_state();
+    at(&mut f);
+    let out = f.arg("copy").arg(&home).arg(&backup).run().success();
+    let job = out.summary().job;
+    assert!(backup.join("docs/a.txt").exists());
+    assert!(!backup.join(".local").exists(), "the live log was copied");
+    let mut f = env.ferry_no_state();
+    at(&mut f);
+    let out = f.args(["events", &job, "--json"]).run().success();
+    let skipped: Vec<Value> = parse_json_lines(&out.stdout)
+        .into_iter()
+        .filter(|e| ev_type(e) == "BlobSkipped")
+        .collect();
+    assert!(!skipped.is_empty());
+    assert!(skipped.iter().all(|e| {
+        let d = ev_data(e);
+        d["reason"] == "ferry-state"
+            && d["name"]
+                .as_str()
+                .unwrap()
+                .starts_with(".local/share/ferry/")
+    }));
+
+    // A backup that holds a state dir (another tool's copy), restored over
+    // the live one with --mode full.
+    make_tree(
+        &backup,
+        &[
+            (".local/share/ferry/lock", b"junk"),
+            (".local/share/ferry/db/conf", b"junk"),
+        ],
+    );
+    let mut f = env.ferry_no_state();
+    at(&mut f);
+    f.arg("copy")
+        .arg(&backup)
+        .arg(&home)
+        .args(["--mode", "full"])
+        .run()
+        .success();
+    assert_ne!(std::fs::read(state.join("db/conf")).unwrap(), b"junk");
+    let mut f = env.ferry_no_state();
+    at(&mut f);
+    f.args(["verify-log"]).run().success();
+
+    // Neither end inside the state dir.
+    let other = env.path("other");
+    make_tree(&other, &[("b.txt", b"b")]);
+    for (src, dst) in [(other, state.join("x")), (state.clone(), env.path("y"))] {
+        let mut f = env.ferry_no_state();
+        at(&mut f);
+        f.arg("copy")
+            .arg(&src)
+            .arg(&dst)
+            .run()
+            .error(2, "inside ferry's state dir");
+    }
+}
 
 /// Everything under `root` (files, folders, links) with file contents, so a
 /// write anywhere below shows.

@@ -346,7 +346,7 @@ impl Daemon {
                 // A spec that no longer passes its checks (the source gone,
                 // a share not mounted) is a skipped fire with the reason, not
                 // a daemon that stops: other schedules and jobs go on.
-                let refused = st.def.spec.validate().err().map(|e| {
+                let refused = self.engine.check_spec(&st.def.spec).err().map(|e| {
                     tracing::warn!(schedule = %name, "fire skipped: {e}");
                     format!("the job would be refused: {e}")
                 });

@@ -13,7 +13,7 @@ use crate::config::Accounts;
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord, Outcome};
 use crate::job::PluginRef;
-use crate::job::{JobId, JobSpec};
+use crate::job::{Address, JobId, JobSpec};
 use crate::log::EventLog;
 use crate::plugin::{
     self, FormatterInstance, FormatterPlugin, LoadedPlugin, PluginHost, PolicyPlugin,
@@ -137,7 +137,7 @@ impl Engine {
         spec: JobSpec,
         schedule: &str,
     ) -> Result<(), EngineError> {
-        spec.validate()?;
+        self.check_spec(&spec)?;
         let event = Event::JobSubmitted {
             spec: Box::new(spec),
             schedule: Some(schedule.to_string()),
@@ -169,9 +169,28 @@ impl Engine {
         Ok(())
     }
 
+    /// A spec's own checks, and that neither end lies inside this state
+    /// dir (the job would copy its own log, or write into it).
+    pub fn check_spec(&self, spec: &JobSpec) -> Result<(), EngineError> {
+        spec.validate()?;
+        let state = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        for (side, a) in [("source", &spec.src), ("destination", &spec.dst)] {
+            let Address::Local { path } = a else {
+                continue;
+            };
+            if canonical_or_nearest(Path::new(path)).starts_with(&state) {
+                return Err(EngineError::InvalidInput(format!(
+                    "the {side} {path} is inside ferry's state dir {}; give a folder outside it",
+                    state.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks and enqueues a job; returns once `JobSubmitted` is durable.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobId, EngineError> {
-        spec.validate()?;
+        self.check_spec(&spec)?;
         let id = JobId::new();
         self.log
             .append_durable(
@@ -349,6 +368,10 @@ impl Engine {
             parallelism,
         };
         self.append_start(&summary, started_event).await?;
+        let state_names = [&spec.src, &spec.dst]
+            .into_iter()
+            .filter_map(|a| state_dir_under(a, &self.dir))
+            .collect();
         let ctx = Arc::new(Attempt {
             log: self.log.clone(),
             job,
@@ -363,6 +386,7 @@ impl Engine {
             policy,
             listing_retries: Default::default(),
             outage: Outage::new(concurrency.workers()),
+            state_names,
         });
         let end = transfer::run(ctx, concurrency).await?;
         let totals = opts.progress.totals();
@@ -676,6 +700,39 @@ impl Engine {
             }
         }
         Ok((kept, total))
+    }
+}
+
+/// The state dir's place under a local address's folder, as a blob name;
+/// none if it is not under it (or either cannot be resolved).
+fn state_dir_under(a: &Address, state: &Path) -> Option<String> {
+    let Address::Local { path } = a else {
+        return None;
+    };
+    let root = std::fs::canonicalize(Path::new(path)).ok()?;
+    let state = std::fs::canonicalize(state).ok()?;
+    let rel = state.strip_prefix(&root).ok()?;
+    let name = rel.to_str()?.to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+/// `path` with its links resolved as far as it exists (a destination may
+/// not exist yet: its nearest existing folder decides where it will be).
+fn canonical_or_nearest(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(mut c) = std::fs::canonicalize(at) {
+            c.extend(rest.iter().rev());
+            return c;
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub enum SkipReason {
     NotRegularFile,
     /// A temporary file ferry left while writing (`.NAME.TAG.ferry-tmp`).
     FerryTempFile,
+    /// Inside the state dir of the ferry running the job (its event log):
+    /// never copied as it is written, never written over (schema 3).
+    FerryState,
     /// A plugin policy said so (its reason is in `detail`).
     Policy,
     /// The plugin policy failed and the job runs with `--plugin-failure skip`.
@@ -346,6 +349,7 @@ impl SkipReason {
             SkipReason::Identical => "identical",
             SkipReason::NotRegularFile => "not-regular-file",
             SkipReason::FerryTempFile => "ferry-temp-file",
+            SkipReason::FerryState => "ferry-state",
             SkipReason::Policy => "policy",
             SkipReason::PluginFailed => "plugin-failed",
         }
@@ -514,6 +518,7 @@ mod tests {
             S::Identical,
             S::NotRegularFile,
             S::FerryTempFile,
+            S::FerryState,
             S::Policy,
             S::PluginFailed,
         ] {

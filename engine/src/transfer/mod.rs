@@ -115,6 +115,21 @@ pub(crate) struct Attempt {
     pub listing_retries: Arc<crate::retry::RetryTally>,
     /// Set by `run`: stops the attempt when the service cannot be reached.
     pub(crate) outage: outage::Outage,
+    /// Where this ferry's state dir lies inside a local source or
+    /// destination, as a blob name (`.local/share/ferry`): names under it
+    /// are skipped. Copying the live log gives a torn copy, and writing
+    /// over it (restoring a home folder) destroyed it.
+    pub state_names: Vec<String>,
+}
+
+impl Attempt {
+    /// Whether `name` lies in this ferry's state dir.
+    pub(crate) fn in_state_dir(&self, name: &str) -> bool {
+        self.state_names.iter().any(|s| {
+            name.strip_prefix(s.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
 }
 
 /// How an attempt ended.

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::merge::{Found, Merge};
 use super::{Attempt, Progress, Work};
 use crate::error::EngineError;
-use crate::event::{CopyReason, Event};
+use crate::event::{CopyReason, Event, SkipReason};
 use crate::policy::{self, Decision};
 use crate::projection::BlobStatus;
 use crate::store::{Listed, StoreError};
@@ -128,6 +128,26 @@ pub(crate) async fn plan(
                     name,
                     reason,
                     src_etag: None,
+                    detail: None,
+                };
+                let place = places;
+                places += 1;
+                ctx.log.append_outcome(ctx.job, event, place).await?;
+                continue;
+            }
+            Some(Ok(Listed::Blob(meta))) if ctx.in_state_dir(&meta.name) => {
+                let state = match done.as_mut() {
+                    Some(d) => d.state(&meta.name)?,
+                    None => None,
+                };
+                if state.is_some_and(|s| s.status == BlobStatus::Skipped) {
+                    continue;
+                }
+                Progress::add(&p.skipped, 1);
+                let event = Event::BlobSkipped {
+                    name: meta.name,
+                    reason: SkipReason::FerryState,
+                    src_etag: Some(meta.etag),
                     detail: None,
                 };
                 let place = places;
