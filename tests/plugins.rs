@@ -556,6 +556,47 @@ fn plugin_check_names_the_world_and_dry_runs_it() {
         .error(9, "prefixes");
 }
 
+/// The compiled-plugin cache is checked before it is run: a damaged file
+/// crashed the process (SIGSEGV), and another plugin's compilation under
+/// this one's name ran that plugin's code.
+#[test]
+fn a_damaged_or_swapped_plugin_cache_is_compiled_afresh() {
+    let env = Env::new();
+    let check = |name: &str| {
+        env.ferry()
+            .args(["plugin", "check"])
+            .arg(shipped(name))
+            .run()
+            .success()
+            .stdout
+    };
+    let cache = env.state.join("plugin-cache");
+    let files = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = check("newer_or_bigger");
+    let policy = files().pop().unwrap();
+    check("html_report");
+    let formatter = files().into_iter().find(|f| *f != policy).unwrap();
+
+    let mut damaged = std::fs::read(&policy).unwrap();
+    let mid = damaged.len() / 2;
+    for b in &mut damaged[4096..mid] {
+        *b = 0xAB;
+    }
+    std::fs::write(&policy, damaged).unwrap();
+    assert_eq!(check("newer_or_bigger"), first);
+
+    std::fs::copy(&formatter, &policy).unwrap();
+    assert_eq!(check("newer_or_bigger"), first);
+    assert!(first.contains("world    overwrite-policy"), "{first}");
+}
+
 /// The HTML report, loaded in headless Chromium: the charts and the
 /// failure table must lay out with real sizes.
 #[test]

@@ -261,10 +261,17 @@ impl PluginHost {
             path: shown.clone(),
             why: format!("{e:#}").replace('\n', " "),
         };
-        let component = match cached.as_ref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `precompile_component` of this
-            // wasmtime version (both are in its name) into ferry's own state dir.
-            Some(p) => match unsafe { Component::deserialize_file(&self.engine, p) } {
+        let from_cache = cached
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|file| checked_compilation(file, &sha256));
+        let component = match from_cache {
+            // SAFETY: the bytes are what `precompile_component` of this
+            // wasmtime version wrote (the version is in the file's name), as
+            // the checksum written after them shows; a file cut short,
+            // damaged or swapped for another plugin's is compiled afresh
+            // (deserializing one crashed the process).
+            Some(compiled) => match unsafe { Component::deserialize(&self.engine, &compiled) } {
                 Ok(c) => c,
                 Err(_) => Component::new(&self.engine, &bytes).map_err(invalid)?,
             },
@@ -275,7 +282,9 @@ impl PluginHost {
                         let _ = std::fs::create_dir_all(dir);
                     }
                     let tmp = p.with_extension("tmp");
-                    if std::fs::write(&tmp, &compiled).is_ok() {
+                    let mut file = compiled.clone();
+                    file.extend_from_slice(&cache_sum(&compiled, &sha256));
+                    if std::fs::write(&tmp, &file).is_ok() {
                         let _ = std::fs::rename(&tmp, p);
                     }
                 }
@@ -296,6 +305,22 @@ impl PluginHost {
             name,
         })
     }
+}
+
+/// The checksum a cached compilation ends with: of the plugin's hash and
+/// the compiled bytes, so the file belongs to that plugin and is whole.
+fn cache_sum(compiled: &[u8], plugin_sha256: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(plugin_sha256.as_bytes());
+    h.update(compiled);
+    h.finalize().into()
+}
+
+/// The compiled bytes of a cache file whose checksum holds.
+fn checked_compilation(mut file: Vec<u8>, plugin_sha256: &str) -> Option<Vec<u8>> {
+    let at = file.len().checked_sub(32)?;
+    let sum = file.split_off(at);
+    (sum == cache_sum(&file, plugin_sha256)).then_some(file)
 }
 
 fn wasmtime_version() -> &'static str {
