@@ -158,14 +158,22 @@ impl Accounts {
             EngineError::InvalidInput(format!("cannot read config {}: {e}", path.display()))
         })?;
         let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+            // The message and where, not toml's Display: that quotes the
+            // line, which may hold a key.
             let msg = e.message().replace('\n', " ");
-            EngineError::InvalidInput(format!("config {} is not valid: {msg}", path.display()))
+            let at = e.span().map_or(String::new(), |s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" (line {line}, column {col})")
+            });
+            EngineError::InvalidInput(format!("config {} is not valid: {msg}{at}", path.display()))
         })?;
         out.retry = file.retry.policy(path)?;
         for (name, entry) in file.accounts {
             if !valid_account_name(&name) {
                 return Err(EngineError::InvalidInput(format!(
-                    "config {}: account name {name:?} must be letters, digits, '-' or '_'",
+                    "config {}: account name {name:?} must be ASCII letters, digits, '-' or '_'",
                     path.display()
                 )));
             }
@@ -246,13 +254,21 @@ fn resolve(
     .count();
     if set != 1 {
         return Err(
-            "give exactly one of connection_string, connection_string_env, sas_url_env, local"
+            "give exactly one of connection_string, connection_string_env, sas_url, sas_url_env, local"
                 .into(),
         );
     }
     let from_env =
         |var: &str| env(var).ok_or_else(|| format!("environment variable {var} is not set"));
     if let Some(p) = &e.local {
+        // Read as written: "~/x" and "$HOME/x" made folders named "~" and
+        // "$HOME", and a relative root moved with the working directory.
+        if !p.is_absolute() {
+            return Err(format!(
+                "local = {:?} must be an absolute path (ferry expands neither ~ nor $VARIABLES)",
+                p.display().to_string()
+            ));
+        }
         return Ok(Account::Local(p.clone()));
     }
     if let Some(cs) = &e.connection_string {
@@ -533,6 +549,18 @@ mod tests {
     }
 
     #[test]
+    fn a_local_root_must_be_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        for root in ["~/backups", "$HOME/x", "nasroot", ""] {
+            std::fs::write(&path, format!("[accounts.nas]\nlocal = {root:?}\n")).unwrap();
+            let accounts = Accounts::load(Some(&path), &no_env).unwrap();
+            let err = accounts.get("nas").unwrap_err().to_string();
+            assert!(err.contains("must be an absolute path"), "{root}: {err}");
+        }
+    }
+
+    #[test]
     fn malformed_toml_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
@@ -541,6 +569,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ferry.toml is not valid"), "{err}");
+        assert!(err.contains("(line 1, column"), "{err}");
+        // Where, but not the line itself: it may hold a key.
+        std::fs::write(
+            &path,
+            "[a]\nx = 1\n[accounts.b]\nconnection_string = \"AccountKey=s3cret\n",
+        )
+        .unwrap();
+        let err = Accounts::load(Some(&path), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(line 4, column") && !err.contains("s3cret"),
+            "{err}"
+        );
         std::fs::write(&path, "[accounts.a]\nkey = \"x\"\n").unwrap();
         let err = Accounts::load(Some(&path), &no_env)
             .unwrap_err()

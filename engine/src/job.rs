@@ -177,6 +177,14 @@ impl Address {
                         )));
                     }
                     if let Account::Local(root) = accounts.get(account)? {
+                        // An unmounted share: its copies would fill the
+                        // local disk, and a backup from it would be empty.
+                        if !root.is_dir() {
+                            return Err(EngineError::InvalidInput(format!(
+                                "account {account}'s folder {} does not exist (not mounted?); mount or create it, or fix local = in the config",
+                                root.display()
+                            )));
+                        }
                         let path = root.join(rest.trim_start_matches('/'));
                         return Self::parse_local(&path.to_string_lossy());
                     }
@@ -747,6 +755,12 @@ mod tests {
         )
         .unwrap();
         let accounts = Accounts::load(Some(&cfg), &|_| None).unwrap();
+        // Its folder missing (a share not mounted), nothing under it is used.
+        let err = Address::parse("nas:photos", &accounts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist (not mounted?)"), "{err}");
+        std::fs::create_dir(&root).unwrap();
         for bad in [
             "nas:../../escaped",
             "nas:a/../../b",
