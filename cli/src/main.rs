@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    init_tracing();
+    init_tracing(args.quiet);
     if ferry_engine::log::UNLOGGED_OUTCOMES {
         eprintln!(
             "ferry: warning: bench build (feature unlogged-outcomes): blob outcomes are not logged, \
@@ -103,13 +103,18 @@ fn panic_line(payload: &(dyn std::any::Any + Send)) -> String {
     )
 }
 
-fn init_tracing() {
+fn init_tracing(quiet: bool) {
     use std::io::IsTerminal;
     // sled logs its own recovery chatter (through `log`) before ferry reports
     // the same failure as one `ferry: error:` line; keep it out by default
-    // (RUST_LOG=sled=warn shows it).
+    // (RUST_LOG=sled=warn shows it). --quiet: errors only.
+    let level = if quiet {
+        "error,sled=off"
+    } else {
+        "warn,sled=off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     // Every line is masked before it reaches stderr: at debug/trace level
     // dependencies log URLs and headers.
     tracing_subscriber::fmt()

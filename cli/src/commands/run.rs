@@ -126,7 +126,6 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
-    let out = ctx.out;
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
     let id = match control::access(&ctx.state)? {
@@ -151,9 +150,8 @@ pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
             serde_json::from_value(v)?
         }
     };
-    if !out.quiet {
-        println!("{id}");
-    }
+    // The command's result, not chatter: `J=$(ferry submit -q ...)`.
+    println!("{id}");
     Ok(exit::OK)
 }
 
@@ -313,6 +311,14 @@ async fn attempt(
     if !out.quiet {
         println!("{}", summary_line(&report));
         warn_if_nothing_listed(engine, &report);
+    } else if !matches!(report.outcome, Some(Outcome::Succeeded)) {
+        // Quiet prints errors: a job that did not succeed is one.
+        let hint = if report.totals.failed > 0 {
+            format!("; `ferry show {}` lists the failures", report.job)
+        } else {
+            String::new()
+        };
+        eprintln!("ferry: {}{hint}", summary_line(&report));
     }
     Ok((report, progress))
 }
