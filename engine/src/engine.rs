@@ -178,7 +178,7 @@ impl Engine {
             let Address::Local { path } = a else {
                 continue;
             };
-            if canonical_or_nearest(Path::new(path)).starts_with(&state) {
+            if crate::job::canonicalize_lenient(Path::new(path)).starts_with(&state) {
                 return Err(EngineError::InvalidInput(format!(
                     "the {side} {path} is inside ferry's state dir {}; give a folder outside it",
                     state.display()
@@ -714,26 +714,6 @@ fn state_dir_under(a: &Address, state: &Path) -> Option<String> {
     let rel = state.strip_prefix(&root).ok()?;
     let name = rel.to_str()?.to_string();
     (!name.is_empty()).then_some(name)
-}
-
-/// `path` with its links resolved as far as it exists (a destination may
-/// not exist yet: its nearest existing folder decides where it will be).
-fn canonical_or_nearest(path: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut at = path;
-    loop {
-        if let Ok(mut c) = std::fs::canonicalize(at) {
-            c.extend(rest.iter().rev());
-            return c;
-        }
-        match (at.parent(), at.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                at = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
 }
 
 /// A pruned job cannot run again: its per-blob events and checkpoint are

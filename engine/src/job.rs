@@ -549,8 +549,38 @@ impl JobSpec {
                 dst.display()
             )));
         }
+        // The same folder under two paths (a bind mount): paths do not
+        // show it, the folder's device and inode do. A destination seen
+        // inside the source this way was copied into itself on every run.
+        if folder_above(&dst_real, &src_real) {
+            return Err(EngineError::InvalidInput(format!(
+                "destination {} is inside the source {} (the same folder under another path, e.g. a bind mount); choose a destination outside it",
+                dst.display(),
+                src.display()
+            )));
+        }
+        if folder_above(&src_real, &dst_real) {
+            return Err(EngineError::InvalidInput(format!(
+                "source {} is inside the destination {} (the same folder under another path, e.g. a bind mount); copying would write over the source",
+                src.display(),
+                dst.display()
+            )));
+        }
         Ok(())
     }
+}
+
+/// Whether `outer` (as a folder: device and inode) is `inner` or one of
+/// the folders above it that exist.
+fn folder_above(inner: &Path, outer: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(o) = std::fs::metadata(outer) else {
+        return false;
+    };
+    inner
+        .ancestors()
+        .filter_map(|a| std::fs::metadata(a).ok())
+        .any(|m| m.dev() == o.dev() && m.ino() == o.ino())
 }
 
 /// A local source must be an existing folder.
@@ -574,7 +604,7 @@ fn check_local_source(src: &Path) -> Result<(), EngineError> {
 
 /// Canonicalizes the longest existing ancestor and appends the rest, so a
 /// destination that does not exist yet still compares correctly to the source.
-fn canonicalize_lenient(p: &Path) -> PathBuf {
+pub(crate) fn canonicalize_lenient(p: &Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut cur = p.to_path_buf();
     loop {
@@ -776,6 +806,46 @@ mod tests {
             ok.address.local_path(),
             Some(root.join("photos/2024").as_path())
         );
+    }
+
+    #[test]
+    fn a_destination_inside_the_source_through_a_bind_mount_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, view) = (d.path().join("src"), d.path().join("view"));
+        std::fs::create_dir_all(src.join("zz")).unwrap();
+        std::fs::create_dir(&view).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&src)
+            .arg(&view)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: bind mounts need root");
+            return;
+        }
+        let no = Accounts::default();
+        let spec = |s: &Path, t: &Path| JobSpec {
+            src: Address::parse(s.to_str().unwrap(), &no).unwrap().address,
+            dst: Address::parse(t.to_str().unwrap(), &no).unwrap().address,
+            mode: Mode::Full,
+            parallel: None,
+            block_size: None,
+            copy_method: CopyMode::Server,
+            policy_plugin: None,
+            plugin_failure: Default::default(),
+        };
+        let inside = spec(&src, &view.join("zz/in")).validate();
+        let outside = spec(&view.join("zz"), &src).validate();
+        let _ = std::process::Command::new("umount").arg(&view).status();
+        let inside = inside.unwrap_err().to_string();
+        assert!(
+            inside.contains("another path, e.g. a bind mount"),
+            "{inside}"
+        );
+        let outside = outside.unwrap_err().to_string();
+        assert!(outside.contains("inside the destination"), "{outside}");
     }
 
     #[test]
