@@ -186,6 +186,8 @@ impl HostState {
 
     pub(crate) fn log(&self, level: u8, message: &str) {
         let plugin = &*self.name;
+        // A newline in it would start what reads as a line of ferry's own.
+        let message = tidy(message, MAX_LOG_BYTES);
         match level {
             0 => tracing::trace!(plugin, "{message}"),
             1 => tracing::debug!(plugin, "{message}"),
@@ -424,6 +426,33 @@ impl LoadedPlugin {
     }
 }
 
+/// A plugin's reason (recorded in the log per blob) is cut to this.
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
+/// A plugin's log line is cut to this.
+const MAX_LOG_BYTES: usize = 4096;
+
+/// Plugin text made safe to record and print: control characters
+/// (newlines that would forge lines of a report or log) escaped, and cut to
+/// `max` bytes (a 5 MiB reason was stored in every event it decided).
+pub(crate) fn tidy(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if out.len() >= max {
+            out.push_str(&format!(
+                " ... ({} bytes cut)",
+                text.len() - max.min(text.len())
+            ));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Refuels and re-arms the deadline before each call.
 fn arm(store: &mut Store<HostState>, fuel: u64) {
     let _ = store.set_fuel(fuel);
@@ -432,9 +461,14 @@ fn arm(store: &mut Store<HostState>, fuel: u64) {
 
 /// Turns a wasmtime error from a call into a readable reason.
 fn describe(err: &wasmtime::Error, store: &Store<HostState>) -> String {
-    let panic = String::from_utf8_lossy(&store.data().stderr.contents())
-        .trim()
-        .replace('\n', " ");
+    let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+    // Advice for the guest's developer, not for ferry's user.
+    let panic = stderr
+        .lines()
+        .filter(|l| !l.contains("RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let panic = tidy(panic.trim(), MAX_REASON_BYTES);
     let what = match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => "ran out of fuel (it loops or works too long)".to_string(),
         Some(Trap::Interrupt) => "exceeded its time limit".to_string(),
@@ -473,5 +507,26 @@ pub fn check_hash(path: &Path, expected: &str) -> Result<(), PluginError> {
             expected: expected.into(),
             found,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tidy;
+
+    #[test]
+    fn plugin_text_is_one_line_and_bounded() {
+        assert_eq!(
+            tidy("keep\n2026-12-06T00:00:00Z ERROR forged\r\t", 100),
+            "keep\\n2026-12-06T00:00:00Z ERROR forged\\r\\t"
+        );
+        let long = "é".repeat(3000);
+        let cut = tidy(&long, 1024);
+        assert!(
+            cut.starts_with("éé") && cut.ends_with("(4976 bytes cut)"),
+            "{cut}"
+        );
+        assert!(cut.len() < 1100, "{}", cut.len());
+        assert_eq!(tidy("short", 1024), "short");
     }
 }

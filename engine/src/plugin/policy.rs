@@ -8,8 +8,8 @@ use wasmtime::component::{ComponentExportIndex, ComponentType, Func, HasSelf, Lo
 use wasmtime::Store;
 
 use super::{
-    arm, describe, HostState, LoadedPlugin, PluginError, POLICY_BATCH_INTERFACE, POLICY_FUEL,
-    POLICY_INTERFACE,
+    arm, describe, tidy, HostState, LoadedPlugin, PluginError, MAX_REASON_BYTES,
+    POLICY_BATCH_INTERFACE, POLICY_FUEL, POLICY_INTERFACE,
 };
 use crate::store::BlobMeta;
 
@@ -332,8 +332,8 @@ impl PolicyPlugin {
 impl From<wt::Decision> for PluginDecision {
     fn from(d: wt::Decision) -> Self {
         match d {
-            wt::Decision::Overwrite(r) => PluginDecision::Overwrite(r),
-            wt::Decision::Skip(r) => PluginDecision::Skip(r),
+            wt::Decision::Overwrite(r) => PluginDecision::Overwrite(tidy(&r, MAX_REASON_BYTES)),
+            wt::Decision::Skip(r) => PluginDecision::Skip(tidy(&r, MAX_REASON_BYTES)),
         }
     }
 }
