@@ -146,7 +146,7 @@ impl Engine {
     /// finished jobs. Job-level events (original seqs), summaries (marked
     /// pruned, counts kept) and history lines stay.
     pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, EngineError> {
-        let mut finished: Vec<JobSummary> = self
+        let finished: Vec<JobSummary> = self
             .jobs()?
             .into_iter()
             .filter(|s| {
@@ -161,16 +161,18 @@ impl Engine {
             .collect();
         // Oldest first (ids are UUIDv7): the last `keep_last` are kept.
         let keep = finished.len().saturating_sub(opts.keep_last);
-        finished.truncate(keep);
         let mut report = PruneReport::default();
-        for s in finished {
+        for (i, s) in finished.into_iter().enumerate() {
             let ended = s
                 .attempts
                 .iter()
                 .filter_map(|a| a.ended_at)
                 .max()
                 .or(s.submitted_at);
-            if ended.is_none_or(|t| t >= opts.before) {
+            // A job already pruned is finished whatever the age or
+            // --keep-last asked for (a prune cut short by a crash left some
+            // of its blob events, and verify-log says to prune again).
+            if !s.pruned && (i >= keep || ended.is_none_or(|t| t >= opts.before)) {
                 continue;
             }
             // A pruned job is looked at again (cheap: its job-level events):
@@ -255,6 +257,7 @@ impl Engine {
         let mut import = Parts::new(self.log(), job);
         let mut gaps = false;
         let mut blob_events = false;
+        let mut pruned_event = false;
         let mut last: Option<u64> = None;
         for l in lines {
             let checked = (|| {
@@ -296,6 +299,7 @@ impl Engine {
             };
             gaps |= rec.seq != last.map_or(0, |s| s + 1);
             blob_events |= BlobState::from_event(&rec).is_some();
+            pruned_event |= matches!(rec.event, Event::JobPruned { .. });
             last = Some(rec.seq);
             import.push(rec).await?;
         }
@@ -303,12 +307,23 @@ impl Engine {
             Some(bad(
                 1,
                 format!(
-                    "the header says {} events, the file holds {} (cut short?)",
-                    header.events, import.count
+                    "the header says {} events, the file holds {} ({})",
+                    header.events,
+                    import.count,
+                    if import.count < header.events {
+                        "cut short?"
+                    } else {
+                        "edited?"
+                    }
                 ),
             ))
         } else if import.count == 0 {
             Some(bad(1, "no events".into()))
+        } else if pruned_event && blob_events {
+            Some(bad(
+                1,
+                "a job pruned only in part (a prune cut short): run `ferry prune` where it was exported, then export it again".into(),
+            ))
         } else if gaps && blob_events {
             Some(bad(
                 1,

@@ -597,3 +597,57 @@ async fn given_an_import_cut_off_after_a_part_when_reopened_then_the_job_is_gone
     assert_eq!(r.events, 24);
     assert!(to.verify(None).unwrap().problems.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_prune_cut_short_then_any_prune_finishes_it_and_its_export_is_refused_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (_, _, first, second) = two_jobs(&engine, 20).await;
+    // What a prune killed after its first step leaves: the JobPruned
+    // recorded, the blob events not yet removed.
+    let counts = Box::new(engine.summary(first).unwrap().pruned_counts());
+    engine
+        .log()
+        .append_durable(
+            first,
+            Event::JobPruned {
+                counts,
+                by: "test@host".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(engine.summary(first).unwrap().pruned);
+
+    // Half pruned, it does not import elsewhere.
+    let b = tempfile::tempdir().unwrap();
+    let other = Engine::open(b.path()).unwrap();
+    let e = other
+        .import(export(&engine, first).as_bytes())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("pruned only in part"), "{e}");
+
+    // A prune whose age and --keep-last take no job still finishes it.
+    let done = engine
+        .prune(&PruneOptions {
+            before: Utc::now() - chrono::Duration::days(30),
+            keep_last: 10,
+            dry_run: false,
+            by: "test@host".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((done.jobs, done.events), (vec![first], 20));
+    assert_eq!(engine.events(Some(second)).unwrap().count(), 24);
+    assert!(engine.verify(None).unwrap().problems.is_empty());
+    let r = other
+        .import(export(&engine, first).as_bytes())
+        .await
+        .unwrap();
+    assert!(r.pruned);
+    assert_eq!(
+        other.summary(first).unwrap(),
+        engine.summary(first).unwrap()
+    );
+}
