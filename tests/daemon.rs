@@ -524,3 +524,45 @@ fn a_job_whose_plugin_changed_fails_on_the_record_and_the_daemon_goes_on() {
     let why = ev_data(finished[0])["outcome"]["message"].as_str().unwrap();
     assert!(why.contains("changed since the job was submitted"), "{why}");
 }
+
+#[test]
+fn a_container_url_cannot_be_scheduled_and_its_submit_says_the_sas_is_not_kept() {
+    let env = Env::new();
+    files(&env, 1);
+    let url =
+        "http://127.0.0.1:9/devstoreaccount1/photos?sv=2022-11-02&sr=c&sp=rl&sig=c2lnbmF0dXJl";
+    env.ferry()
+        .args(["schedule", "add", "nightly", "0 0 1 * * *"])
+        .arg(url)
+        .arg(&env.dst)
+        .run()
+        .error(2, "ferry never stores a SAS");
+    let out = env
+        .ferry()
+        .args(["schedule", "list", "--json"])
+        .run()
+        .success();
+    assert!(!out.stdout.contains("nightly"), "{}", out.stdout);
+    let out = env
+        .ferry()
+        .arg("submit")
+        .arg(url)
+        .arg(&env.dst)
+        .run()
+        .success();
+    assert!(
+        out.stderr.contains("the SAS is not stored"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("c2lnbmF0dXJl"), "{}", out.stderr);
+    // Through a daemon, which could never run it, it is refused.
+    let d = daemon(&env, None, &[]);
+    env.ferry()
+        .arg("submit")
+        .arg(url)
+        .arg(&env.dst)
+        .run()
+        .error(2, "ferry never stores a SAS");
+    stop(d, 15);
+}

@@ -128,7 +128,17 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
+    let by_url = [&spec.src, &spec.dst]
+        .iter()
+        .any(|a| matches!(a, Address::AzureUrl { .. }));
     let id = match control::access(&ctx.state)? {
+        // The daemon would run it without the SAS (never stored), and fail.
+        Access::Daemon(_) if by_url => {
+            return Err(EngineError::InvalidInput(
+                "a job on a container URL is run by `ferry copy` or `ferry run --src-sas/--dst-sas` (ferry never stores a SAS, so the daemon could not reach it); stop the daemon, or add an account with sas_url to ferry.toml and name it".into(),
+            )
+            .into());
+        }
         Access::Local(engine) => {
             let engine = engine.with_accounts(accounts);
             let spec = with_policy(&engine, &args, spec)?;
@@ -152,6 +162,11 @@ pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     };
     // The command's result, not chatter: `J=$(ferry submit -q ...)`.
     println!("{id}");
+    if by_url && !ctx.out.quiet {
+        eprintln!(
+            "ferry: note: the SAS is not stored; give it again to `ferry run` or `ferry replay` (--src-sas/--dst-sas, or FERRY_SRC_SAS/FERRY_DST_SAS)"
+        );
+    }
     Ok(exit::OK)
 }
 
