@@ -126,6 +126,13 @@ pub fn from_status(status: u16, code: &str, what: &str, account: &str) -> StoreE
                 "{what}: account {account:?} refused the request (AuthorizationPermissionMismatch): its SAS lacks a permission this needs; a source needs read and list (sp=rl), a destination create, write and list (sp=cwl: ferry lists it to record what each copy replaced)"
             ),
         },
+        // A server-side copy: the service, not this account, could not
+        // read the source (the destination was blamed for it).
+        (403 | 401, "CannotVerifyCopySource") => StoreError::PermissionDenied {
+            what: format!(
+                "{what}: the service could not read the source for a server-side copy (CannotVerifyCopySource); the source's SAS must allow read and list (sp=rl), or copy with --copy-method stream"
+            ),
+        },
         (403, _) | (401, _) => StoreError::PermissionDenied {
             what: format!(
                 "{what}: account {account:?} refused the request ({}); check its key or SAS (expiry, permissions)",
@@ -187,6 +194,12 @@ mod tests {
         for (s, c) in [(500, "InternalError"), (408, ""), (504, ""), (200, "")] {
             assert!(!is_throttling(s, c), "{s} {c}");
         }
+        // A server-side copy's source refused: not the destination's fault.
+        let msg = from_status(403, "CannotVerifyCopySource", "copy of x", "dst").to_string();
+        assert!(
+            msg.contains("could not read the source") && !msg.contains("\"dst\""),
+            "{msg}"
+        );
         let msg = from_status(403, "AuthenticationFailed", "prod:photos", "prod").to_string();
         assert!(
             msg.contains("account \"prod\" refused") && msg.contains("check its key or SAS"),
