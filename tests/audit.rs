@@ -277,6 +277,13 @@ fn prune_keeps_job_level_events_summary_and_history_and_refuses_replay() {
     );
     let show = env.show_json(&jobs[0]);
     assert_eq!(show["copied"], show_before["copied"]);
+    // Said where the job is looked at, not only when a replay is refused.
+    assert_eq!(
+        (show["pruned"].clone(), show_before["pruned"].clone()),
+        (true.into(), false.into())
+    );
+    let table = env.ferry().arg("jobs").run().success().stdout;
+    assert_eq!(table.matches("(pruned)").count(), 2, "{table}");
     assert_eq!(history(&env, &a, &[]), history_before);
     env.verify_log_ok(None);
 

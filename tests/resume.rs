@@ -137,10 +137,10 @@ fn assert_left_interrupted(env: &Env, job: &str) {
         text.contains("ended without a record (process died)"),
         "{text}"
     );
-    // `run` does not pick it up: it is not queued.
+    // `run` does not pick it up: it is not queued, and says what will.
     assert_eq!(
         env.ferry().arg("run").run().success().stdout.trim(),
-        "no queued jobs"
+        "no queued jobs (1 interrupted: `ferry jobs --status interrupted` lists them, `ferry replay JOB` resumes one)"
     );
 }
 

@@ -342,6 +342,7 @@ fn summary_json(s: &JobSummary, running: &[JobId]) -> serde_json::Value {
         "skipped_by_reason": s.skipped_by_reason,
         "retries": s.retries(),
         "retries_by_cause": s.retries_by_cause,
+        "pruned": s.pruned,
     })
 }
 
@@ -372,17 +373,31 @@ pub fn print_jobs(
         out.flush()?;
         return Ok(exit::OK);
     }
+    let state = |s: &JobSummary| {
+        if s.pruned {
+            format!("{} (pruned)", state_of(s, running))
+        } else {
+            state_of(s, running).to_string()
+        }
+    };
+    // "completed-with-failures (pruned)" is wider than the usual column.
+    let w = jobs
+        .iter()
+        .map(|s| state(s).len())
+        .max()
+        .unwrap_or(0)
+        .max(23);
     writeln!(
         out,
-        "{:<36}  {:<23}  {:>8}  {:>8}  {:>6}  {:>10}  {:>8}  ROUTE",
+        "{:<36}  {:<w$}  {:>8}  {:>8}  {:>6}  {:>10}  {:>8}  ROUTE",
         "ID", "STATE", "COPIED", "SKIPPED", "FAILED", "BYTES", "ELAPSED"
     )?;
     for s in &jobs {
         writeln!(
             out,
-            "{:<36}  {:<23}  {:>8}  {:>8}  {:>6}  {:>10}  {:>8}  {}",
+            "{:<36}  {:<w$}  {:>8}  {:>8}  {:>6}  {:>10}  {:>8}  {}",
             s.id.to_string(),
-            state_of(s, running).to_string(),
+            state(s),
             s.copied,
             s.skipped,
             s.failed,
@@ -516,7 +531,12 @@ pub fn print_show(
         return Ok(exit::OK);
     }
     writeln!(out, "job       {}", s.id)?;
-    writeln!(out, "state     {}", state_of(s, running))?;
+    let pruned = if s.pruned {
+        " (pruned: its per-blob events and checkpoint were removed; counts are from before)"
+    } else {
+        ""
+    };
+    writeln!(out, "state     {}{pruned}", state_of(s, running))?;
     if let Some(name) = &s.schedule {
         writeln!(out, "schedule  {name}")?;
     }

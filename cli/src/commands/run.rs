@@ -218,7 +218,19 @@ pub fn run_queue(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             worst = worst.max(code_of(&report));
         }
         if ran == 0 && !out.quiet {
-            println!("no queued jobs");
+            // Interrupted jobs are not queued: replay takes them.
+            let stopped = engine
+                .open_jobs()?
+                .iter()
+                .filter(|s| s.effective_state() == JobState::Interrupted)
+                .count();
+            if stopped > 0 {
+                println!(
+                    "no queued jobs ({stopped} interrupted: `ferry jobs --status interrupted` lists them, `ferry replay JOB` resumes one)"
+                );
+            } else {
+                println!("no queued jobs");
+            }
         }
         Ok(worst)
     })
