@@ -1019,7 +1019,7 @@ fn config_rows() -> Vec<Case> {
                 to_photos(sb)
             },
             Run::Copy(&[]),
-            refused(2, "must be letters, digits"),
+            refused(2, "must be ASCII letters, digits"),
         ),
         Case::new(
             "two credentials for one account",

@@ -157,7 +157,7 @@ fn auto_is_recorded_by_submit_honoured_by_run_and_copies_local_folders() {
         .arg(&env.dst)
         .run()
         .success();
-    assert!(submitted.stdout.is_empty(), "{submitted:?}");
+    assert_eq!(submitted.stdout.trim().len(), 36, "the id: {submitted:?}");
     let jobs = env.jobs_json();
     let job = jobs[0]["id"].as_str().unwrap().to_string();
     // The spec records auto as parallel 0 (never a valid number of copies).

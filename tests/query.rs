@@ -108,6 +108,24 @@ fn jobs_on_an_empty_state_dir_prints_an_empty_list() {
 }
 
 #[test]
+fn a_state_dir_that_does_not_exist_is_not_made_by_reading_it() {
+    let env = Env::new();
+    let typo = env.path("stat");
+    let at = |args: &[&str]| {
+        let mut f = env.ferry_no_state();
+        f.arg("--state").arg(&typo).args(args);
+        f.run()
+    };
+    let out = at(&["jobs"]).success();
+    assert!(out.stderr.contains("no ferry log in"), "{}", out.stderr);
+    assert_eq!(at(&["jobs", "--json"]).success().stdout.trim(), "[]");
+    at(&["events"]).success();
+    at(&["show", "01a2"]).error(5, "there is no ferry log in");
+    at(&["replay", "01a2"]).error(5, "check --state or FERRY_HOME");
+    assert!(!typo.exists(), "a read made the state dir");
+}
+
+#[test]
 fn show_gives_spec_attempts_and_failed_blobs_with_reasons() {
     let env = Env::new();
     let job = job_with_failures(&env);

@@ -478,20 +478,16 @@ fn no_secret_survives_a_full_session_in_any_byte_ferry_writes() {
     f.args(["run", "--dst-sas", &sas_url]);
     s.run(&mut f).expect(0);
 
-    // A schedule of a SAS container URL (its SAS must stay out of the log).
+    // A schedule of a SAS container URL is refused (its fires could not
+    // have the SAS), without quoting it.
     let mut f = s.ferry();
     f.args(["schedule", "add", "nightly", "0 0 3 * * *"])
         .arg(&src)
         .arg(format!("{}?{sas_url}", s.url(&viasas)));
+    s.run(&mut f).expect(2);
+    let mut f = s.ferry();
+    f.args(["schedule", "list", "--json"]);
     s.run(&mut f).expect(0);
-    for args in [
-        vec!["schedule", "list", "--json"],
-        vec!["schedule", "show", "nightly"],
-    ] {
-        let mut f = s.ferry();
-        f.args(args);
-        s.run(&mut f).expect(0);
-    }
 
     // Mistakes that put a secret where ferry quotes the input back: a SAS
     // given as a stray argument (no --dst-sas), an account written as a bare

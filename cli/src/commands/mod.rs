@@ -26,6 +26,14 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
 fn run(cli: Cli) -> Result<u8> {
     let state = state_dir(cli.state)?;
     let out = Output { quiet: cli.quiet };
+    // Nothing has run with this state dir: commands that only read (or act
+    // on a job that exists) answer so without making it (a mistyped
+    // --state made an empty state dir and answered "no jobs").
+    if !state.exists() {
+        if let Some(code) = without_a_log(&cli.command, &state, out)? {
+            return Ok(code);
+        }
+    }
     let ctx = run::Ctx {
         state: state.clone(),
         config: cli.config,
@@ -150,6 +158,54 @@ fn run(cli: Cli) -> Result<u8> {
             path,
             plugin_config,
         }) => report::check(&open(&state)?, &path, plugin_config),
+    }
+}
+
+/// What a command answers when its state dir does not exist; `None` for
+/// commands that create it (copy, submit, run, import, ...).
+fn without_a_log(command: &Command, state: &std::path::Path, out: Output) -> Result<Option<u8>> {
+    let note = || {
+        if !out.quiet {
+            eprintln!(
+                "ferry: note: no ferry log in {} (nothing has run with it; check --state or FERRY_HOME)",
+                state.display()
+            );
+        }
+    };
+    let unknown = |job: &str| -> Result<Option<u8>> {
+        Err(
+            anyhow::Error::new(ferry_engine::EngineError::UnknownJob(job.to_string())).context(
+                format!(
+                    "there is no ferry log in {} (check --state or FERRY_HOME)",
+                    state.display()
+                ),
+            ),
+        )
+    };
+    match command {
+        Command::Jobs { json, filter } => {
+            let filter = query::JobFilter::parse(filter)?;
+            query::refuse_state_name_as_dir(state)?;
+            note();
+            query::print_jobs(Vec::new(), &[], *json, &filter).map(Some)
+        }
+        Command::Events { job: None, .. }
+        | Command::History { .. }
+        | Command::VerifyLog { job: None }
+        | Command::Prune { .. } => {
+            note();
+            Ok(Some(crate::exit::OK))
+        }
+        Command::Events { job: Some(job), .. }
+        | Command::VerifyLog { job: Some(job) }
+        | Command::Show { job, .. }
+        | Command::Export { job, .. }
+        | Command::Report { job, .. }
+        | Command::Cancel { job, .. }
+        | Command::Pause { job, .. }
+        | Command::Resume { job, .. }
+        | Command::Replay { job, .. } => unknown(job),
+        _ => Ok(None),
     }
 }
 
