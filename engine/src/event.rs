@@ -57,7 +57,8 @@ pub enum SkipReason {
     Exists,
     /// If-different: same size and content.
     Identical,
-    /// Symlinked directories, sockets, devices: not regular files.
+    /// Symlinked directories, links to nothing, sockets, devices: not
+    /// regular files.
     NotRegularFile,
     /// A temporary file ferry left while writing (`.NAME.TAG.ferry-tmp`).
     FerryTempFile,

@@ -212,6 +212,7 @@ async fn local_listing_skips_temp_files_and_reports_special_entries() {
     std::fs::write(root.join(".mine.notatag.ferry-tmp"), b"a user's file").unwrap();
     std::os::unix::fs::symlink(root, root.join("loop")).unwrap();
     std::os::unix::fs::symlink(root.join("gone"), root.join("dangling")).unwrap();
+    std::os::unix::fs::symlink(root.join("self"), root.join("self")).unwrap();
     let store = super::LocalStore::new(root);
     let mut l = store.list();
     let mut seen = Vec::new();
@@ -227,9 +228,12 @@ async fn local_listing_skips_temp_files_and_reports_special_entries() {
         [
             "skipped .real.0123456789ab.ferry-tmp ferry-temp-file",
             "blob .mine.notatag.ferry-tmp",
-            "failed dangling not-found",
+            // Links to nothing have nothing to copy: skipped, not failed
+            // on every run.
+            "skipped dangling not-regular-file",
             "skipped loop not-regular-file",
-            "blob real"
+            "blob real",
+            "skipped self not-regular-file"
         ]
     );
 }
