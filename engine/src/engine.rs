@@ -589,7 +589,8 @@ impl Engine {
         config: Vec<(String, String)>,
     ) -> Result<(String, String, usize), EngineError> {
         let mut f = FormatterPlugin::new(loaded, config)?.instance()?;
-        let fail = |e: String| EngineError::InvalidInput(format!("dry run: {e}"));
+        let fail =
+            |e: String| EngineError::Plugin(plugin::PluginError::Report(format!("dry run: {e}")));
         let now = chrono::Utc::now();
         let summary = ReportSummary {
             job_id: "dry-run".into(),
@@ -634,7 +635,14 @@ impl Engine {
     /// outcome in log order, in batches.
     pub fn report(&self, job: JobId, f: &mut dyn Formatter) -> Result<String, EngineError> {
         let summary = self.summary(job)?;
-        let fail = |e: String| EngineError::InvalidInput(format!("report: {e}"));
+        let plugin = f.is_plugin();
+        let fail = |e: String| {
+            if plugin {
+                EngineError::Plugin(plugin::PluginError::Report(e))
+            } else {
+                EngineError::InvalidInput(format!("report: {e}"))
+            }
+        };
         f.begin(&ReportSummary::from_job(&summary)).map_err(fail)?;
         let mut stream = OutcomeStream::default();
         let mut batch = Vec::with_capacity(report::BATCH);

@@ -417,3 +417,46 @@ async fn given_many_jobs_run_and_queued_then_the_writer_holds_none_of_their_stat
     assert_eq!(engine.jobs().unwrap().len(), 13);
     assert!(engine.verify(None).unwrap().problems.is_empty());
 }
+
+/// A formatter that fails at its first call.
+struct Failing(bool);
+
+impl crate::report::Formatter for Failing {
+    fn content_type(&mut self) -> Result<String, String> {
+        Err("no".into())
+    }
+    fn file_extension(&mut self) -> Result<String, String> {
+        Err("no".into())
+    }
+    fn begin(&mut self, _: &crate::report::ReportSummary) -> Result<(), String> {
+        Err("plugin f.wasm ran out of fuel".into())
+    }
+    fn add(&mut self, _: &[crate::report::Outcome]) -> Result<(), String> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<String, String> {
+        Ok(String::new())
+    }
+    fn is_plugin(&self) -> bool {
+        self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_failing_formatter_then_a_plugins_failure_is_a_plugin_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (src, dst) = (unique("src"), unique("dst"));
+    fill(&MemoryStore::named(&src), 3);
+    let job = engine
+        .submit(spec(&src, &dst, Mode::Incremental))
+        .await
+        .unwrap();
+    engine.run(job, RunOptions::default()).await.unwrap();
+    // Exit 9 for a plugin, not 2 ("bad input") as before.
+    let e = engine.report(job, &mut Failing(true)).unwrap_err();
+    assert!(matches!(e, EngineError::Plugin(_)), "{e:?}");
+    assert_eq!(e.to_string(), "report: plugin f.wasm ran out of fuel");
+    let e = engine.report(job, &mut Failing(false)).unwrap_err();
+    assert!(matches!(e, EngineError::InvalidInput(_)), "{e:?}");
+}

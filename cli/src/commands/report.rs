@@ -81,10 +81,16 @@ pub fn check(engine: &Engine, path: &Path, config: Vec<(String, String)>) -> Res
             let (ctype, ext, len) = engine.dry_run_formatter(loaded, config)?;
             println!("dry run  configure ok; {ctype} (.{ext}), {len} bytes for a sample report");
         }
-        _ => anyhow::bail!(
-            "{} exports neither ferry:plugin/policy nor ferry:plugin/formatter",
-            path.display()
-        ),
+        _ => {
+            return Err(ferry_engine::EngineError::Plugin(
+                ferry_engine::plugin::PluginError::WrongWorld {
+                    path: path.display().to_string(),
+                    expected: "policy or ferry:plugin/formatter",
+                    found: "neither".into(),
+                },
+            )
+            .into())
+        }
     }
     Ok(exit::OK)
 }

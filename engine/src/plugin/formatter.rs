@@ -100,6 +100,10 @@ impl FormatterInstance {
 }
 
 impl Formatter for FormatterInstance {
+    fn is_plugin(&self) -> bool {
+        true
+    }
+
     fn content_type(&mut self) -> Result<String, String> {
         self.call(|b, s| b.ferry_plugin_formatter().call_content_type(s).map(Ok))
     }

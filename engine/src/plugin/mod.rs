@@ -65,6 +65,9 @@ pub enum PluginError {
     Configure(String, String),
     #[error("plugin {0} {1}")]
     Failed(String, String),
+    /// A formatter failed while writing a report (the text names it).
+    #[error("report: {0}")]
+    Report(String),
     #[error("plugin {path} changed since the job was submitted (SHA-256 {expected} -> {found}); pass --allow-plugin-change to use the new one")]
     Changed {
         path: String,

@@ -160,4 +160,8 @@ pub trait Formatter {
     fn begin(&mut self, summary: &ReportSummary) -> Result<(), String>;
     fn add(&mut self, batch: &[Outcome]) -> Result<(), String>;
     fn finish(&mut self) -> Result<String, String>;
+    /// Whether its failures are a plugin's (exit 9), not bad input.
+    fn is_plugin(&self) -> bool {
+        false
+    }
 }
