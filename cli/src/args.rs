@@ -11,7 +11,7 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 some blobs failed (ferry replay retries them), 2 bad input,
 3 state dir in use by another ferry, 4 state dir corrupt or unreadable, 5 unknown job,
 6 job failed, 7 job in the wrong state for this action, 8 verify-log found a difference,
-9 a plugin could not load, refused its configuration or changed,
+9 a plugin could not load, refused its configuration, changed or failed a report,
 130 interrupted (ferry replay continues).";
 
 /// Back up and copy blob storage, with every step recorded in an event log.
