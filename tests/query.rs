@@ -1034,6 +1034,12 @@ fn a_report_of_a_job_with_many_skips_is_bounded_with_exact_counts_in_every_forma
     assert!(text.contains(&format!("... and {} more", N - 5)), "{text}");
     assert_eq!(text.matches("): not-newer").count(), 5, "{text}");
     assert!(text.len() < 2_000, "text report: {} bytes", text.len());
+    // No examples: the section stays, as its count.
+    let none = report("text", "0");
+    assert!(
+        none.contains(&format!("skipped blobs:\n  ... and {N} more")),
+        "{none}"
+    );
 
     let json: serde_json::Value = serde_json::from_str(&report("json", "5")).unwrap();
     assert_eq!(json["summary"]["skipped"], N as u64);
@@ -1062,7 +1068,10 @@ fn a_report_of_a_job_with_many_skips_is_bounded_with_exact_counts_in_every_forma
     assert_eq!(text.matches("): not-newer").count(), 100);
     assert!(text.len() < 8_000, "text report: {} bytes", text.len());
     let none = report("markdown", "0");
-    assert!(!none.contains("## Skipped\n"), "{none}");
+    assert!(
+        none.contains(&format!("## Skipped\n\n{N} skipped, none listed")),
+        "{none}"
+    );
     assert!(none.contains(&format!("| not-newer | {N} |")), "{none}");
 }
 

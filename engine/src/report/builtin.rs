@@ -142,7 +142,8 @@ fn text(c: &Collected) -> Result<String, String> {
     for (reason, n) in &s.skipped_by_reason {
         let _ = writeln!(out, "  skipped {reason}: {n}");
     }
-    if !c.failures.is_empty() {
+    // With --max-examples 0 the section is only its count.
+    if !c.failures.is_empty() || c.more_failures > 0 {
         let _ = writeln!(out, "{}:", failures_title(s).to_lowercase());
         for f in &c.failures {
             let _ = writeln!(out, "  {:?} (attempt {}): {}", f.name, f.attempt, f.detail);
@@ -151,7 +152,7 @@ fn text(c: &Collected) -> Result<String, String> {
             let _ = writeln!(out, "  ... and {} more", c.more_failures);
         }
     }
-    if !c.skips.is_empty() {
+    if !c.skips.is_empty() || c.more_skips > 0 {
         let _ = writeln!(out, "skipped blobs:");
         for f in &c.skips {
             let _ = writeln!(out, "  {:?} (attempt {}): {}", f.name, f.attempt, f.detail);
@@ -239,6 +240,9 @@ fn md_examples(
     more_word: &str,
 ) {
     if rows.is_empty() {
+        if more > 0 {
+            let _ = writeln!(out, "\n## {title}\n\n{more} {more_word}, none listed");
+        }
         return;
     }
     let _ = write!(
@@ -266,11 +270,13 @@ fn md_cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '#' | '!' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '#' | '!' | '&' => {
                 out.push('\\');
                 out.push(c);
             }
-            '\n' | '\r' => out.push(' '),
+            // Shown as written (`\n`), so `a\nb` and `a b` stay apart.
+            '\n' => out.push_str("\\\\n"),
+            '\r' => out.push_str("\\\\r"),
             c => out.push(c),
         }
     }
@@ -288,6 +294,7 @@ mod tests {
         assert_eq!(md_cell("*draft*_v2_"), "\\*draft\\*\\_v2\\_");
         assert_eq!(md_cell("<b>x</b>"), "\\<b\\>x\\</b\\>");
         assert_eq!(md_cell("`tick` [l](u)"), "\\`tick\\` \\[l\\](u)");
-        assert_eq!(md_cell("back\\slash\nline"), "back\\\\slash line");
+        assert_eq!(md_cell("back\\slash\nline"), "back\\\\slash\\\\nline");
+        assert_eq!(md_cell("&amp;.txt"), "\\&amp;.txt");
     }
 }
