@@ -808,6 +808,21 @@ mod tests {
         );
     }
 
+    /// A full copy between two local folders.
+    fn folders(src: &Path, dst: &Path) -> JobSpec {
+        let no = Accounts::default();
+        JobSpec {
+            src: Address::parse(src.to_str().unwrap(), &no).unwrap().address,
+            dst: Address::parse(dst.to_str().unwrap(), &no).unwrap().address,
+            mode: Mode::Full,
+            parallel: None,
+            block_size: None,
+            copy_method: CopyMode::Server,
+            policy_plugin: None,
+            plugin_failure: Default::default(),
+        }
+    }
+
     #[test]
     fn a_destination_inside_the_source_through_a_bind_mount_is_refused() {
         let d = tempfile::tempdir().unwrap();
@@ -825,19 +840,8 @@ mod tests {
             eprintln!("skipped: bind mounts need root");
             return;
         }
-        let no = Accounts::default();
-        let spec = |s: &Path, t: &Path| JobSpec {
-            src: Address::parse(s.to_str().unwrap(), &no).unwrap().address,
-            dst: Address::parse(t.to_str().unwrap(), &no).unwrap().address,
-            mode: Mode::Full,
-            parallel: None,
-            block_size: None,
-            copy_method: CopyMode::Server,
-            policy_plugin: None,
-            plugin_failure: Default::default(),
-        };
-        let inside = spec(&src, &view.join("zz/in")).validate();
-        let outside = spec(&view.join("zz"), &src).validate();
+        let inside = folders(&src, &view.join("zz/in")).validate();
+        let outside = folders(&view.join("zz"), &src).validate();
         let _ = std::process::Command::new("umount").arg(&view).status();
         let inside = inside.unwrap_err().to_string();
         assert!(
@@ -853,17 +857,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::create_dir(&src).unwrap();
-        let no = Accounts::default();
-        let spec = |dst: &Path| JobSpec {
-            src: Address::parse(src.to_str().unwrap(), &no).unwrap().address,
-            dst: Address::parse(dst.to_str().unwrap(), &no).unwrap().address,
-            mode: Mode::Full,
-            parallel: None,
-            block_size: None,
-            copy_method: CopyMode::Server,
-            policy_plugin: None,
-            plugin_failure: Default::default(),
-        };
+        let spec = |dst: &Path| folders(&src, dst);
         let inside = spec(&src.join("new/deeper")).validate().unwrap_err();
         assert!(inside.to_string().contains("inside the source"), "{inside}");
         let same = spec(&src).validate().unwrap_err();

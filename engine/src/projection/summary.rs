@@ -343,6 +343,21 @@ mod tests {
         }
     }
 
+    /// A 10-byte copy of `name`.
+    fn copied(name: &str) -> Event {
+        Event::BlobCopied {
+            name: name.into(),
+            bytes: 10,
+            src_etag: "e".into(),
+            reason: crate::event::CopyReason::New,
+            method: crate::event::CopyMethod::Stream,
+            ms: 1,
+            tries: 1,
+            detail: None,
+            retries: Default::default(),
+        }
+    }
+
     fn started(attempt: u32) -> Event {
         Event::JobStarted {
             attempt,
@@ -371,17 +386,7 @@ mod tests {
                 schedule: None,
             },
             started(1),
-            Event::BlobCopied {
-                name: "x".into(),
-                bytes: 10,
-                src_etag: "e".into(),
-                reason: crate::event::CopyReason::New,
-                method: crate::event::CopyMethod::Stream,
-                ms: 1,
-                tries: 1,
-                detail: None,
-                retries: Default::default(),
-            },
+            copied("x"),
             Event::BlobFailed {
                 name: "y".into(),
                 error_kind: ErrorKind::Io,
@@ -412,17 +417,6 @@ mod tests {
     #[test]
     fn given_a_prune_cut_short_when_folded_then_job_pruned_sets_the_counts_once() {
         let job = JobId::new();
-        let copied = |name: &str| Event::BlobCopied {
-            name: name.into(),
-            bytes: 10,
-            src_etag: "e".into(),
-            reason: crate::event::CopyReason::New,
-            method: crate::event::CopyMethod::Stream,
-            ms: 1,
-            tries: 1,
-            detail: None,
-            retries: Default::default(),
-        };
         let finished = Event::JobFinished {
             attempt: 1,
             outcome: Outcome::Succeeded,
