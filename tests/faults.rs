@@ -303,16 +303,9 @@ fn retry_settings_come_from_flags_and_bad_ones_are_refused() {
         .arg(s.env.path("x"))
         .run()
         .error(2, "--max-tries");
-    write(&s.env.state.join("ferry.toml"), "[retry]\nmax_tries = 0\n");
-    s.env
-        .ferry()
-        .arg("copy")
-        .arg(&s.env.src)
-        .arg(s.env.path("x"))
-        .run()
-        .error(2, "max_tries must be 1 to 100");
     // Beyond the flags' ranges a deadline overflowed the clock: a panic.
     for (line, says) in [
+        ("max_tries = 0", "max_tries must be 1 to 100"),
         (
             "try_timeout_secs = 9223372036854775807",
             "try_timeout_secs must be 1 to 86400",

@@ -345,6 +345,11 @@ mod tests {
 
     /// A 10-byte copy of `name`.
     fn copied(name: &str) -> Event {
+        copied_with(name, Default::default())
+    }
+
+    /// A 10-byte copy of `name` that took these retries.
+    fn copied_with(name: &str, retries: std::collections::BTreeMap<String, u32>) -> Event {
         Event::BlobCopied {
             name: name.into(),
             bytes: 10,
@@ -354,7 +359,7 @@ mod tests {
             ms: 1,
             tries: 1,
             detail: None,
-            retries: Default::default(),
+            retries,
         }
     }
 
@@ -467,17 +472,7 @@ mod tests {
                 bytes: 20,
                 retries: causes(&[("timeout", 1)]),
             },
-            Event::BlobCopied {
-                name: "x".into(),
-                bytes: 10,
-                src_etag: "e".into(),
-                reason: crate::event::CopyReason::New,
-                method: crate::event::CopyMethod::Stream,
-                ms: 1,
-                tries: 1,
-                detail: None,
-                retries: causes(&[("503 ServerBusy", 2), ("timeout", 1)]),
-            },
+            copied_with("x", causes(&[("503 ServerBusy", 2), ("timeout", 1)])),
             Event::BlobFailed {
                 name: "y".into(),
                 error_kind: ErrorKind::Service,
