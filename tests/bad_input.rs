@@ -1456,7 +1456,13 @@ fn address_and_option_rows() -> Vec<Case> {
             "--block-size 0",
             |sb| (one_file(sb), sb.dst()),
             Run::Copy(&["--block-size", "0"]),
-            refused(2, "at least 1 byte"),
+            refused(2, "at least 64KiB"),
+        ),
+        Case::new(
+            "--block-size 1 (a request per byte)",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Copy(&["--block-size", "1"]),
+            refused(2, "at least 64KiB"),
         ),
         Case::new(
             "--block-size 1.5M",
