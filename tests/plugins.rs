@@ -417,8 +417,22 @@ fn replay_refuses_a_plugin_that_changed_unless_allowed() {
         .run()
         .error(9, "changed since the job was submitted");
     std::fs::remove_dir_all(env.dst.join("blocked.txt")).unwrap();
-    std::fs::copy(shipped("newer_or_bigger"), &plugin).unwrap();
-    env.ferry().args(["replay", &job]).run().success();
+    // Allowed, the change is on the record: which code decided the attempt.
+    let other = policy_fixture(env.dir.path(), "overwrites", OVERWRITE, CONFIGURE_OK);
+    std::fs::copy(&other, &plugin).unwrap();
+    env.ferry()
+        .args(["replay", &job, "--allow-plugin-change"])
+        .run()
+        .success();
+    let started = of_type(&env.events(Some(&job)), "JobStarted")
+        .iter()
+        .map(|e| ev_data(e)["plugin_sha256"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(started.len(), 2);
+    assert!(started[0].is_null(), "{started:?}");
+    assert_eq!(started[1].as_str().map(str::len), Some(64), "{started:?}");
+    let show = env.ferry().args(["show", &job]).run().success().stdout;
+    assert!(show.contains("plugin    changed since submitted"), "{show}");
 }
 
 /// A finished job with copies, skips (two reasons) and a failure.

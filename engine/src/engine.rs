@@ -349,9 +349,9 @@ impl Engine {
         };
         // A plugin that cannot load or refuses its configuration stops the
         // job before it starts.
-        let policy = match &spec.policy_plugin {
+        let (policy, plugin_sha256) = match &spec.policy_plugin {
             Some(r) => match self.load_policy(r, opts.allow_plugin_change) {
-                Ok(p) => Some(p),
+                Ok((p, changed)) => (Some(p), changed),
                 Err(e @ EngineError::Plugin(_)) if record_plugin_refusal => {
                     return self
                         .record_failed_start(&summary, attempt, worker, parallel, e, started)
@@ -359,13 +359,14 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             },
-            None => None,
+            None => (None, None),
         };
         let parallelism = parallel as u32;
         let started_event = Event::JobStarted {
             attempt,
             worker,
             parallelism,
+            plugin_sha256,
         };
         self.append_start(&summary, started_event).await?;
         let state_names = [&spec.src, &spec.dst]
@@ -456,6 +457,7 @@ impl Engine {
             attempt,
             worker,
             parallelism: parallel as u32,
+            plugin_sha256: None,
         };
         let job = seen.id;
         self.append_start(seen, started_event).await?;
@@ -501,16 +503,25 @@ impl Engine {
     }
 
     /// The job's policy plugin, refusing one whose file changed unless allowed.
+    /// Loads a job's policy plugin; with it, its SHA-256 if it is not the
+    /// one the job was submitted with (then only with `allow_change`).
     fn load_policy(
         &self,
         r: &PluginRef,
         allow_change: bool,
-    ) -> Result<Arc<PolicyPlugin>, EngineError> {
-        if !allow_change {
-            plugin::check_hash(Path::new(&r.path), &r.sha256)?;
-        }
+    ) -> Result<(Arc<PolicyPlugin>, Option<String>), EngineError> {
         let loaded = self.plugin_host()?.load(Path::new(&r.path))?;
-        Ok(PolicyPlugin::new(loaded, r.config.clone())?)
+        // Judged on the bytes that were loaded, the ones that will run.
+        let changed = (loaded.sha256 != r.sha256).then(|| loaded.sha256.clone());
+        if let (Some(found), false) = (&changed, allow_change) {
+            return Err(plugin::PluginError::Changed {
+                path: r.path.clone(),
+                expected: r.sha256.clone(),
+                found: found.clone(),
+            }
+            .into());
+        }
+        Ok((PolicyPlugin::new(loaded, r.config.clone())?, changed))
     }
 
     /// Loads a formatter plugin with its configuration.

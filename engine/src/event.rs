@@ -144,6 +144,11 @@ pub enum Event {
         /// host:pid of the process that ran the attempt.
         worker: String,
         parallelism: u32,
+        /// The policy plugin's SHA-256 when it is not the one the job was
+        /// submitted with (`--allow-plugin-change`): which code decided
+        /// this attempt's blobs (schema 3; absent otherwise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plugin_sha256: Option<String>,
     },
     #[serde(rename = "ListingCompleted")]
     ListingCompleted {
@@ -395,11 +400,16 @@ impl fmt::Display for Event {
                 attempt,
                 worker,
                 parallelism,
+                plugin_sha256,
             } => {
                 write!(
                     f,
                     "attempt={attempt} worker={worker} parallel={parallelism}"
-                )
+                )?;
+                match plugin_sha256 {
+                    Some(sha) => write!(f, " plugin changed, now sha256 {sha}"),
+                    None => Ok(()),
+                }
             }
             Event::ListingCompleted {
                 attempt,

@@ -440,6 +440,12 @@ fn print_attempt(out: &mut impl Write, a: &AttemptSummary, live: bool) -> Result
         a.outcome.as_deref().unwrap_or(unended),
     )?;
     writeln!(out, "  started   {}", time_ms(a.started_at))?;
+    if let Some(sha) = &a.plugin_sha256 {
+        writeln!(
+            out,
+            "  plugin    changed since submitted (--allow-plugin-change): ran sha256 {sha}"
+        )?;
+    }
     match (a.ended_at, duration_ms(a)) {
         (Some(end), Some(ms)) => writeln!(
             out,

@@ -10,6 +10,7 @@ fn started(attempt: u32) -> Event {
         attempt,
         worker: "test:1".into(),
         parallelism: 2,
+        plugin_sha256: None,
     }
 }
 

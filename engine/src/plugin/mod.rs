@@ -495,24 +495,6 @@ fn describe(err: &wasmtime::Error, store: &Store<HostState>) -> String {
     }
 }
 
-/// Verifies a plugin file still has the hash a job recorded.
-pub fn check_hash(path: &Path, expected: &str) -> Result<(), PluginError> {
-    let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
-        path: path.display().to_string(),
-        why: e.to_string(),
-    })?;
-    let found = hex::encode(Sha256::digest(&bytes));
-    if found == expected {
-        Ok(())
-    } else {
-        Err(PluginError::Changed {
-            path: path.display().to_string(),
-            expected: expected.into(),
-            found,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::tidy;

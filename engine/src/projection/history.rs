@@ -399,6 +399,7 @@ mod tests {
                 attempt: 2,
                 worker: "h:1".into(),
                 parallelism: 1,
+                plugin_sha256: None,
             },
         ));
         h.apply(&rec(job, 1, copied("a.jpg", "e1")));

@@ -69,6 +69,9 @@ pub struct AttemptSummary {
     pub listing_completed: bool,
     /// How it ended; `None` while running (or if the process died).
     pub outcome: Option<String>,
+    /// The policy plugin it ran with, when not the submitted one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_sha256: Option<String>,
 }
 
 /// The job as `ferry jobs` / `ferry show` see it.
@@ -180,6 +183,7 @@ impl JobSummary {
                 attempt,
                 worker,
                 parallelism,
+                plugin_sha256,
             } => {
                 self.state = JobState::Running;
                 self.retry_planned = None;
@@ -195,6 +199,7 @@ impl JobSummary {
                     totals: Totals::default(),
                     listing_completed: false,
                     outcome: None,
+                    plugin_sha256: plugin_sha256.clone(),
                 });
             }
             Event::ListingCompleted {
@@ -368,6 +373,7 @@ mod tests {
             attempt,
             worker: "h:1".into(),
             parallelism: 4,
+            plugin_sha256: None,
         }
     }
 
