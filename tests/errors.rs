@@ -420,3 +420,40 @@ fn missing_arguments_are_named_on_the_one_error_line() {
     let out = env.ferry().args(["schedule", "add", "n"]).run().code(2);
     assert!(out.stderr.contains("<CRON> <SRC> <DST>"), "{}", out.stderr);
 }
+
+#[test]
+fn a_replay_whose_account_left_the_config_is_refused_without_an_attempt() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a.txt", b"a")]);
+    let config = env.state.join("ferry.toml");
+    write(
+        &config,
+        "[accounts.dev]\nconnection_string = \"UseDevelopmentStorage=true\"\n",
+    );
+    let job = env
+        .ferry()
+        .arg("submit")
+        .arg(&env.src)
+        .arg("dev:photos")
+        .run()
+        .success()
+        .stdout
+        .trim()
+        .to_string();
+    write(&config, "");
+    // By hand: refused as `ferry copy` would be, nothing recorded.
+    env.ferry()
+        .args(["replay", &job])
+        .run()
+        .error(2, "unknown account \"dev\"");
+    assert!(env.show_json(&job)["attempts"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // From the queue: a failed attempt on the record, so the queue moves on.
+    let out = env.ferry().arg("run").run();
+    assert_eq!(out.code, Some(6), "{out:?}");
+    let show = env.show_json(&job);
+    assert_eq!(show["attempts"].as_array().unwrap().len(), 1, "{show}");
+    assert_eq!(show["state"], "failed");
+}

@@ -295,20 +295,24 @@ impl Engine {
                 why: format!("is paused; `ferry resume {job}` first"),
             });
         }
-        // Asked for by hand, a plugin that changed is refused, not
-        // recorded: the user is there to pass --allow-plugin-change.
+        // Asked for by hand, a plugin that changed or an account gone from
+        // the config is refused, not recorded as a failed attempt (which
+        // also turned an interrupted job failed): the user is there to fix
+        // it, as for `ferry copy`.
         let record = opts.by_daemon;
         self.attempt(summary, opts, record).await
     }
 
-    /// `record_plugin_refusal`: a policy plugin that cannot load (changed,
-    /// gone, refusing) fails the attempt on the record, so a queue or the
-    /// daemon moves on and `ferry show` says why; else it is only returned.
+    /// `record_refusal`: a store that cannot be opened (an account gone from
+    /// the config, a container URL without its SAS) or a policy plugin that
+    /// cannot load (changed, gone, refusing) fails the attempt on the
+    /// record, so a queue or the daemon moves on and `ferry show` says why;
+    /// else it is only returned.
     async fn attempt(
         &self,
         summary: JobSummary,
         opts: RunOptions,
-        record_plugin_refusal: bool,
+        record_refusal: bool,
     ) -> Result<RunReport, EngineError> {
         let job = summary.id;
         // Also here: a pruned failed job paused and resumed is queued again.
@@ -340,7 +344,7 @@ impl Engine {
             store::open(&spec.src, &open).and_then(|src| Ok((src, store::open(&spec.dst, &open)?)));
         let (src, dst) = match opened {
             Ok(pair) => pair,
-            Err(e @ (EngineError::Store(_) | EngineError::InvalidInput(_))) => {
+            Err(e @ (EngineError::Store(_) | EngineError::InvalidInput(_))) if record_refusal => {
                 return self
                     .record_failed_start(&summary, attempt, worker, parallel, e, started)
                     .await;
@@ -352,7 +356,7 @@ impl Engine {
         let (policy, plugin_sha256) = match &spec.policy_plugin {
             Some(r) => match self.load_policy(r, opts.allow_plugin_change) {
                 Ok((p, changed)) => (Some(p), changed),
-                Err(e @ EngineError::Plugin(_)) if record_plugin_refusal => {
+                Err(e @ EngineError::Plugin(_)) if record_refusal => {
                     return self
                         .record_failed_start(&summary, attempt, worker, parallel, e, started)
                         .await;
