@@ -134,7 +134,7 @@ fn assert_left_interrupted(env: &Env, job: &str) {
     assert_eq!(show["attempts"][0]["outcome"], Value::Null);
     let text = env.ferry().args(["show", job]).run().success().stdout;
     assert!(
-        text.contains("ended without a record (process died)"),
+        text.contains("ended without a record (the process died"),
         "{text}"
     );
     // `run` does not pick it up: it is not queued, and says what will.

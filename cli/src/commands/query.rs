@@ -429,7 +429,7 @@ fn print_attempt(out: &mut impl Write, a: &AttemptSummary, live: bool) -> Result
     let unended = if live {
         "running"
     } else {
-        "ended without a record (process died)"
+        "ended without a record (the process died, or could not write the log)"
     };
     writeln!(
         out,
