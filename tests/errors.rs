@@ -457,3 +457,30 @@ fn a_replay_whose_account_left_the_config_is_refused_without_an_attempt() {
     assert_eq!(show["attempts"].as_array().unwrap().len(), 1, "{show}");
     assert_eq!(show["state"], "failed");
 }
+
+#[test]
+fn a_local_account_folder_gone_after_submit_is_not_recreated() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a.txt", b"a")]);
+    let root = env.path("nas");
+    std::fs::create_dir(&root).unwrap();
+    write(
+        &env.state.join("ferry.toml"),
+        format!("[accounts.nas]\nlocal = {:?}\n", root.to_str().unwrap()),
+    );
+    env.ferry()
+        .arg("submit")
+        .arg(&env.src)
+        .arg("nas:photos")
+        .run()
+        .success();
+    // The share is unmounted before the queue runs.
+    std::fs::remove_dir(&root).unwrap();
+    let out = env.ferry().arg("run").run();
+    assert_eq!(out.code, Some(6), "{out:?}");
+    assert!(
+        out.stdout.contains("does not exist (not mounted?)"),
+        "{out:?}"
+    );
+    assert!(!root.exists(), "the account folder was made and written");
+}

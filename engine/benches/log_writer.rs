@@ -47,6 +47,7 @@ fn main() {
         copy_method: Default::default(),
         policy_plugin: None,
         plugin_failure: Default::default(),
+        mounts: Vec::new(),
     };
     log.append_durable_blocking(
         job,
@@ -62,6 +63,7 @@ fn main() {
             attempt: 1,
             worker: "bench:1".into(),
             parallelism: producers as u32,
+            plugin_sha256: None,
         },
     )
     .expect("start");

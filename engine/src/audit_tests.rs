@@ -37,6 +37,7 @@ fn spec(src: &str, dst: &str) -> JobSpec {
         copy_method: Default::default(),
         policy_plugin: None,
         plugin_failure: Default::default(),
+        mounts: Vec::new(),
     }
 }
 

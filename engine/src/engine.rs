@@ -340,8 +340,14 @@ impl Engine {
         // container URL whose SAS was not given again) fails this attempt
         // on the record, so the queue moves on and `ferry show` says why;
         // `ferry replay` runs it again once fixed.
-        let opened =
-            store::open(&spec.src, &open).and_then(|src| Ok((src, store::open(&spec.dst, &open)?)));
+        // A local account's folder gone (a share not mounted) too: the
+        // spec holds the resolved path, which would be recreated and filled.
+        let opened = spec
+            .mounts
+            .iter()
+            .try_for_each(|m| crate::job::check_mount(m))
+            .and_then(|_| store::open(&spec.src, &open))
+            .and_then(|src| Ok((src, store::open(&spec.dst, &open)?)));
         let (src, dst) = match opened {
             Ok(pair) => pair,
             Err(e @ (EngineError::Store(_) | EngineError::InvalidInput(_))) if record_refusal => {

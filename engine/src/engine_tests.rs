@@ -35,6 +35,7 @@ pub(crate) fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
         copy_method: Default::default(),
         policy_plugin: None,
         plugin_failure: Default::default(),
+        mounts: Vec::new(),
     }
 }
 

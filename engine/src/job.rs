@@ -138,6 +138,9 @@ impl fmt::Display for Address {
 pub struct ParsedAddress {
     pub address: Address,
     pub sas: Option<String>,
+    /// The folder of the local account it names, which must exist whenever
+    /// a job on it runs (`JobSpec::mounts`).
+    pub root: Option<String>,
 }
 
 impl Address {
@@ -145,7 +148,13 @@ impl Address {
     /// split off), `account:container/prefix` for configured accounts, and
     /// plain paths for local folders.
     pub fn parse(input: &str, accounts: &Accounts) -> Result<ParsedAddress, EngineError> {
-        let plain = |address| Ok(ParsedAddress { address, sas: None });
+        let plain = |address| {
+            Ok(ParsedAddress {
+                address,
+                sas: None,
+                root: None,
+            })
+        };
         if input.is_empty() {
             return Err(EngineError::InvalidInput(
                 "empty address; give a folder, account:container or URL".into(),
@@ -165,6 +174,7 @@ impl Address {
             return Ok(ParsedAddress {
                 address: Address::AzureUrl { url: bare },
                 sas,
+                root: None,
             });
         }
         if let Some((account, rest)) = input.split_once(':') {
@@ -179,14 +189,12 @@ impl Address {
                     if let Account::Local(root) = accounts.get(account)? {
                         // An unmounted share: its copies would fill the
                         // local disk, and a backup from it would be empty.
-                        if !root.is_dir() {
-                            return Err(EngineError::InvalidInput(format!(
-                                "account {account}'s folder {} does not exist (not mounted?); mount or create it, or fix local = in the config",
-                                root.display()
-                            )));
-                        }
-                        let path = root.join(rest.trim_start_matches('/'));
-                        return Self::parse_local(&path.to_string_lossy());
+                        let root = root.to_string_lossy().into_owned();
+                        check_mount(&root)?;
+                        let path = Path::new(&root).join(rest.trim_start_matches('/'));
+                        let mut parsed = Self::parse_local(&path.to_string_lossy())?;
+                        parsed.root = Some(root);
+                        return Ok(parsed);
                     }
                     let (container, prefix) = rest
                         .trim_start_matches('/')
@@ -223,6 +231,7 @@ impl Address {
                 path: path.to_string(),
             },
             sas: None,
+            root: None,
         })
     }
 
@@ -368,6 +377,12 @@ pub struct JobSpec {
     /// What a plugin failure at `decide` does to that blob.
     #[serde(default)]
     pub plugin_failure: PluginFailure,
+    /// Folders that must exist whenever the job runs: the roots of the
+    /// local accounts it names. The spec holds resolved paths, so without
+    /// this a share unmounted after submit was recreated and filled on
+    /// the local disk by every queued run and scheduled fire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
 }
 
 /// A plugin pinned by path and content hash, so a replay decides the same way.
@@ -464,6 +479,9 @@ impl JobSpec {
         }
         // A request per few bytes: --block-size 1 took 10 minutes for 33
         // small files, and could not be stopped promptly.
+        for m in &self.mounts {
+            check_mount(m)?;
+        }
         if self.block_size.is_some_and(|b| b < MIN_BLOCK_SIZE) {
             return Err(EngineError::InvalidInput(
                 "--block-size must be at least 64KiB".into(),
@@ -588,6 +606,20 @@ fn folder_above(inner: &Path, outer: &Path) -> bool {
         .any(|m| m.dev() == o.dev() && m.ino() == o.ino())
 }
 
+/// A local account's folder must be there: an unmounted share's copies
+/// would fill the local disk, and a backup from it would be empty.
+pub(crate) fn check_mount(root: &str) -> Result<(), EngineError> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(EngineError::InvalidInput(format!(
+            "the local account folder {root} is not a folder; fix local = in the config"
+        ))),
+        Err(_) => Err(EngineError::InvalidInput(format!(
+            "the local account folder {root} does not exist (not mounted?); mount or create it, or fix local = in the config"
+        ))),
+    }
+}
+
 /// A local source must be an existing folder.
 fn check_local_source(src: &Path) -> Result<(), EngineError> {
     let src_meta = std::fs::metadata(src).map_err(|e| {
@@ -710,6 +742,7 @@ mod tests {
             copy_method: CopyMode::Server,
             policy_plugin: None,
             plugin_failure: Default::default(),
+            mounts: Vec::new(),
         };
         let err = |s: JobSpec| s.validate().unwrap_err().to_string();
         assert!(err(spec(az("c", ""), az("c", "backup"))).contains("inside the source"));
@@ -807,6 +840,8 @@ mod tests {
             assert!(err.contains("'..' are refused"), "{bad}: {err}");
         }
         let ok = Address::parse("nas:photos/2024", &accounts).unwrap();
+        // Its folder goes with it, to be checked whenever a job runs.
+        assert_eq!(ok.root.as_deref(), root.to_str());
         assert_eq!(
             ok.address.local_path(),
             Some(root.join("photos/2024").as_path())
@@ -825,6 +860,7 @@ mod tests {
             copy_method: CopyMode::Server,
             policy_plugin: None,
             plugin_failure: Default::default(),
+            mounts: Vec::new(),
         }
     }
 

@@ -655,6 +655,7 @@ mod tests {
                 copy_method: Default::default(),
                 policy_plugin: None,
                 plugin_failure: Default::default(),
+                mounts: Vec::new(),
             },
             overlap: Overlap::Skip,
             catch_up,

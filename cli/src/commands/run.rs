@@ -50,6 +50,7 @@ impl Ctx {
 /// Parses the job's addresses; a container URL's SAS goes into `accounts`
 /// (memory only), never into the spec.
 pub(crate) fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec> {
+    let mut mounts = Vec::new();
     let mut addr = |input: &OsStr| -> Result<Address> {
         let input = input.to_str().ok_or_else(|| {
             EngineError::InvalidInput(format!(
@@ -61,11 +62,14 @@ pub(crate) fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec
         if let (Address::AzureUrl { url }, Some(sas)) = (&parsed.address, &parsed.sas) {
             accounts.set_url_sas(url, sas);
         }
+        mounts.extend(parsed.root);
         Ok(parsed.address)
     };
+    let (src, dst) = (addr(&args.src)?, addr(&args.dst)?);
+    mounts.dedup();
     Ok(JobSpec {
-        src: addr(&args.src)?,
-        dst: addr(&args.dst)?,
+        src,
+        dst,
         mode: if args.incremental {
             Mode::Incremental
         } else {
@@ -76,6 +80,7 @@ pub(crate) fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec
         copy_method: args.copy_method,
         policy_plugin: None,
         plugin_failure: args.plugin_failure,
+        mounts,
     })
 }
 

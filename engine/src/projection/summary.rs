@@ -389,6 +389,7 @@ mod tests {
             copy_method: Default::default(),
             policy_plugin: None,
             plugin_failure: Default::default(),
+            mounts: Vec::new(),
         };
         let mut s = JobSummary::new(job);
         let events = [

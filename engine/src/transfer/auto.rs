@@ -970,6 +970,7 @@ mod tests {
             copy_method: Default::default(),
             policy_plugin: None,
             plugin_failure: Default::default(),
+            mounts: Vec::new(),
         };
         let auto = Concurrency::Auto(Limits::for_machine());
         let def = crate::default_parallelism();
