@@ -1456,13 +1456,13 @@ fn address_and_option_rows() -> Vec<Case> {
             "--block-size 0",
             |sb| (one_file(sb), sb.dst()),
             Run::Copy(&["--block-size", "0"]),
-            refused(2, "at least 64KiB"),
+            refused(2, "invalid value '0' for '--block-size"),
         ),
         Case::new(
             "--block-size 1 (a request per byte)",
             |sb| (one_file(sb), sb.dst()),
             Run::Copy(&["--block-size", "1"]),
-            refused(2, "at least 64KiB"),
+            refused(2, "at least 16KiB"),
         ),
         Case::new(
             "--block-size 1.5M",

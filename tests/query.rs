@@ -1111,4 +1111,21 @@ fn events_into_a_reader_that_stops_early_end_quietly_with_success() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: stderr: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
+    // A command that prints with `println!` (which panics on a closed
+    // pipe): the reader is gone before it writes (loading the plugin takes
+    // longer than dropping the pipe).
+    let mut cmd = env.ferry();
+    let mut child = cmd
+        .args(["plugin", "check"])
+        .arg(crate::plugins::shipped("csv_report"))
+        .cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "plugin check: stderr: {stderr}");
+    assert!(stderr.is_empty(), "plugin check: {stderr}");
 }

@@ -602,7 +602,9 @@ fn no_secret_survives_a_full_session_in_any_byte_ferry_writes() {
     );
 
     // The panic hook: stdout is a pipe nobody reads, so the summary's
-    // println! panics after the copy, with the SAS in memory.
+    // println! panics after the copy, with the SAS in memory. The hook
+    // takes that for a reader that went away (`| head`): it ends quietly
+    // with success. (Its masking of other panics: `cli/src/main.rs` tests.)
     let mut f = s.ferry();
     f.arg("copy")
         .arg(&src)
@@ -615,10 +617,10 @@ fn no_secret_survives_a_full_session_in_any_byte_ferry_writes() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("ferry: internal error") && stderr.contains("Broken pipe"),
-        "the panic hook did not report: {stderr}"
+        !stderr.contains("internal error") && !stderr.contains("Broken pipe"),
+        "the panic hook reported a closed stdout: {stderr}"
     );
     s.outputs.push(Ran {
         cmd: "copy with a broken stdout".into(),

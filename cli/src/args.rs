@@ -365,7 +365,7 @@ pub struct JobArgs {
     /// to throughput and throttling (429/503).
     #[arg(long, value_name = "N|auto", allow_negative_numbers = true, value_parser = parse_parallel)]
     pub parallel: Option<Parallel>,
-    /// Block size for large Azure blobs, 64KiB to 4000MiB, e.g. 8MiB, 4M (default 8 MiB,
+    /// Block size for large Azure blobs, 16KiB to 4000MiB, e.g. 8MiB, 4M (default 8 MiB,
     /// doubled to stay under 50,000 blocks); downloads of 2 blocks or more go
     /// as parallel ranges of 4 blocks.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]

@@ -15,7 +15,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    std::panic::set_hook(Box::new(|info| eprintln!("{}", panic_line(info.payload()))));
+    std::panic::set_hook(Box::new(|info| {
+        let line = panic_line(info.payload());
+        // `println!` panics when the reader of stdout has gone (`ferry
+        // plugin check X | head -1`): the reader took what it wanted, as
+        // for the commands that write through `?`.
+        if line.contains("failed printing to stdout") && line.contains("Broken pipe") {
+            std::process::exit(exit::OK.into());
+        }
+        eprintln!("{line}");
+    }));
     let args = match args::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {

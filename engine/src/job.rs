@@ -276,7 +276,7 @@ impl Address {
 }
 
 /// The smallest block `--block-size` takes.
-pub const MIN_BLOCK_SIZE: u64 = 64 * 1024;
+pub const MIN_BLOCK_SIZE: u64 = 16 * 1024;
 
 /// Azure's largest block (Put Block, Put Block From URL): 4,000 MiB.
 pub const MAX_BLOCK_SIZE: u64 = 4000 << 20;
@@ -484,7 +484,7 @@ impl JobSpec {
         }
         if self.block_size.is_some_and(|b| b < MIN_BLOCK_SIZE) {
             return Err(EngineError::InvalidInput(
-                "--block-size must be at least 64KiB".into(),
+                "--block-size must be at least 16KiB".into(),
             ));
         }
         // Azure's largest block; a blob up to the block size is also held

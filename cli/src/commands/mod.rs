@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use ferry_engine::projection::BlobState;
 use ferry_engine::{Engine, EventRecord, JobId, JobSummary};
 
-use crate::args::{Cli, Command, PluginCommand};
+use crate::args::{Cli, Command, PluginCommand, ScheduleCommand};
 use crate::control::{self, Access, Request};
 use crate::control_stream;
 
@@ -192,10 +192,23 @@ fn without_a_log(command: &Command, state: &std::path::Path, out: Output) -> Res
         Command::Events { job: None, .. }
         | Command::History { .. }
         | Command::VerifyLog { job: None }
-        | Command::Prune { .. } => {
+        | Command::Prune { .. }
+        | Command::Schedule(ScheduleCommand::List { json: false }) => {
             note();
             Ok(Some(crate::exit::OK))
         }
+        Command::Schedule(ScheduleCommand::List { json: true }) => {
+            note();
+            println!("[]");
+            Ok(Some(crate::exit::OK))
+        }
+        Command::Schedule(
+            ScheduleCommand::Show { name, .. } | ScheduleCommand::Remove { name },
+        ) => Err(ferry_engine::EngineError::InvalidInput(format!(
+            "no schedule named {name:?}: there is no ferry log in {} (check --state or FERRY_HOME)",
+            state.display()
+        ))
+        .into()),
         Command::Events { job: Some(job), .. }
         | Command::VerifyLog { job: Some(job) }
         | Command::Show { job, .. }

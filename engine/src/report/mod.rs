@@ -43,7 +43,9 @@ impl ReportSummary {
             job_id: s.id.to_string(),
             source: spec.map(|p| p.src.to_string()).unwrap_or_default(),
             destination: spec.map(|p| p.dst.to_string()).unwrap_or_default(),
-            mode: spec.map(|p| p.mode.to_string()).unwrap_or_default(),
+            mode: spec
+                .map(crate::job::JobSpec::decided_by)
+                .unwrap_or_default(),
             state: s.effective_state().to_string(),
             attempts: s.attempts.len() as u32,
             submitted_at: s.submitted_at,
