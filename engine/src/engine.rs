@@ -337,11 +337,10 @@ impl Engine {
             worker.push_str(DAEMON_WORKER_SUFFIX);
         }
         // A store that cannot be opened (an account gone from the config, a
-        // container URL whose SAS was not given again) fails this attempt
-        // on the record, so the queue moves on and `ferry show` says why;
-        // `ferry replay` runs it again once fixed.
-        // A local account's folder gone (a share not mounted) too: the
-        // spec holds the resolved path, which would be recreated and filled.
+        // container URL whose SAS was not given again, a local account's
+        // folder gone: the spec holds the resolved path, which would be
+        // recreated and filled) fails this attempt on the record when
+        // `record_refusal`, so the queue moves on and `ferry show` says why.
         let opened = spec
             .mounts
             .iter()
