@@ -388,13 +388,11 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::JobSubmitted { spec, .. } => {
-                let rule = spec.decided_by().replacen("policy ", "policy=", 1);
-                let rule = if spec.policy_plugin.is_some() {
-                    rule
-                } else {
-                    format!("mode={rule}")
-                };
-                write!(f, "{} -> {} {rule}", spec.src, spec.dst)
+                write!(f, "{} -> {} ", spec.src, spec.dst)?;
+                match spec.policy_file() {
+                    Some(file) => write!(f, "policy={file}"),
+                    None => write!(f, "mode={}", spec.mode),
+                }
             }
             Event::JobStarted {
                 attempt,

@@ -1,5 +1,6 @@
 //! Jobs: identity, spec and the checks a spec must pass before it is enqueued.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
@@ -455,15 +456,28 @@ impl JobSpec {
     /// What decides for blobs present at both ends: the mode, or the
     /// policy plugin (by file name) that replaces it.
     pub fn decided_by(&self) -> String {
-        match &self.policy_plugin {
+        match self.policy_file() {
             None => self.mode.to_string(),
-            Some(p) => {
-                let file = Path::new(&p.path)
-                    .file_name()
-                    .map_or(p.path.as_str().into(), |f| f.to_string_lossy());
-                format!("policy {file}")
-            }
+            Some(file) => format!("policy {file}"),
         }
+    }
+
+    /// The policy plugin's file name, if the job has one.
+    pub fn policy_file(&self) -> Option<Cow<'_, str>> {
+        let p = self.policy_plugin.as_ref()?;
+        Some(
+            Path::new(&p.path)
+                .file_name()
+                .map_or(p.path.as_str().into(), |f| f.to_string_lossy()),
+        )
+    }
+
+    /// The first end that is a container URL (its SAS is never stored).
+    pub fn container_url(&self) -> Option<&str> {
+        [&self.src, &self.dst].into_iter().find_map(|a| match a {
+            Address::AzureUrl { url } => Some(url.as_str()),
+            _ => None,
+        })
     }
 
     /// Checks what can be checked before enqueueing, so a bad job fails at

@@ -85,8 +85,8 @@ pub fn check(engine: &Engine, path: &Path, config: Vec<(String, String)>) -> Res
             return Err(ferry_engine::EngineError::Plugin(
                 ferry_engine::plugin::PluginError::WrongWorld {
                     path: path.display().to_string(),
-                    expected: "policy or ferry:plugin/formatter",
-                    found: "neither".into(),
+                    expected: "overwrite-policy or ferry:plugin/report-formatter",
+                    found: "no ferry world".into(),
                 },
             )
             .into())

@@ -133,9 +133,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn submit(ctx: &Ctx, args: JobArgs) -> Result<u8> {
     let mut accounts = ctx.accounts()?;
     let spec = spec_of(&args, &mut accounts)?;
-    let by_url = [&spec.src, &spec.dst]
-        .iter()
-        .any(|a| matches!(a, Address::AzureUrl { .. }));
+    let by_url = spec.container_url().is_some();
     let id = match control::access(&ctx.state)? {
         // The daemon would run it without the SAS (never stored), and fail.
         Access::Daemon(_) if by_url => {

@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use ferry_engine::schedule::{Cron, ScheduleDef, ScheduleState, Schedules};
-use ferry_engine::{actor, Address, EngineError};
+use ferry_engine::{actor, EngineError};
 use serde_json::json;
 
 use super::daemon::clock;
@@ -30,13 +30,11 @@ fn add(ctx: &Ctx, args: ScheduleAddArgs) -> Result<u8> {
     let spec = run::spec_of(&args.job, &mut accounts)?;
     // Its fires run unattended, and ferry never stores a SAS: such a
     // schedule could only fail (then sit on retries that fail too).
-    for a in [&spec.src, &spec.dst] {
-        if let Address::AzureUrl { url } = a {
-            return Err(EngineError::InvalidInput(format!(
-                "a schedule cannot use the container URL {url}: ferry never stores a SAS, so its fires could not reach it; add an account with sas_url (or sas_url_env) to ferry.toml and name it (ACCOUNT:CONTAINER)"
-            ))
-            .into());
-        }
+    if let Some(url) = spec.container_url() {
+        return Err(EngineError::InvalidInput(format!(
+            "a schedule cannot use the container URL {url}: ferry never stores a SAS, so its fires could not reach it; add an account with sas_url (or sas_url_env) to ferry.toml and name it (ACCOUNT:CONTAINER)"
+        ))
+        .into());
     }
     let def = ScheduleDef {
         name: args.name,

@@ -774,25 +774,25 @@ fn open_error(path: &Path, e: sled::Error) -> EngineError {
                 owner: "a process still closing its log".into(),
             }
         }
-        // The disk, not the log, is the problem: restoring a backup (what
-        // "corrupt" advises) would not help.
-        sled::Error::Io(io)
-            if matches!(
-                std::io::Error::from_raw_os_error(writer::os_code(&io).unwrap_or(0)).kind(),
-                K::PermissionDenied | K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem
-            ) || matches!(
-                io.kind(),
-                K::PermissionDenied | K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem
-            ) =>
-        {
-            // sled may hand the error wrapped: the plain one reads better.
-            let cause = match writer::os_code(&io) {
+        sled::Error::Io(io) => {
+            // sled may hand the OS error wrapped (its text the Debug form):
+            // the plain one has the kind, and reads better.
+            let io = match writer::os_code(&io) {
                 Some(code) => std::io::Error::from_raw_os_error(code),
                 None => io,
             };
-            EngineError::StateIo {
-                path: path.to_path_buf(),
-                cause,
+            // The disk, not the log, is the problem: restoring a backup
+            // (what "corrupt" advises) would not help.
+            if matches!(
+                io.kind(),
+                K::PermissionDenied | K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem
+            ) {
+                EngineError::StateIo {
+                    path: path.to_path_buf(),
+                    cause: io,
+                }
+            } else {
+                EngineError::corrupt(path, sled::Error::Io(io))
             }
         }
         // sled's Display of `Corruption` ends in " backtrace ()": noise.

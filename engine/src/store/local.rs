@@ -55,11 +55,12 @@ impl LocalStore {
         Ok(self.root.join(name))
     }
 
-    /// A file's metadata as it is now, blocking; `None` if it is not a
-    /// readable regular file.
+    /// A file's metadata as it is now, blocking (`head` off the runtime);
+    /// `None` if it is not a readable regular file.
     pub fn stat(&self, name: &str) -> Option<BlobMeta> {
-        let m = fs::metadata(self.path_for(name).ok()?).ok()?;
-        m.is_file().then(|| meta_of(name.to_string(), &m))
+        file_meta(&self.path_for(name).ok()?, name.to_string())
+            .ok()
+            .flatten()
     }
 
     /// The temp file name for a blob whose file name is `base`, in the same folder.
@@ -577,6 +578,16 @@ fn to_filetime(t: DateTime<Utc>) -> FileTime {
     FileTime::from_unix_time(t.timestamp(), t.timestamp_subsec_nanos())
 }
 
+/// The blob at `path`: `None` if absent or not a regular file.
+fn file_meta(path: &Path, name: String) -> Result<Option<BlobMeta>, StoreError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(Some(meta_of(name, &m))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(path.display().to_string(), e)),
+    }
+}
+
 fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
     let modified = modified(m);
     let etag = format!(
@@ -637,13 +648,7 @@ impl BlobStore for LocalStore {
     async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
         let path = self.path_for(name)?;
         let name = name.to_string();
-        let res = tokio::task::spawn_blocking(move || match fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(meta_of(name, &m))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(path.display().to_string(), e)),
-        })
-        .await;
+        let res = tokio::task::spawn_blocking(move || file_meta(&path, name)).await;
         res.map_err(|e| StoreError::io(self.describe(), io::Error::other(e)))?
     }
 

@@ -218,11 +218,12 @@ pub(crate) async fn run(
             Ok(AttemptEnd::Finished(Outcome::Failed { message }))
         }
         Ok(()) if ctx.cancel.is_cancelled() => Ok(AttemptEnd::Interrupted),
-        Ok(()) if ctx.outage.message().is_some() => Ok(AttemptEnd::Finished(Outcome::Failed {
-            message: ctx.outage.message().unwrap_or_default().to_string(),
-        })),
         Ok(()) => Ok(AttemptEnd::Finished(
-            if ctx.progress.failed.load(Ordering::Relaxed) > 0 {
+            if let Some(message) = ctx.outage.message() {
+                Outcome::Failed {
+                    message: message.to_string(),
+                }
+            } else if ctx.progress.failed.load(Ordering::Relaxed) > 0 {
                 Outcome::CompletedWithFailures
             } else {
                 Outcome::Succeeded

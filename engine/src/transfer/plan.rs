@@ -103,6 +103,14 @@ pub(crate) async fn plan(
                 }
             }
         };
+        // This ferry's own state dir is skipped as a listing's own skips are.
+        let item = match item {
+            Some(Ok(Listed::Blob(m))) if ctx.in_state_dir(&m.name) => Some(Ok(Listed::Skipped {
+                name: m.name,
+                reason: SkipReason::FerryState,
+            })),
+            other => other,
+        };
         let meta = match item {
             None => break,
             Some(Err(e)) => {
@@ -128,26 +136,6 @@ pub(crate) async fn plan(
                     name,
                     reason,
                     src_etag: None,
-                    detail: None,
-                };
-                let place = places;
-                places += 1;
-                ctx.log.append_outcome(ctx.job, event, place).await?;
-                continue;
-            }
-            Some(Ok(Listed::Blob(meta))) if ctx.in_state_dir(&meta.name) => {
-                let state = match done.as_mut() {
-                    Some(d) => d.state(&meta.name)?,
-                    None => None,
-                };
-                if state.is_some_and(|s| s.status == BlobStatus::Skipped) {
-                    continue;
-                }
-                Progress::add(&p.skipped, 1);
-                let event = Event::BlobSkipped {
-                    name: meta.name,
-                    reason: SkipReason::FerryState,
-                    src_etag: Some(meta.etag),
                     detail: None,
                 };
                 let place = places;
