@@ -23,14 +23,10 @@ fn elapsed(s: &JobSummary, running: &[JobId]) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Wall time so far: up to now for a job a live daemon is running (its
-/// last attempt has no end yet), else as recorded.
+/// Time spent in attempts so far: up to now for a job a live daemon is
+/// running (its last attempt has no end yet), else as recorded.
 fn elapsed_of(s: &JobSummary, running: &[JobId]) -> Option<chrono::Duration> {
-    if running.contains(&s.id) {
-        let first = s.attempts.first()?;
-        return Some(Utc::now() - first.started_at);
-    }
-    s.elapsed()
+    s.elapsed(running.contains(&s.id).then(Utc::now))
 }
 
 fn route(s: &JobSummary) -> String {

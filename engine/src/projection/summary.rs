@@ -324,11 +324,27 @@ impl JobSummary {
         }
     }
 
-    /// Wall time from the first start to the last end (or the last start).
-    pub fn elapsed(&self) -> Option<chrono::Duration> {
-        let first = self.attempts.first()?;
-        let last = self.attempts.last()?;
-        Some(last.ended_at.unwrap_or(last.started_at) - first.started_at)
+    /// Time spent in attempts: each one's start to its end, the idle time
+    /// between them left out (a job failed at night and replayed the next
+    /// morning did not work for ten hours). An attempt without a recorded end
+    /// counts up to `running_until` when given (the one a live process is
+    /// running), else nothing: when its process died is not known.
+    pub fn elapsed(&self, running_until: Option<DateTime<Utc>>) -> Option<chrono::Duration> {
+        let last = self.attempts.len().checked_sub(1)?;
+        let total = self
+            .attempts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let end = match (a.ended_at, running_until) {
+                    (Some(end), _) => end,
+                    (None, Some(now)) if i == last => now,
+                    (None, _) => a.started_at,
+                };
+                (end - a.started_at).max(chrono::Duration::zero())
+            })
+            .fold(chrono::Duration::zero(), |sum, d| sum + d);
+        Some(total)
     }
 }
 
@@ -424,6 +440,43 @@ mod tests {
         assert_eq!(s.attempts.len(), 2);
         assert_eq!(s.copied_bytes, 10);
         assert_eq!(s.last_seq, 5);
+    }
+
+    #[test]
+    fn given_attempts_hours_apart_when_elapsed_then_only_their_own_time_counts() {
+        let job = JobId::new();
+        let t0 = Utc::now() - chrono::Duration::hours(12);
+        let at = |mins: i64| t0 + chrono::Duration::minutes(mins);
+        let finished = |attempt| Event::JobFinished {
+            attempt,
+            outcome: Outcome::CompletedWithFailures,
+            totals: Totals::default(),
+        };
+        let mut s = JobSummary::new(job);
+        // Attempt 1: 10 minutes; a night idle; attempt 2: 5 minutes; then a
+        // third that died without a record.
+        for (seq, (mins, event)) in [
+            (0, started(1)),
+            (10, finished(1)),
+            (600, started(2)),
+            (605, finished(2)),
+            (700, started(3)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.apply(&EventRecord {
+                at: at(mins),
+                ..rec(job, seq as u64, event)
+            });
+        }
+        assert_eq!(s.elapsed(None), Some(chrono::Duration::minutes(15)));
+        // A live process runs attempt 3: it counts up to now.
+        assert_eq!(
+            s.elapsed(Some(at(720))),
+            Some(chrono::Duration::minutes(35))
+        );
+        assert_eq!(JobSummary::new(job).elapsed(None), None);
     }
 
     #[test]
