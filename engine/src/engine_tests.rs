@@ -182,6 +182,19 @@ async fn given_an_interrupted_attempt_when_replayed_then_only_the_rest_is_copied
 
     let again = engine.replay(job, RunOptions::default()).await.unwrap_err();
     assert!(matches!(again, EngineError::WrongState { .. }), "{again}");
+
+    // A prune counts each blob of the checkpoint once, over both attempts'
+    // runs and keys.
+    let would = engine
+        .prune(&crate::audit::PruneOptions {
+            before: chrono::Utc::now() + chrono::Duration::seconds(1),
+            keep_last: 0,
+            dry_run: true,
+            by: "test@host".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((would.jobs, would.entries), (vec![job], 3000));
 }
 
 #[test]
