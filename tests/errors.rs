@@ -484,3 +484,35 @@ fn a_local_account_folder_gone_after_submit_is_not_recreated() {
     );
     assert!(!root.exists(), "the account folder was made and written");
 }
+
+#[test]
+fn the_history_of_a_local_account_is_found_while_its_share_is_unmounted() {
+    let env = Env::new();
+    make_tree(&env.src, &[("a.txt", b"a")]);
+    let root = env.path("nas");
+    std::fs::create_dir(&root).unwrap();
+    write(
+        &env.state.join("ferry.toml"),
+        format!("[accounts.nas]\nlocal = {:?}\n", root.to_str().unwrap()),
+    );
+    env.ferry()
+        .arg("copy")
+        .arg(&env.src)
+        .arg("nas:photos")
+        .run()
+        .success();
+    std::fs::rename(&root, env.path("elsewhere")).unwrap();
+    // Not a copy: nothing needs the folder, and the lines are in the log.
+    let out = env
+        .ferry()
+        .args(["history", "nas:photos/a.txt", "--json"])
+        .run()
+        .success();
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    assert!(!root.exists(), "a lookup made the account folder");
+}

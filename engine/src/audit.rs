@@ -70,7 +70,7 @@ impl Engine {
         if let Some(name) = input.strip_prefix("memory:") {
             return Ok(history::base(&Address::Memory { name: name.into() }));
         }
-        match Address::parse(input, self.accounts()) {
+        match Address::parse_for_lookup(input, self.accounts()) {
             Ok(parsed) => Ok(history::base(&parsed.address)),
             Err(e) => {
                 let Some((account, rest)) = input.split_once(':') else {

@@ -147,8 +147,27 @@ pub struct ParsedAddress {
 impl Address {
     /// Parses what a user typed: `http(s)://` container URLs (their SAS is
     /// split off), `account:container/prefix` for configured accounts, and
-    /// plain paths for local folders.
+    /// plain paths for local folders. A local account's folder must exist
+    /// (an unmounted share is refused).
     pub fn parse(input: &str, accounts: &Accounts) -> Result<ParsedAddress, EngineError> {
+        Self::parse_with(input, accounts, true)
+    }
+
+    /// [`Address::parse`] for looking things up, where nothing is copied:
+    /// a local account's folder may be missing (the history of a share
+    /// that is not mounted now is still in the log).
+    pub fn parse_for_lookup(
+        input: &str,
+        accounts: &Accounts,
+    ) -> Result<ParsedAddress, EngineError> {
+        Self::parse_with(input, accounts, false)
+    }
+
+    fn parse_with(
+        input: &str,
+        accounts: &Accounts,
+        mounted: bool,
+    ) -> Result<ParsedAddress, EngineError> {
         let plain = |address| {
             Ok(ParsedAddress {
                 address,
@@ -191,7 +210,9 @@ impl Address {
                         // An unmounted share: its copies would fill the
                         // local disk, and a backup from it would be empty.
                         let root = root.to_string_lossy().into_owned();
-                        check_mount(&root)?;
+                        if mounted {
+                            check_mount(&root)?;
+                        }
                         let path = Path::new(&root).join(rest.trim_start_matches('/'));
                         let mut parsed = Self::parse_local(&path.to_string_lossy())?;
                         parsed.root = Some(root);
@@ -842,6 +863,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist (not mounted?)"), "{err}");
+        // Looking up its history needs no folder: the lines are in the log.
+        let lookup = Address::parse_for_lookup("nas:photos", &accounts).unwrap();
+        assert_eq!(
+            lookup.address.local_path(),
+            Some(root.join("photos").as_path())
+        );
         std::fs::create_dir(&root).unwrap();
         for bad in [
             "nas:../../escaped",
