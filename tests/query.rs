@@ -924,10 +924,27 @@ fn export_writes_a_header_then_every_event_and_never_overwrites_without_force() 
         .success();
     assert!(out.stdout.contains("exported"), "{}", out.stdout);
     let text = fs::read_to_string(&file).unwrap();
-    let (header, body) = text.split_once('\n').unwrap();
+    let (header, rest) = text.split_once('\n').unwrap();
     assert!(
-        header.starts_with("{\"ferry_export\":1,\"schema\":"),
+        header.starts_with("{\"ferry_export\":2,\"schema\":"),
         "{header}"
+    );
+    // The last line sums every byte before it.
+    let (body, sum_line) = rest.trim_end().rsplit_once('\n').unwrap();
+    let body = format!("{body}\n");
+    let sum: serde_json::Value = serde_json::from_str(sum_line).unwrap();
+    let before = &text[..text.len() - sum_line.len() - 1];
+    let summed = env.path("summed");
+    write(&summed, before);
+    let by_coreutils = std::process::Command::new("sha256sum")
+        .arg(&summed)
+        .output()
+        .unwrap();
+    let by_coreutils = String::from_utf8(by_coreutils.stdout).unwrap();
+    assert_eq!(
+        sum["ferry_export_sha256"].as_str(),
+        by_coreutils.split_whitespace().next(),
+        "{sum_line}"
     );
     let h: serde_json::Value = serde_json::from_str(header).unwrap();
     assert_eq!(h.as_object().unwrap().len(), 4, "{h}");
@@ -940,7 +957,7 @@ fn export_writes_a_header_then_every_event_and_never_overwrites_without_force() 
         .success()
         .stdout;
     assert_eq!(body, events);
-    let recs = parse_json_lines(body);
+    let recs = parse_json_lines(&body);
     assert_eq!(h["events"], recs.len() as u64);
     assert_eq!(seqs(&recs), (0..recs.len() as u64).collect::<Vec<_>>());
     assert_eq!(
@@ -962,6 +979,24 @@ fn export_writes_a_header_then_every_event_and_never_overwrites_without_force() 
         serde_json::from_str(&out.stdout).unwrap()
     };
     assert_eq!(show(there()), show(env.ferry()));
+
+    // A changed byte (a name, a count) or a lost end is caught on import,
+    // and nothing of the job is written.
+    let damaged = env.path("damaged.jsonl");
+    let fresh = env.path("state3");
+    let import_there = |file: &std::path::Path| {
+        let mut f = env.ferry_no_state();
+        f.arg("--state").arg(&fresh).arg("import").arg(file);
+        f.run()
+    };
+    write(&damaged, text.replacen("\"copied\":", "\"copied\": ", 1));
+    import_there(&damaged).error(2, "the checksum does not match");
+    write(&damaged, before);
+    import_there(&damaged).error(2, "checksum line at the end is missing (cut short?)");
+    let mut f = env.ferry_no_state();
+    f.arg("--state").arg(&fresh).arg("jobs");
+    assert!(!f.run().success().stdout.contains(&job[..8]));
+    import_there(&file).success();
 
     // An existing FILE stays as it was unless --force.
     write(&file, "precious");

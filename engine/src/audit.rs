@@ -7,6 +7,7 @@ use std::io::BufRead;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::archive_sum::ArchiveSum;
 use crate::error::EngineError;
 use crate::event::{Event, EventRecord, SCHEMA_VERSION};
 use crate::job::{Address, JobId};
@@ -16,8 +17,11 @@ use crate::projection::history::{self, Scope};
 use crate::projection::{BlobState, HistoryLine, JobState, JobSummary, Side};
 use crate::Engine;
 
-/// The export format version `import` reads.
-pub const EXPORT_FORMAT: u32 = 1;
+/// The export format version `ferry export` writes: 2 ends the archive
+/// with a checksum line (`archive_sum`). `import` reads 1 and 2.
+pub const EXPORT_FORMAT: u32 = 2;
+/// The first format with the checksum line.
+const SUMMED_SINCE: u32 = 2;
 
 /// Which finished jobs `prune` removes per-blob events from.
 #[derive(Debug, Clone)]
@@ -229,11 +233,11 @@ impl Engine {
                 format!("expected a header {{\"ferry_export\":1,...}} ({e})"),
             )
         })?;
-        if header.ferry_export != EXPORT_FORMAT {
+        if header.ferry_export == 0 || header.ferry_export > EXPORT_FORMAT {
             return Err(bad(
                 1,
                 format!(
-                    "export format {} is not one this ferry reads ({EXPORT_FORMAT}); upgrade ferry",
+                    "export format {} is not one this ferry reads (1 to {EXPORT_FORMAT}); upgrade ferry",
                     header.ferry_export
                 ),
             ));
@@ -259,9 +263,25 @@ impl Engine {
         let mut blob_events = false;
         let mut pruned_event = false;
         let mut last: Option<u64> = None;
+        let mut sum = ArchiveSum::new();
+        sum.update_line(&first);
+        // The checksum line, once read: nothing but blank lines may follow.
+        let mut sum_line: Option<(usize, String)> = None;
         for l in lines {
+            let (n, text) = match l {
+                Ok(l) => l,
+                Err(e) => return Err(import.abort(e).await),
+            };
+            if ArchiveSum::is_sum_line(&text) && sum_line.is_none() {
+                sum_line = Some((n, text));
+                continue;
+            }
+            if sum_line.is_some() && !text.trim().is_empty() {
+                let e = bad(n, "a line after the checksum line (edited?)".into());
+                return Err(import.abort(e).await);
+            }
+            sum.update_line(&text);
             let checked = (|| {
-                let (n, text) = l?;
                 if text.trim().is_empty() {
                     return Ok(None);
                 }
@@ -303,7 +323,10 @@ impl Engine {
             last = Some(rec.seq);
             import.push(rec).await?;
         }
-        let problem = if import.count != header.events {
+        let summed = header.ferry_export >= SUMMED_SINCE;
+        let problem = if let Some(e) = check_sum(summed, sum, sum_line) {
+            Some(e)
+        } else if import.count != header.events {
             Some(bad(
                 1,
                 format!(
@@ -341,6 +364,30 @@ impl Engine {
             events,
             pruned: gaps,
         })
+    }
+}
+
+/// Whether the checksum line is where the format puts it and matches the
+/// bytes before it.
+fn check_sum(summed: bool, sum: ArchiveSum, line: Option<(usize, String)>) -> Option<EngineError> {
+    let bad = |line: usize, what: &str| {
+        Some(EngineError::InvalidInput(format!(
+            "not a ferry export: line {line}: {what}"
+        )))
+    };
+    match (summed, line) {
+        (false, None) => None,
+        (false, Some((n, _))) => bad(n, "a checksum line in a format-1 archive (edited?)"),
+        (true, None) => bad(1, "the checksum line at the end is missing (cut short?)"),
+        (true, Some((n, text))) => match ArchiveSum::parse_line(&text) {
+            None => bad(n, "an unreadable checksum line"),
+            Some(expected) if expected != sum.hex() => bad(
+                n,
+                "the checksum does not match the lines before it: the archive was changed \
+                 or damaged after export; export the job again",
+            ),
+            Some(_) => None,
+        },
     }
 }
 

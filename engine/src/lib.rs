@@ -6,6 +6,7 @@
 //!
 //! The engine never prints; callers (the `ferry` CLI) decide what to show.
 
+pub mod archive_sum;
 pub mod audit;
 pub mod config;
 pub mod daemon;

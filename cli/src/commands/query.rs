@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
+use ferry_engine::archive_sum::ArchiveSum;
 use ferry_engine::job::PluginRef;
 use ferry_engine::projection::{AttemptSummary, BlobState};
 use ferry_engine::{Address, Engine, EventRecord, JobId, JobSpec, JobState, JobSummary};
@@ -839,15 +840,20 @@ pub fn write_export(
 }
 
 /// The archive: a header saying how many events follow, then each event,
-/// one JSON object per line. Returns how many were written.
+/// one JSON object per line, then the checksum of all of it. Returns how
+/// many events were written.
 fn write_archive(
     w: &mut impl Write,
     job: JobId,
     n: u64,
     recs: impl Iterator<Item = Result<EventRecord>>,
 ) -> Result<u64> {
+    let mut w = Summed {
+        inner: w,
+        sum: ArchiveSum::new(),
+    };
     serde_json::to_writer(
-        &mut *w,
+        &mut w,
         &ExportHeader {
             // The version `ferry import` reads, so the two stay in step.
             ferry_export: ferry_engine::audit::EXPORT_FORMAT,
@@ -859,14 +865,34 @@ fn write_archive(
     writeln!(w)?;
     let mut count = 0u64;
     for rec in recs {
-        serde_json::to_writer(&mut *w, &rec?)?;
+        serde_json::to_writer(&mut w, &rec?)?;
         writeln!(w)?;
         count += 1;
     }
     if count != n {
         bail!("the log of job {job} changed while it was exported ({n} events counted, {count} read); try again");
     }
+    let Summed { inner, sum } = w;
+    writeln!(inner, "{}", sum.line())?;
     Ok(count)
+}
+
+/// A writer that sums what goes through it.
+struct Summed<'a, W> {
+    inner: &'a mut W,
+    sum: ArchiveSum,
+}
+
+impl<W: Write> Write for Summed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 // ---------------------------------------------------------------- verify
