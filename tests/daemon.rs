@@ -455,8 +455,35 @@ fn events_and_export_through_the_daemon_match_the_local_ones_and_stream() {
         .arg(&local_export)
         .run()
         .success();
+    let report = |format: &str| {
+        env.ferry()
+            .args(["report", &job, "--format", format])
+            .run()
+            .success()
+            .stdout
+    };
+    let html = crate::plugins::shipped("html_report");
+    let html = html.to_str().unwrap();
+    let local_reports = [report("json"), report("markdown"), report(html)];
+    assert!(
+        local_reports[0].contains("\"copied\": 40"),
+        "{}",
+        local_reports[0]
+    );
 
     let d = daemon(&env, None, &[]);
+    // Reports are made here from what the daemon streams: the same text.
+    assert_eq!(
+        [report("json"), report("markdown"), report(html)],
+        local_reports
+    );
+    // Checking a plugin needs no log either.
+    let out = env.ferry().args(["plugin", "check", html]).run().success();
+    assert!(out.stdout.contains("report-formatter"), "{}", out.stdout);
+    env.ferry()
+        .args(["report", "01a21c8e-0000-7000-8000-000000000000"])
+        .run()
+        .error(5, "no job");
     let out = env.ferry().args(["events", "--json"]).run().success();
     assert_eq!(out.stdout, local_events, "the same lines, in order");
     let filtered = env

@@ -147,7 +147,7 @@ fn run(cli: Cli) -> Result<u8> {
             max_examples,
             plugin_config,
         } => report::report(
-            &open(&state)?,
+            &state,
             &job,
             &format,
             output.as_deref(),
@@ -157,7 +157,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Plugin(PluginCommand::Check {
             path,
             plugin_config,
-        }) => report::check(&open(&state)?, &path, plugin_config),
+        }) => report::check(&state, &path, plugin_config),
     }
 }
 

@@ -5,43 +5,59 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ferry_engine::report::{BuiltinFormatter, Formatter};
-use ferry_engine::Engine;
+use ferry_engine::{EventRecord, JobSummary, PluginTools};
 
-use crate::exit;
+use crate::control::{self, Access, Request};
+use crate::{control_stream, exit};
 
+/// `ferry report JOB`: from the log, or through the daemon that holds it
+/// (the summary and the job's events streamed, the report made here).
 pub fn report(
-    engine: &Engine,
+    state: &Path,
     job: &str,
     format: &str,
     output: Option<&Path>,
     max_examples: usize,
     config: Vec<(String, String)>,
 ) -> Result<u8> {
-    let id = engine.resolve(job)?;
-    let mut plugin;
-    let mut builtin: Box<dyn Formatter>;
-    let f: &mut dyn Formatter = match format {
-        "text" => {
-            builtin = Box::new(BuiltinFormatter::text(max_examples));
-            builtin.as_mut()
-        }
-        "json" => {
-            builtin = Box::new(BuiltinFormatter::json(max_examples));
-            builtin.as_mut()
-        }
-        "markdown" | "md" => {
-            builtin = Box::new(BuiltinFormatter::markdown(max_examples));
-            builtin.as_mut()
-        }
+    let mut f: Box<dyn Formatter> = match format {
+        "text" => Box::new(BuiltinFormatter::text(max_examples)),
+        "json" => Box::new(BuiltinFormatter::json(max_examples)),
+        "markdown" | "md" => Box::new(BuiltinFormatter::markdown(max_examples)),
         path if path.ends_with(".wasm") => {
-            plugin = engine.formatter_plugin(Path::new(path), config)?;
-            &mut plugin
+            let tools = PluginTools::for_state_dir(state);
+            Box::new(tools.formatter_plugin(Path::new(path), config)?)
         }
         other => {
             anyhow::bail!("unknown report format {other:?}; use text, json, markdown or PATH.wasm")
         }
     };
-    let text = engine.report(id, f)?;
+    let text = match control::access(state)? {
+        Access::Local(engine) => {
+            let id = engine.resolve(job)?;
+            engine.report(id, f.as_mut())?
+        }
+        Access::Daemon(sock) => {
+            let show = Request::Show {
+                job: job.to_string(),
+                max: Some(0),
+            };
+            let v = control::call(&sock, &show)?;
+            let summary: JobSummary = serde_json::from_value(v["summary"].clone())
+                .with_context(|| "the daemon's answer is not valid")?;
+            let events = Request::Events {
+                job: Some(summary.id.to_string()),
+            };
+            let (_, recs) = control_stream::call::<EventRecord>(&sock, &events)?;
+            let mut read_error = None;
+            let recs = recs.map_while(|r| r.map_err(|e| read_error = Some(e)).ok());
+            let text = ferry_engine::report::render(&summary, recs, f.as_mut());
+            if let Some(e) = read_error {
+                return Err(e);
+            }
+            text?
+        }
+    };
     match output {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write {}", path.display()))?,
@@ -56,8 +72,10 @@ pub fn report(
     Ok(exit::OK)
 }
 
-pub fn check(engine: &Engine, path: &Path, config: Vec<(String, String)>) -> Result<u8> {
-    let loaded = engine.load_plugin(path)?;
+/// `ferry plugin check`: needs the state dir's plugin cache, not its log.
+pub fn check(state: &Path, path: &Path, config: Vec<(String, String)>) -> Result<u8> {
+    let tools = PluginTools::for_state_dir(state);
+    let loaded = tools.load_plugin(path)?;
     let (imports, exports) = loaded.interfaces();
     println!("plugin   {}", loaded.path);
     println!("sha256   {}", loaded.sha256);
@@ -69,7 +87,7 @@ pub fn check(engine: &Engine, path: &Path, config: Vec<(String, String)>) -> Res
     println!("exports  {}", exports.join(", "));
     match loaded.world() {
         Some("overwrite-policy") => {
-            let (decision, batches) = engine.dry_run_policy(loaded, config)?;
+            let (decision, batches) = tools.dry_run_policy(loaded, config)?;
             println!("dry run  configure ok; decide(newer source) = {decision}");
             if batches {
                 println!("batches  yes: decide-batch answers the same");
@@ -78,7 +96,7 @@ pub fn check(engine: &Engine, path: &Path, config: Vec<(String, String)>) -> Res
             }
         }
         Some("report-formatter") => {
-            let (ctype, ext, len) = engine.dry_run_formatter(loaded, config)?;
+            let (ctype, ext, len) = tools.dry_run_formatter(loaded, config)?;
             println!("dry run  configure ok; {ctype} (.{ext}), {len} bytes for a sample report");
         }
         _ => {

@@ -286,7 +286,9 @@ impl PluginHost {
                     if let Some(dir) = p.parent() {
                         let _ = std::fs::create_dir_all(dir);
                     }
-                    let tmp = p.with_extension("tmp");
+                    // Per process: `plugin check` and `report` load plugins
+                    // beside a daemon that holds the state dir.
+                    let tmp = p.with_extension(format!("{}.tmp", std::process::id()));
                     let mut file = compiled.clone();
                     file.extend_from_slice(&cache_sum(&compiled, &sha256));
                     if std::fs::write(&tmp, &file).is_ok() {

@@ -10,11 +10,47 @@ use serde::Serialize;
 
 pub use builtin::BuiltinFormatter;
 
+use crate::error::EngineError;
 use crate::event::{Event, EventRecord};
 use crate::projection::JobSummary;
 
 /// Outcomes handed to a formatter per call.
 pub const BATCH: usize = 1000;
+
+/// A job's report through `f`: the summary, then every blob outcome of
+/// `events` (the job's, in log order: read from the log, or streamed by a
+/// daemon) in batches. The caller stops the events on a read error and
+/// reports that error instead of the text.
+pub fn render(
+    summary: &JobSummary,
+    events: impl Iterator<Item = EventRecord>,
+    f: &mut dyn Formatter,
+) -> Result<String, EngineError> {
+    let plugin = f.is_plugin();
+    let fail = |e: String| {
+        if plugin {
+            EngineError::Plugin(crate::plugin::PluginError::Report(e))
+        } else {
+            EngineError::InvalidInput(format!("report: {e}"))
+        }
+    };
+    f.begin(&ReportSummary::from_job(summary)).map_err(fail)?;
+    let mut stream = OutcomeStream::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    for rec in events {
+        if let Some(o) = stream.next(&rec) {
+            batch.push(o);
+            if batch.len() == BATCH {
+                f.add(&batch).map_err(fail)?;
+                batch.clear();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        f.add(&batch).map_err(fail)?;
+    }
+    f.finish().map_err(fail)
+}
 
 /// A job's totals, as every formatter sees them.
 #[derive(Debug, Clone, Serialize)]
