@@ -15,6 +15,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::file_data::copy_data;
 use super::{names, BlobMeta, BlobStore, ByteStream, Listed, Listing, StoreError};
 use crate::event::SkipReason;
 
@@ -485,48 +486,6 @@ fn refused(dir: RawFd, name: &CStr, walked: &Path, e: io::Error) -> StoreError {
 
 fn base_name(name: &str) -> String {
     name.rsplit('/').next().unwrap_or(name).to_string()
-}
-
-/// Copies `size` bytes in the kernel (copy_file_range), falling back to a
-/// read/write copy where the filesystems do not support it. Returns the bytes
-/// copied, fewer than `size` if the source shrank.
-fn copy_data(input: &File, out: &File, size: u64) -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let mut copied = 0u64;
-    while copied < size {
-        let want = (size - copied).min(1 << 30) as usize;
-        // SAFETY: both descriptors are open for the duration of the call and
-        // null offsets make the kernel use (and advance) the file positions.
-        let n = unsafe {
-            libc::copy_file_range(
-                input.as_raw_fd(),
-                std::ptr::null_mut(),
-                out.as_raw_fd(),
-                std::ptr::null_mut(),
-                want,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            let unsupported = matches!(
-                e.raw_os_error(),
-                Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM)
-            );
-            if copied == 0 && unsupported {
-                return io::copy(&mut io::Read::take(input, size), &mut &*out);
-            }
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            break;
-        }
-        copied += n as u64;
-    }
-    Ok(copied)
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {

@@ -2,6 +2,7 @@
 //! passes the same conformance suite (`store::conformance` in tests).
 
 pub mod azure;
+mod file_data;
 mod local;
 mod memory;
 pub mod names;
