@@ -16,8 +16,14 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 /// empty), holes kept where the source has them. Returns the bytes copied,
 /// fewer than `size` if the source shrank (a sparse copy always covers
 /// `size`; the caller's check of the source after the copy catches a change).
-pub(super) fn copy_data(input: &File, out: &File, size: u64) -> io::Result<u64> {
-    if is_sparse(&input.metadata()?) {
+/// `meta`: the source's, as the caller read it (no second `fstat`).
+pub(super) fn copy_data(
+    input: &File,
+    meta: &std::fs::Metadata,
+    out: &File,
+    size: u64,
+) -> io::Result<u64> {
+    if is_sparse(meta) {
         if let Some(n) = copy_sparse(input, out, size)? {
             return Ok(n);
         }
@@ -187,7 +193,8 @@ mod tests {
         }
         let input = File::open(&src).unwrap();
         let out = File::create(&dst).unwrap();
-        assert_eq!(copy_data(&input, &out, size).unwrap(), size);
+        let meta = input.metadata().unwrap();
+        assert_eq!(copy_data(&input, &meta, &out, size).unwrap(), size);
         drop(out);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         File::open(&src).unwrap().read_to_end(&mut a).unwrap();
@@ -209,8 +216,9 @@ mod tests {
             let dst = dir.path().join(format!("{name}.copy"));
             let input = File::open(&src).unwrap();
             let out = File::create(&dst).unwrap();
+            let meta = input.metadata().unwrap();
             assert_eq!(
-                copy_data(&input, &out, data.len() as u64).unwrap(),
+                copy_data(&input, &meta, &out, data.len() as u64).unwrap(),
                 data.len() as u64
             );
             assert_eq!(std::fs::read(&dst).unwrap(), data, "{name}");

@@ -215,7 +215,7 @@ impl LocalStore {
             None => (parent.create_temp(&tmp, before.mode())?, false),
         };
         let done = (|| {
-            let n = copy_data(&input, &out, meta.size).map_err(|e| {
+            let n = copy_data(&input, &before, &out, meta.size).map_err(|e| {
                 let what = format!("copying {} to {}", from.display(), to.display());
                 StoreError::io(what, e)
             })?;
