@@ -358,6 +358,58 @@ fn a_failed_job_is_replayed_with_backoff_up_to_the_limit() {
 }
 
 #[test]
+fn replay_beside_a_daemon_queues_the_job_and_the_daemon_replays_it() {
+    let env = Env::new();
+    files(&env, 3);
+    let kept = env.path("kept");
+    std::fs::rename(&env.src, &kept).unwrap();
+    let job = env
+        .ferry()
+        .arg("submit")
+        .arg(&kept)
+        .arg(&env.dst)
+        .run()
+        .success()
+        .stdout
+        .trim()
+        .to_string();
+    // Its first attempt fails by hand, outside any daemon (which would not
+    // replay it on its own).
+    let moved = env.path("moved");
+    std::fs::rename(&kept, &moved).unwrap();
+    assert_eq!(env.ferry().arg("run").run().code, Some(6));
+    std::fs::rename(&moved, &kept).unwrap();
+    assert_eq!(state(&env, &job), "failed");
+
+    let d = daemon(&env, None, &[]);
+    // Options of a run in this process are refused, not dropped.
+    env.ferry()
+        .args(["replay", &job, "--parallel", "2"])
+        .run()
+        .error(2, "--parallel applies to a replay run by this process");
+    let out = env.ferry().args(["replay", &job[..8]]).run().success();
+    assert!(
+        out.stdout.contains("queued: the daemon replays it"),
+        "{}",
+        out.stdout
+    );
+    wait_for(60, "the replay to succeed", || {
+        (state(&env, &job) == "succeeded").then_some(())
+    });
+    assert_eq!(std::fs::read_dir(&env.dst).unwrap().count(), 3);
+    // Who asked is on the record; a succeeded job is not replayed again.
+    let events = env.events(Some(&job));
+    let asked = of_type(&events, "JobResumed");
+    assert_eq!(asked.len(), 1, "{events:?}");
+    assert!(ev_data(asked[0])["by"].as_str().unwrap().contains('@'));
+    env.ferry()
+        .args(["replay", &job])
+        .run()
+        .error(7, "already succeeded");
+    stop(d, 15);
+}
+
+#[test]
 fn a_job_stopped_by_sigterm_is_picked_up_by_the_next_daemon() {
     let env = Env::new();
     let _proxy = slow_remote(&env, 30);

@@ -39,6 +39,11 @@ pub enum Request {
         job: String,
         by: String,
     },
+    /// `ferry replay JOB`: queued for the daemon to replay.
+    Replay {
+        job: String,
+        by: String,
+    },
     ScheduleAdd {
         def: Box<ScheduleDef>,
         by: String,
@@ -202,6 +207,11 @@ async fn handle(d: &Daemon, req: Request) -> Result<Value> {
         Request::Resume { job, by } => {
             d.resume(e.resolve(&job)?, &by).await?;
             Value::Null
+        }
+        Request::Replay { job, by } => {
+            let id = e.resolve(&job)?;
+            d.replay(id, &by).await?;
+            json!(id)
         }
         Request::ScheduleAdd { def, by } => {
             e.add_schedule(*def, &by).await?;

@@ -577,6 +577,17 @@ impl Daemon {
         Ok(())
     }
 
+    /// Queues a job to be replayed by this daemon (`ferry replay` while it
+    /// holds the state dir).
+    pub async fn replay(&self, job: JobId, by: &str) -> Result<(), EngineError> {
+        let _ops = self.ops.lock().await;
+        self.engine
+            .queue_replay(job, by, self.is_running(job))
+            .await?;
+        self.nudge();
+        Ok(())
+    }
+
     fn stop(&self, job: JobId, why: &str) {
         if let Ok(running) = self.running.lock() {
             if let Some(r) = running.get(&job) {

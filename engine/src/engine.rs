@@ -274,25 +274,7 @@ impl Engine {
     /// Resumes a job: a new attempt that copies only what is not durably done.
     pub async fn replay(&self, job: JobId, opts: RunOptions) -> Result<RunReport, EngineError> {
         let summary = self.summary(job)?;
-        refuse_pruned(&summary)?;
-        if summary.state == JobState::Succeeded {
-            return Err(EngineError::WrongState {
-                job: job.to_string(),
-                why: "already succeeded; nothing to replay (submit a new job to copy again)".into(),
-            });
-        }
-        if summary.state == JobState::Cancelled {
-            return Err(EngineError::WrongState {
-                job: job.to_string(),
-                why: "was cancelled; submit a new job to copy again".into(),
-            });
-        }
-        if summary.state == JobState::Paused {
-            return Err(EngineError::WrongState {
-                job: job.to_string(),
-                why: format!("is paused; `ferry resume {job}` first"),
-            });
-        }
+        refuse_replay(&summary)?;
         // Asked for by hand, a plugin that changed or an account gone from
         // the config is refused, not recorded as a failed attempt (which
         // also turned an interrupted job failed): the user is there to fix
@@ -617,6 +599,32 @@ fn state_dir_under(a: &Address, state: &Path) -> Option<String> {
 
 /// A pruned job cannot run again: its per-blob events and checkpoint are
 /// gone, so an attempt would copy everything again under an old job's name.
+/// Why a job cannot be replayed, if it cannot: pruned, succeeded,
+/// cancelled or paused.
+pub(crate) fn refuse_replay(summary: &JobSummary) -> Result<(), EngineError> {
+    let job = summary.id;
+    refuse_pruned(summary)?;
+    if summary.state == JobState::Succeeded {
+        return Err(EngineError::WrongState {
+            job: job.to_string(),
+            why: "already succeeded; nothing to replay (submit a new job to copy again)".into(),
+        });
+    }
+    if summary.state == JobState::Cancelled {
+        return Err(EngineError::WrongState {
+            job: job.to_string(),
+            why: "was cancelled; submit a new job to copy again".into(),
+        });
+    }
+    if summary.state == JobState::Paused {
+        return Err(EngineError::WrongState {
+            job: job.to_string(),
+            why: format!("is paused; `ferry resume {job}` first"),
+        });
+    }
+    Ok(())
+}
+
 fn refuse_pruned(summary: &JobSummary) -> Result<(), EngineError> {
     if summary.pruned {
         return Err(EngineError::WrongState {

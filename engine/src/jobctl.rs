@@ -116,6 +116,40 @@ impl Engine {
         Ok(())
     }
 
+    /// Puts a job back in the queue to be replayed by the daemon that holds
+    /// the state dir (`ferry replay` beside a daemon), recorded as
+    /// `JobResumed` naming who asked. `running`: the daemon is running it.
+    pub async fn queue_replay(
+        &self,
+        job: JobId,
+        by: &str,
+        running: bool,
+    ) -> Result<(), EngineError> {
+        let _t = self.transitions.lock().await;
+        let summary = self.summary(job)?;
+        crate::engine::refuse_replay(&summary)?;
+        let refuse = |why: String| {
+            Err(EngineError::WrongState {
+                job: job.to_string(),
+                why,
+            })
+        };
+        if running {
+            return refuse("is running under the daemon; follow it with `ferry show`".into());
+        }
+        if summary.effective_state() == JobState::Queued {
+            return refuse("is already queued; the daemon takes it in turn".into());
+        }
+        if let Some(url) = summary.spec.as_ref().and_then(|s| s.container_url()) {
+            return Err(EngineError::InvalidInput(format!(
+                "job {job} copies {url}, a container URL whose SAS ferry never stores, so the daemon could not reach it; stop the daemon and `ferry replay {job} --src-sas/--dst-sas`"
+            )));
+        }
+        let event = Event::JobResumed { by: by.to_string() };
+        self.log().append_durable(job, event).await?;
+        Ok(())
+    }
+
     /// The live schedules, folded from the control stream.
     pub fn schedules(&self) -> Result<Schedules, EngineError> {
         let recs = self

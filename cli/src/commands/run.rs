@@ -241,7 +241,10 @@ pub fn run_queue(ctx: &Ctx, args: RunArgs) -> Result<u8> {
 
 pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
     let out = ctx.out;
-    let mut engine = ctx.engine(ctx.accounts()?)?;
+    let mut engine = match control::access(&ctx.state)? {
+        Access::Local(engine) => engine.with_accounts(ctx.accounts()?),
+        Access::Daemon(sock) => return replay_by_daemon(ctx, &sock, job, &args),
+    };
     let id = engine.resolve(job)?;
     let summary = engine.summary(id)?;
     attach_sas(engine.accounts_mut(), summary.spec.as_ref(), &args)?;
@@ -271,6 +274,37 @@ pub fn replay(ctx: &Ctx, job: &str, args: RunArgs) -> Result<u8> {
         print_stats(&engine, args.stats, &report, &progress);
         Ok(code_of(&report))
     })
+}
+
+/// `ferry replay` while a daemon holds the state dir: the job goes back in
+/// its queue and the daemon replays it. Options for a run in this process
+/// are refused rather than dropped (a SAS is not among them: it may come
+/// from the environment, and the daemon refuses a container-URL job).
+fn replay_by_daemon(ctx: &Ctx, sock: &std::path::Path, job: &str, args: &RunArgs) -> Result<u8> {
+    let r = &args.retry;
+    let this_process = [
+        ("--parallel", args.parallel.is_some()),
+        ("--stats", args.stats),
+        ("--allow-plugin-change", args.allow_plugin_change),
+        ("--max-tries", r.max_tries.is_some()),
+        ("--try-timeout", r.try_timeout.is_some()),
+        ("--retry-for", r.retry_for.is_some()),
+    ];
+    if let Some((flag, _)) = this_process.iter().find(|(_, given)| *given) {
+        return Err(EngineError::InvalidInput(format!(
+            "{flag} applies to a replay run by this process, but a daemon holds the state dir and would replay the job itself; leave {flag} out, or stop the daemon first"
+        ))
+        .into());
+    }
+    let req = Request::Replay {
+        job: job.to_string(),
+        by: ferry_engine::actor(),
+    };
+    let id: JobId = serde_json::from_value(control::call(sock, &req)?)?;
+    if !ctx.out.quiet {
+        println!("job {id} queued: the daemon replays it (follow it with `ferry show {id}`)");
+    }
+    Ok(exit::OK)
 }
 
 /// How to run one attempt.
