@@ -532,7 +532,7 @@ fn while_a_daemon_holds_the_state_dir_history_goes_through_it_and_prune_waits() 
     env.ferry()
         .args(["prune", "--older-than", "1d"])
         .run()
-        .error(3, "in use");
+        .error(3, "`ferry prune` needs the daemon stopped");
     d.signal(libc::SIGTERM);
     let out = d.wait_timeout(Duration::from_secs(20));
     assert_eq!(out.code, Some(0), "{out:?}");

@@ -406,6 +406,18 @@ fn replay_beside_a_daemon_queues_the_job_and_the_daemon_replays_it() {
         .args(["replay", &job])
         .run()
         .error(7, "already succeeded");
+    // What still needs the state dir says a daemon holds it, and what to do.
+    env.ferry()
+        .arg("verify-log")
+        .run()
+        .error(3, "a ferry daemon holds state dir");
+    let out = env.copy(&[]).run();
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("`ferry submit` it for the daemon"),
+        "{}",
+        out.stderr
+    );
     stop(d, 15);
 }
 

@@ -39,7 +39,9 @@ fn run(cli: Cli) -> Result<u8> {
         config: cli.config,
         out,
     };
-    match cli.command {
+    let alone = needs_the_state_dir(&cli.command);
+    // A closure, so that errors returned early with `?` are seen below too.
+    let result = (|| match cli.command {
         Command::Copy(job) => run::copy(&ctx, job),
         Command::Submit(job) => run::submit(&ctx, job),
         Command::Schedule(cmd) => schedule::schedule(&ctx, cmd),
@@ -158,6 +160,48 @@ fn run(cli: Cli) -> Result<u8> {
             path,
             plugin_config,
         }) => report::check(&state, &path, plugin_config),
+    })();
+    match alone {
+        Some(advice) => result.map_err(|e| held_by_daemon(e, &state, advice)),
+        None => result,
+    }
+}
+
+/// For commands that cannot go through a daemon, what to do when one holds
+/// the state dir.
+fn needs_the_state_dir(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Copy(_) => "`ferry copy` runs the job in this process: `ferry submit` it for the daemon instead, or stop the daemon",
+        Command::Run(_) => "the daemon already works the queue (follow it with `ferry status`)",
+        Command::Daemon(_) => "one daemon per state dir",
+        Command::VerifyLog { .. } => "`ferry verify-log` needs the daemon stopped",
+        Command::Prune { .. } => "`ferry prune` needs the daemon stopped",
+        Command::Import { .. } => "`ferry import` needs the daemon stopped",
+        _ => return None,
+    })
+}
+
+/// The "in use" error, when the holder is a daemon: says so, and what to do
+/// instead of "wait for it to finish" (a daemon does not finish).
+fn held_by_daemon(e: anyhow::Error, state: &std::path::Path, advice: &str) -> anyhow::Error {
+    let owner = e.chain().find_map(|c| match c.downcast_ref() {
+        Some(ferry_engine::EngineError::StateLocked { owner, .. }) => Some(owner.clone()),
+        _ => None,
+    });
+    match owner {
+        Some(owner)
+            if std::os::unix::net::UnixStream::connect(control::socket_path(state)).is_ok() =>
+        {
+            crate::exit::coded(
+                &format!(
+                    "a ferry daemon holds state dir {} ({owner}); {advice}; stop it with SIGTERM (or its service) when you need to",
+                    state.display()
+                ),
+                crate::exit::STATE_LOCKED,
+            )
+            .into()
+        }
+        _ => e,
     }
 }
 
