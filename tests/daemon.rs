@@ -363,16 +363,7 @@ fn replay_beside_a_daemon_queues_the_job_and_the_daemon_replays_it() {
     files(&env, 3);
     let kept = env.path("kept");
     std::fs::rename(&env.src, &kept).unwrap();
-    let job = env
-        .ferry()
-        .arg("submit")
-        .arg(&kept)
-        .arg(&env.dst)
-        .run()
-        .success()
-        .stdout
-        .trim()
-        .to_string();
+    let job = env.submit(&kept, &env.dst);
     // Its first attempt fails by hand, outside any daemon (which would not
     // replay it on its own).
     let moved = env.path("moved");

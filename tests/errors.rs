@@ -384,16 +384,7 @@ fn unreadable_source_file_fails_that_blob_and_the_job_goes_on() {
 fn vanished_source_after_submit_fails_the_job_with_exit_6() {
     let env = Env::new();
     make_tree(&env.src, &[("a", b"1")]);
-    let id = env
-        .ferry()
-        .arg("submit")
-        .arg(&env.src)
-        .arg(&env.dst)
-        .run()
-        .success()
-        .stdout
-        .trim()
-        .to_string();
+    let id = env.submit(&env.src, &env.dst);
     fs::remove_dir_all(&env.src).unwrap();
     let out = env.ferry().arg("run").run().code(6);
     assert!(
@@ -458,8 +449,9 @@ fn a_replay_whose_account_left_the_config_is_refused_without_an_attempt() {
     assert_eq!(show["state"], "failed");
 }
 
-#[test]
-fn a_local_account_folder_gone_after_submit_is_not_recreated() {
+/// A source with `a.txt`, and a local account `nas` on a folder of its own
+/// (a share, mounted).
+fn nas_account() -> (Env, std::path::PathBuf) {
     let env = Env::new();
     make_tree(&env.src, &[("a.txt", b"a")]);
     let root = env.path("nas");
@@ -468,12 +460,13 @@ fn a_local_account_folder_gone_after_submit_is_not_recreated() {
         &env.state.join("ferry.toml"),
         format!("[accounts.nas]\nlocal = {:?}\n", root.to_str().unwrap()),
     );
-    env.ferry()
-        .arg("submit")
-        .arg(&env.src)
-        .arg("nas:photos")
-        .run()
-        .success();
+    (env, root)
+}
+
+#[test]
+fn a_local_account_folder_gone_after_submit_is_not_recreated() {
+    let (env, root) = nas_account();
+    env.submit(&env.src, "nas:photos");
     // The share is unmounted before the queue runs.
     std::fs::remove_dir(&root).unwrap();
     let out = env.ferry().arg("run").run();
@@ -487,14 +480,7 @@ fn a_local_account_folder_gone_after_submit_is_not_recreated() {
 
 #[test]
 fn the_history_of_a_local_account_is_found_while_its_share_is_unmounted() {
-    let env = Env::new();
-    make_tree(&env.src, &[("a.txt", b"a")]);
-    let root = env.path("nas");
-    std::fs::create_dir(&root).unwrap();
-    write(
-        &env.state.join("ferry.toml"),
-        format!("[accounts.nas]\nlocal = {:?}\n", root.to_str().unwrap()),
-    );
+    let (env, root) = nas_account();
     env.ferry()
         .arg("copy")
         .arg(&env.src)

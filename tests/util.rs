@@ -125,6 +125,23 @@ impl Env {
         }
     }
 
+    /// `ferry submit SRC DST`; the id it printed.
+    pub fn submit(
+        &self,
+        src: impl AsRef<std::ffi::OsStr>,
+        dst: impl AsRef<std::ffi::OsStr>,
+    ) -> String {
+        self.ferry()
+            .arg("submit")
+            .arg(src)
+            .arg(dst)
+            .run()
+            .success()
+            .stdout
+            .trim()
+            .to_string()
+    }
+
     pub fn show_json(&self, job: &str) -> Value {
         let out = self
             .ferry()
