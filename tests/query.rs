@@ -918,6 +918,15 @@ fn export_writes_a_header_then_every_event_and_never_overwrites_without_force() 
     let env = Env::new();
     let job = job_with_failures(&env);
     let file = env.path("job.jsonl");
+    // Left by an export that was killed (no process has that pid), and
+    // one of a process that still runs (this one).
+    let dead = env.path(".job.jsonl.999999999.ferry-export-tmp");
+    let live = env.path(&format!(
+        ".job.jsonl.{}.ferry-export-tmp",
+        std::process::id()
+    ));
+    write(&dead, "half");
+    write(&live, "half");
     let out = env
         .ferry()
         .args(["export", &job[..8], "-o"])
@@ -925,6 +934,9 @@ fn export_writes_a_header_then_every_event_and_never_overwrites_without_force() 
         .run()
         .success();
     assert!(out.stdout.contains("exported"), "{}", out.stdout);
+    assert!(!dead.exists(), "a dead export's temp file stayed");
+    assert!(live.exists(), "a running export's temp file was removed");
+    fs::remove_file(&live).unwrap();
     let text = fs::read_to_string(&file).unwrap();
     let (header, rest) = text.split_once('\n').unwrap();
     assert!(

@@ -793,9 +793,10 @@ pub fn write_export(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    remove_dead_temps(&dir, name);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{}.ferry-export-tmp", std::process::id()));
+    tmp_name.push(format!(".{}{EXPORT_TEMP}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let file = File::options()
         .write(true)
@@ -837,6 +838,41 @@ pub fn write_export(
         println!("exported {count} events of job {job} to {shown}");
     }
     Ok(exit::OK)
+}
+
+/// Ends the temp file of an export: `.FILE.PID.ferry-export-tmp`.
+const EXPORT_TEMP: &str = ".ferry-export-tmp";
+
+/// Removes temp files of exports to the same FILE whose process is gone (a
+/// killed export leaves its temp file; before, they piled up). A process
+/// that still runs keeps its own.
+fn remove_dead_temps(dir: &Path, name: &std::ffi::OsStr) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(name.as_bytes());
+    prefix.push(b'.');
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let pid = file
+            .as_bytes()
+            .strip_prefix(prefix.as_slice())
+            .and_then(|rest| rest.strip_suffix(EXPORT_TEMP.as_bytes()))
+            .and_then(|pid| std::str::from_utf8(pid).ok())
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .filter(|pid| *pid > 0);
+        let Some(pid) = pid else {
+            continue;
+        };
+        // SAFETY: signal 0 sends nothing; it only asks whether pid exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The archive: a header saying how many events follow, then each event,
