@@ -297,6 +297,40 @@ fn incremental_runs_skip_unchanged_blobs_and_copy_exactly_the_changed_ones() {
 }
 
 #[test]
+fn names_azure_lists_in_utf16_order_are_matched_and_never_overwritten() {
+    let a = az();
+    // Fullwidth forms and private use (U+E000..U+FFFF) against an emoji
+    // (above U+FFFF): Azure lists the emoji first, byte order puts it last.
+    let names = ["a", "\u{ff01}x", "\u{1F600}x", "\u{e000}x", "z"];
+    for n in names {
+        write(&a.env.src.join(n), format!("v1 {n}"));
+    }
+    let c = container("utf16");
+    a.copy(&a.env.src, format!("dev:{c}"), &[]).success();
+    let s = a
+        .copy(&a.env.src, format!("dev:{c}"), &[])
+        .success()
+        .summary();
+    assert_eq!((s.copied, s.skipped), (0, 5), "every blob was found");
+
+    // Downloaded, edited there, then `--mode never` from the container:
+    // nothing at the destination is replaced.
+    let down = a.env.path("down");
+    a.copy(format!("dev:{c}"), &down, &[]).success();
+    for n in names {
+        write(&down.join(n), "edited");
+    }
+    let s = a
+        .copy(format!("dev:{c}"), &down, &["--mode", "never"])
+        .success()
+        .summary();
+    assert_eq!((s.copied, s.skipped), (0, 5));
+    for n in names {
+        assert_eq!(std::fs::read_to_string(down.join(n)).unwrap(), "edited", "{n}");
+    }
+}
+
+#[test]
 fn properties_and_metadata_survive_both_copy_methods() {
     let a = az();
     let (c1, c2, c3) = (container("meta"), container("meta-s"), container("meta-t"));

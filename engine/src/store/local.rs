@@ -726,13 +726,15 @@ impl Positioned {
 /// One directory entry awaiting its turn in the walk.
 struct Entry {
     /// File name, with a trailing `/` for directories so that sorting the
-    /// keys of one directory yields full names in byte order.
+    /// keys of one directory yields full names in the listing order
+    /// (`names::cmp`).
     key: String,
     dir: bool,
     link: bool,
 }
 
-/// Walks `root` depth-first in byte order of full names, sending each item.
+/// Walks `root` depth-first in the listing order of full names
+/// (`names::cmp`), sending each item.
 /// Memory is the sorted entries of the directories on the current path, not
 /// the whole tree.
 fn walk(root: &Path, tx: &mpsc::Sender<Result<Listed, StoreError>>, links: Links) {
@@ -867,7 +869,7 @@ fn read_sorted(
         let key = if dir { format!("{s}/") } else { s.to_string() };
         out.push(Entry { key, dir, link });
     }
-    out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    out.sort_unstable_by(|a, b| names::cmp(&a.key, &b.key));
     Some(out)
 }
 

@@ -11,7 +11,23 @@ use futures::StreamExt;
 
 use super::{names, BlobMeta, BlobStore, ByteStream, Listed, Listing, StoreError};
 
-type Blobs = Arc<Mutex<BTreeMap<String, (BlobMeta, Bytes)>>>;
+type Blobs = Arc<Mutex<BTreeMap<Key, (BlobMeta, Bytes)>>>;
+
+/// A name kept in the listing order every store shares (`names::cmp`).
+#[derive(Clone, PartialEq, Eq)]
+struct Key(String);
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        super::names::cmp(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Listing page: how many entries are copied out per lock.
 const PAGE: usize = 1000;
@@ -44,7 +60,7 @@ impl MemoryStore {
     /// Inserts a blob directly (test and benchmark set-up).
     pub fn insert(&self, meta: BlobMeta, data: Bytes) {
         if let Ok(mut b) = self.blobs.lock() {
-            b.insert(meta.name.clone(), (meta, data));
+            b.insert(Key(meta.name.clone()), (meta, data));
         }
     }
 
@@ -86,7 +102,7 @@ impl BlobStore for MemoryStore {
                     let after = after?;
                     let page: Vec<BlobMeta> = match blobs.lock() {
                         Ok(b) => b
-                            .range((after, Bound::Unbounded))
+                            .range((after.map(Key), Bound::Unbounded))
                             .take(PAGE)
                             .map(|(_, (m, _))| m.clone())
                             .collect(),
@@ -111,7 +127,7 @@ impl BlobStore for MemoryStore {
     async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
         names::check(name)?;
         let b = self.blobs.lock().map_err(|_| self.poisoned())?;
-        Ok(b.get(name).map(|(m, _)| m.clone()))
+        Ok(b.get(&Key(name.to_string())).map(|(m, _)| m.clone()))
     }
 
     async fn read(&self, meta: &BlobMeta) -> Result<ByteStream, StoreError> {
@@ -119,7 +135,7 @@ impl BlobStore for MemoryStore {
         names::check(name)?;
         let data = {
             let b = self.blobs.lock().map_err(|_| self.poisoned())?;
-            b.get(name)
+            b.get(&Key(name.to_string()))
                 .map(|(_, d)| d.clone())
                 .ok_or_else(|| StoreError::NotFound {
                     what: format!("{}/{name}", self.describe()),

@@ -186,7 +186,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Where this store points, for messages (never holds a secret).
     fn describe(&self) -> String;
 
-    /// Streams every blob under the root in byte order of name, without
+    /// Streams every blob under the root in the shared name order
+    /// (`names::cmp`: UTF-16 code units, as Azure lists), without
     /// holding the whole listing in memory.
     fn list(&self) -> Listing;
 
@@ -216,6 +217,14 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 
     /// Whether modification times are kept only to the second.
+    /// Whether `list_existing` comes in the shared name order
+    /// (`names::cmp`). An Azure account with a hierarchical namespace lists
+    /// `A/x` before `A-B`; a merge against such a listing would take blobs
+    /// that come "late" as absent, so it looks each name up instead.
+    async fn lists_in_name_order(&self) -> bool {
+        true
+    }
+
     fn whole_second_times(&self) -> bool {
         false
     }

@@ -1,7 +1,34 @@
 //! Blob name rules shared by every backend: a name is a relative,
 //! `/`-separated path that cannot escape the store root.
 
+use std::cmp::Ordering;
+
 use super::StoreError;
+
+/// The order every store lists names in, and the merge of a source against
+/// its destination compares them in: UTF-16 code units, as Azure lists a
+/// container (flat namespace; Azurite too). Byte (UTF-8) order differs only
+/// where the first differing characters are one in U+E000..U+FFFF (CJK
+/// fullwidth forms, private use) and one above U+FFFF (emoji): UTF-16 puts
+/// the latter first (surrogates). With byte order, such a destination blob
+/// arrived "late" in the merge, was taken as absent, and `--mode never`
+/// overwrote it.
+pub fn cmp(a: &str, b: &str) -> Ordering {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) else {
+        return x.len().cmp(&y.len());
+    };
+    // The bytes before `i` are equal, so both differ at the same place in
+    // a character: at its lead byte, or in continuation bytes of a lead
+    // they share (then byte order is UTF-16 order).
+    let high_bmp = |c: u8| c == 0xEE || c == 0xEF;
+    let astral = |c: u8| c >= 0xF0;
+    match (x[i], y[i]) {
+        (p, q) if high_bmp(p) && astral(q) => Ordering::Greater,
+        (p, q) if astral(p) && high_bmp(q) => Ordering::Less,
+        (p, q) => p.cmp(&q),
+    }
+}
 
 /// Longest file name component most local filesystems accept.
 pub const MAX_COMPONENT: usize = 255;
@@ -103,5 +130,40 @@ mod tests {
         for bad in ["", "a/../b", "./a", "a/.", "a\0b", "line\nbreak"] {
             assert!(check_azure(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::cmp;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn names_compare_as_utf16_code_units() {
+        let names = [
+            "",
+            "a",
+            "a-b",
+            "a/x",
+            "ab",
+            "z",
+            "\u{d7ff}",
+            "\u{1F600}x",
+            "\u{e000}x",
+            "\u{ff01}x",
+            "\u{ffff}",
+            "\u{10FFFF}",
+            "é",
+            "日本",
+        ];
+        for a in names {
+            for b in names {
+                let utf16 = a.encode_utf16().cmp(b.encode_utf16());
+                assert_eq!(cmp(a, b), utf16, "{a:?} vs {b:?}");
+            }
+        }
+        // Where it differs from byte order.
+        assert_eq!(cmp("\u{1F600}", "\u{ff01}"), Ordering::Less);
+        assert_eq!("\u{1F600}".cmp("\u{ff01}"), Ordering::Greater);
     }
 }

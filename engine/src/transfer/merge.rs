@@ -1,17 +1,32 @@
 //! Streaming merge-join of the destination listing against source names.
-//! Both listings arrive in byte order of name, so each destination entry is
-//! looked at once and nothing is held beyond one peeked item.
+//! Both listings arrive in the stores' shared name order (`names::cmp`:
+//! UTF-16 code units, as Azure lists), so each destination entry is looked
+//! at once and nothing is held beyond one peeked item.
+//!
+//! A listing that breaks that order (an Azure account with a hierarchical
+//! namespace lists `A/x` before `A-B`) is caught where an entry or a name
+//! asked for goes backwards: from there on each name is looked up by
+//! itself (a HEAD), with a warning, rather than taken as absent and
+//! overwritten.
 
 use std::cmp::Ordering;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::stream::{Peekable, StreamExt};
 
-use crate::store::{BlobMeta, Listed, Listing, StoreError};
+use crate::store::{names, BlobMeta, BlobStore, Listed, Listing, StoreError};
 
 pub(crate) struct Merge {
     list: Peekable<Listing>,
     done: bool,
+    /// The destination, for lookups once the listing is out of order.
+    store: Arc<dyn BlobStore>,
+    /// The last destination entry passed and the last name asked for.
+    last_entry: Option<String>,
+    last_asked: Option<String>,
+    /// The order broke: every name is looked up by itself.
+    by_name: bool,
 }
 
 /// What the destination holds under a name.
@@ -28,11 +43,41 @@ impl Merge {
     /// Takes the destination's [`BlobStore::list_existing`].
     ///
     /// [`BlobStore::list_existing`]: crate::store::BlobStore::list_existing
-    pub fn new(list: Listing) -> Self {
-        Merge {
-            list: list.peekable(),
-            done: false,
+    pub async fn new(store: Arc<dyn BlobStore>) -> Self {
+        let by_name = !store.lists_in_name_order().await;
+        if by_name {
+            tracing::info!(
+                destination = %store.describe(),
+                "the destination lists names in its own order (a hierarchical namespace): each blob is looked up by itself"
+            );
         }
+        Merge {
+            list: store.list_existing().peekable(),
+            done: false,
+            store,
+            last_entry: None,
+            last_asked: None,
+            by_name,
+        }
+    }
+
+    /// Gives up the merge for lookups by name, once.
+    fn out_of_order(&mut self, at: &str, after: &str) {
+        if !self.by_name {
+            tracing::warn!(
+                destination = %self.store.describe(),
+                "names listed out of order ({at:?} after {after:?}); each blob is now looked up at the destination by itself"
+            );
+        }
+        self.by_name = true;
+    }
+
+    /// `store`, not `self`: the listing held in `self` is not `Sync`.
+    async fn look_up(store: Arc<dyn BlobStore>, name: &str) -> Result<Found, StoreError> {
+        Ok(match store.head(name).await? {
+            Some(m) => Found::Blob(m),
+            None => Found::Absent,
+        })
     }
 
     /// The destination's entry for `name`. Names must be asked for in
@@ -40,7 +85,16 @@ impl Merge {
     /// other failure of the whole listing is returned (guessing "absent"
     /// could overwrite what the policy would keep).
     pub async fn find(&mut self, name: &str) -> Result<Found, StoreError> {
+        if let Some(last) = self.last_asked.take() {
+            if names::cmp(name, &last) != Ordering::Greater {
+                self.out_of_order(name, &last);
+            }
+        }
+        self.last_asked = Some(name.to_string());
         loop {
+            if self.by_name {
+                return Self::look_up(self.store.clone(), name).await;
+            }
             if self.done {
                 return Ok(Found::Absent);
             }
@@ -58,9 +112,9 @@ impl Merge {
                         Some(Ok(_)) => Ok(Found::Absent),
                     };
                 }
-                Some(Ok(Listed::Blob(m))) => m.name.as_str().cmp(name),
+                Some(Ok(Listed::Blob(m))) => names::cmp(&m.name, name),
                 Some(Ok(Listed::Failed { name: entry, error })) => {
-                    let order = entry.as_str().cmp(name);
+                    let order = names::cmp(entry, name);
                     // A link no source blob lands on is none of the copy's
                     // business; an unreadable folder may be.
                     if order == Ordering::Less && !matches!(error, StoreError::Conflict { .. }) {
@@ -70,16 +124,30 @@ impl Merge {
                 }
                 Some(Ok(Listed::Skipped { .. })) => Ordering::Less,
             };
+            let entry = match list.as_mut().peek().await {
+                Some(Ok(Listed::Blob(m))) => Some(m.name.clone()),
+                Some(Ok(Listed::Failed { name, .. })) => Some(name.clone()),
+                _ => None,
+            };
+            if let (Some(entry), Some(last)) = (&entry, &self.last_entry) {
+                if names::cmp(entry, last) != Ordering::Greater {
+                    let last = last.clone();
+                    self.out_of_order(entry, &last);
+                    continue;
+                }
+            }
             match order {
                 Ordering::Less => {
+                    self.last_entry = entry.or(self.last_entry.take());
                     list.next().await;
                 }
                 Ordering::Equal => {
+                    self.last_entry = entry;
                     return Ok(match list.next().await {
                         Some(Ok(Listed::Blob(m))) => Found::Blob(m),
                         Some(Ok(Listed::Failed { error, .. })) => Found::Unusable(error),
                         _ => Found::Absent,
-                    })
+                    });
                 }
                 Ordering::Greater => return Ok(Found::Absent),
             }
@@ -110,7 +178,7 @@ mod tests {
         for n in ["a", "b/c", "d", "f"] {
             store.insert(meta(n), Bytes::from_static(b"x"));
         }
-        let mut m = Merge::new(store.list());
+        let mut m = Merge::new(Arc::new(store)).await;
         let found = |f: Found| match f {
             Found::Blob(m) => Some(m.name),
             Found::Absent => None,
@@ -124,11 +192,149 @@ mod tests {
         assert_eq!(found(m.find("g").await.unwrap()), None);
     }
 
+    /// A memory store whose listing comes in the order given, as an
+    /// account with a hierarchical namespace lists (`A/x` before `A-B`).
+    struct Misordered(MemoryStore, Vec<&'static str>);
+
+    #[async_trait::async_trait]
+    impl BlobStore for Misordered {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn list(&self) -> Listing {
+            let metas: Vec<_> = self.1.iter().map(|n| Ok(Listed::Blob(meta(n)))).collect();
+            futures::stream::iter(metas).boxed()
+        }
+        async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
+            self.0.head(name).await
+        }
+        async fn read(&self, meta: &BlobMeta) -> Result<crate::store::ByteStream, StoreError> {
+            self.0.read(meta).await
+        }
+        async fn write(
+            &self,
+            meta: &BlobMeta,
+            data: crate::store::ByteStream,
+        ) -> Result<(), StoreError> {
+            self.0.write(meta, data).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_out_of_order_falls_back_to_lookups_and_misses_nothing_after() {
+        let store = MemoryStore::named("merge-misordered");
+        let listed = vec!["A", "A/x", "A-B", "A-B/y", "B"];
+        for n in &listed {
+            store.insert(meta(n), Bytes::from_static(b"x"));
+        }
+        let mut m = Merge::new(Arc::new(Misordered(store, listed))).await;
+        let mut found = Vec::new();
+        // Asked in the shared order: `A-B` sorts before `A/x` there.
+        for name in ["A", "A-B", "A-B/y", "A/x", "B", "C"] {
+            if let Found::Blob(b) = m.find(name).await.unwrap() {
+                found.push(b.name);
+            }
+        }
+        // Names between `A` and `A/x` in the shared order come late in this
+        // listing: taken as absent until the order break shows (at `A-B`
+        // after `A/x`); from there each name is looked up. Why a store says
+        // up front when it lists in another order (`lists_in_name_order`).
+        assert_eq!(found, ["A", "A/x", "B"]);
+        assert!(m.by_name);
+    }
+
+    /// [`Misordered`] that says so, as an Azure account with a hierarchical
+    /// namespace does.
+    struct Hierarchical(Misordered);
+
+    #[async_trait::async_trait]
+    impl BlobStore for Hierarchical {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn list(&self) -> Listing {
+            self.0.list()
+        }
+        async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
+            self.0.head(name).await
+        }
+        async fn read(&self, meta: &BlobMeta) -> Result<crate::store::ByteStream, StoreError> {
+            self.0.read(meta).await
+        }
+        async fn write(
+            &self,
+            meta: &BlobMeta,
+            data: crate::store::ByteStream,
+        ) -> Result<(), StoreError> {
+            self.0.write(meta, data).await
+        }
+        async fn lists_in_name_order(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_lists_in_its_own_order_is_looked_up_name_by_name() {
+        let store = MemoryStore::named("merge-hierarchical");
+        let listed = vec!["A", "A/x", "A-B", "A-B/y", "B"];
+        for n in &listed {
+            store.insert(meta(n), Bytes::from_static(b"x"));
+        }
+        let mut m = Merge::new(Arc::new(Hierarchical(Misordered(store, listed)))).await;
+        let mut found = Vec::new();
+        for name in ["A", "A-B", "A-B/y", "A/x", "B", "C"] {
+            if let Found::Blob(b) = m.find(name).await.unwrap() {
+                found.push(b.name);
+            }
+        }
+        assert_eq!(found, ["A", "A-B", "A-B/y", "A/x", "B"]);
+    }
+
+    #[tokio::test]
+    async fn a_source_asking_out_of_order_is_answered_by_lookups() {
+        let store = MemoryStore::named("merge-asked-out-of-order");
+        for n in ["A", "A-B", "A/x"] {
+            store.insert(meta(n), Bytes::from_static(b"x"));
+        }
+        let mut m = Merge::new(Arc::new(store)).await;
+        let mut found = Vec::new();
+        // A hierarchical source lists `A/x` before `A-B`.
+        for name in ["A", "A/x", "A-B", "B"] {
+            if let Found::Blob(b) = m.find(name).await.unwrap() {
+                found.push(b.name);
+            }
+        }
+        assert_eq!(found, ["A", "A/x", "A-B"]);
+    }
+
+    #[tokio::test]
+    async fn names_beyond_the_basic_plane_merge_in_utf16_order() {
+        let store = MemoryStore::named("merge-utf16");
+        let names = ["a", "z", "\u{1F600}x", "\u{e000}x", "\u{ff01}x"];
+        for n in names {
+            store.insert(meta(n), Bytes::from_static(b"x"));
+        }
+        let listed: Vec<String> = store
+            .list()
+            .map(|l| match l.unwrap() {
+                Listed::Blob(b) => b.name,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+            .await;
+        assert_eq!(listed, names, "listed as Azure lists them");
+        let mut m = Merge::new(Arc::new(store)).await;
+        for n in names {
+            assert!(matches!(m.find(n).await.unwrap(), Found::Blob(_)), "{n}");
+        }
+        assert!(!m.by_name);
+    }
+
     #[tokio::test]
     async fn a_missing_destination_is_empty() {
         let d = tempfile::tempdir().unwrap();
         let store = crate::store::LocalStore::new(d.path().join("nope"));
-        let mut m = Merge::new(store.list_existing());
+        let mut m = Merge::new(Arc::new(store)).await;
         assert!(matches!(m.find("a").await.unwrap(), Found::Absent));
     }
 
@@ -142,7 +348,7 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("nowhere"), dst.join("c")).unwrap();
         std::fs::write(dst.join("d"), b"real").unwrap();
         let store = crate::store::LocalStore::new(&dst);
-        let mut m = Merge::new(store.list_existing());
+        let mut m = Merge::new(Arc::new(store.clone())).await;
         for name in ["b", "c"] {
             match m.find(name).await.unwrap() {
                 Found::Unusable(e) => assert!(e.to_string().contains("symbolic link"), "{e}"),

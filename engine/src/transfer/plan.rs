@@ -81,8 +81,10 @@ pub(crate) async fn plan(
         .resuming
         .then(|| ctx.log.checkpoint_cursor(ctx.job, ctx.attempt));
     let mut src = ctx.src.list();
-    let mut dst =
-        policy::needs_destination(ctx.spec.mode).then(|| Merge::new(ctx.dst.list_existing()));
+    let mut dst = match policy::needs_destination(ctx.spec.mode) {
+        true => Some(Merge::new(ctx.dst.clone()).await),
+        false => None,
+    };
     let (mut blobs, mut bytes) = (0u64, 0u64);
     // Places of the listed blobs that get a copy or skip, for the log's runs
     // (`EventLog::append_outcome`); listing failures never join runs.

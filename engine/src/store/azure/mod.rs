@@ -807,6 +807,22 @@ impl BlobStore for AzureStore {
     fn whole_second_times(&self) -> bool {
         true
     }
+
+    async fn lists_in_name_order(&self) -> bool {
+        // Asked once per attempt. Where the answer is refused (a container
+        // SAS may not read account properties), the merge still catches an
+        // order break once it shows.
+        match self.client.get_account_info(None).await {
+            Ok(r) => {
+                use azure_storage_blob::models::BlobContainerClientGetAccountInfoResultHeaders;
+                r.is_hierarchical_namespace_enabled().ok().flatten() != Some(true)
+            }
+            Err(e) => {
+                tracing::debug!(store = %self.label, "account kind unknown: {e}");
+                true
+            }
+        }
+    }
 }
 
 impl AzureStore {
