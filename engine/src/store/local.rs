@@ -549,19 +549,33 @@ fn file_meta(path: &Path, name: String) -> Result<Option<BlobMeta>, StoreError> 
 
 fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
     let modified = modified(m);
-    let etag = format!(
-        "{:x}-{:x}",
-        modified.timestamp_nanos_opt().unwrap_or_default(),
-        m.len()
-    );
     BlobMeta {
         name,
         size: m.len(),
         modified,
-        etag,
+        etag: etag_of(m),
         md5: None,
         props: None,
     }
+}
+
+/// A file's version: its size, mtime, inode and change time. Why more than
+/// size and mtime: an upload resumes on the blocks staged for the same
+/// etag, and two files of one size and mtime (a tool that sets mtimes: tar
+/// `--mtime`, reproducible builds, `cp -p` of another version) shared it,
+/// so a new job committed blocks of both. The inode tells such files
+/// apart, and the change time moves with every write, even one whose mtime
+/// is put back. Seconds and nanoseconds apart: an mtime past 2262 gave 0.
+fn etag_of(m: &fs::Metadata) -> String {
+    format!(
+        "{:x}.{:x}-{:x}-{:x}-{:x}.{:x}",
+        m.mtime(),
+        m.mtime_nsec(),
+        m.len(),
+        m.ino(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
 }
 
 impl LocalStore {
@@ -878,6 +892,30 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     use super::*;
+
+    #[test]
+    fn files_of_one_size_and_mtime_have_their_own_etags_and_a_write_changes_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::write(&a, b"first version").unwrap();
+        fs::write(&b, b"other content").unwrap();
+        let when = FileTime::from_unix_time(1_577_836_800, 0);
+        for p in [&a, &b] {
+            filetime::set_file_mtime(p, when).unwrap();
+        }
+        let etag = |p: &Path| etag_of(&fs::metadata(p).unwrap());
+        assert_ne!(etag(&a), etag(&b), "same size and mtime, other files");
+        // Rewritten, its mtime put back: still another version.
+        let before = etag(&a);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&a, b"third version").unwrap();
+        filetime::set_file_mtime(&a, when).unwrap();
+        assert_ne!(etag(&a), before);
+        // A time past 2262 still tells versions apart.
+        filetime::set_file_mtime(&b, FileTime::from_unix_time(99_999_999_999, 0)).unwrap();
+        // (The filesystem may clamp it, ext4 to 2446.)
+        assert!(!etag(&b).starts_with("0."), "{}", etag(&b));
+    }
 
     /// A source store with `names` and a destination whose `dirlink` and
     /// `filelink` point into `outside/`.
