@@ -199,7 +199,7 @@ impl LocalStore {
         let from = src.path_for(&meta.name)?;
         let to = self.path_for(&meta.name)?;
         let src_err = |e| StoreError::io(format!("source {}", from.display()), e);
-        let input = File::open(&from).map_err(src_err)?;
+        let input = open_source(&from).map_err(src_err)?;
         let unchanged = |m: &fs::Metadata| m.len() == meta.size && modified(m) == meta.modified;
         let before = input.metadata().map_err(src_err)?;
         if !unchanged(&before) {
@@ -256,7 +256,7 @@ impl LocalStore {
         };
         let mut b = {
             let p = other.path_for(name)?;
-            File::open(&p).map_err(|e| StoreError::io(p.display().to_string(), e))?
+            open_source(&p).map_err(|e| StoreError::io(p.display().to_string(), e))?
         };
         let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
         let err = |e| StoreError::io(name.to_string(), e);
@@ -547,6 +547,35 @@ fn file_meta(path: &Path, name: String) -> Result<Option<BlobMeta>, StoreError> 
     }
 }
 
+/// Opens a source file for reading, refusing what is not a regular file.
+/// Why not `File::open`: a name listed as a file may be a FIFO by the time
+/// it is copied, and opening a FIFO waits for a writer, forever: the copy
+/// never reached a blob boundary and SIGTERM could not stop the job.
+/// `O_NONBLOCK` makes that open return at once; regular files ignore it,
+/// and it is cleared all the same.
+fn open_source(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is no longer a regular file (a FIFO, socket or device took its name since it was listed); not copied",
+        ));
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns; flags read, then
+    // written back without O_NONBLOCK.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags >= 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+    }
+    Ok(file)
+}
+
 fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
     let modified = modified(m);
     BlobMeta {
@@ -628,8 +657,14 @@ impl BlobStore for LocalStore {
     async fn read(&self, meta: &BlobMeta) -> Result<ByteStream, StoreError> {
         let path = self.path_for(&meta.name)?;
         let what = format!("source {}", path.display());
-        let file = tokio::fs::File::open(&path)
-            .await
+        let opened = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || open_source(&path)).await
+        };
+        let file = opened
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map(tokio::fs::File::from_std)
             .map_err(|e| StoreError::io(what.clone(), e))?;
         Ok(
             tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
@@ -892,6 +927,22 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     use super::*;
+
+    #[test]
+    fn a_fifo_where_a_file_was_listed_fails_at_once_instead_of_waiting() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("z");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let err = open_source(&fifo).unwrap_err();
+        assert!(err.to_string().contains("no longer a regular file"), "{err}");
+        fs::write(d.path().join("f"), b"data").unwrap();
+        let mut f = open_source(&d.path().join("f")).unwrap();
+        let mut s = String::new();
+        io::Read::read_to_string(&mut f, &mut s).unwrap();
+        assert_eq!(s, "data");
+    }
 
     #[test]
     fn files_of_one_size_and_mtime_have_their_own_etags_and_a_write_changes_one() {
