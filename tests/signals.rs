@@ -1,4 +1,4 @@
-//! SIGINT / SIGTERM: the first signal stops the job at blob boundaries,
+//! SIGINT / SIGTERM / SIGHUP: the first signal stops the job at blob boundaries,
 //! records it as interrupted and exits 130; `ferry replay` completes it.
 
 use std::time::Duration;
@@ -85,6 +85,11 @@ fn sigint_stops_at_blob_boundaries_exits_130_and_replay_completes() {
 #[test]
 fn sigterm_stops_at_blob_boundaries_exits_130_and_replay_completes() {
     interrupt_and_replay(libc::SIGTERM);
+}
+
+#[test]
+fn sighup_of_a_closed_terminal_stops_like_sigterm() {
+    interrupt_and_replay(libc::SIGHUP);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Ctrl-C / SIGTERM: the first asks the running job to stop at blob
+//! Ctrl-C / SIGTERM / SIGHUP: the first asks the running job to stop at blob
 //! boundaries (it is recorded as interrupted and can be replayed); the second
 //! exits at once (the log is consistent at any point, so nothing is lost
 //! that a replay cannot redo).
@@ -21,10 +21,16 @@ pub fn install(cancel: CancellationToken, quiet: bool) {
     });
 }
 
-async fn wait() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+/// Waits for Ctrl-C, SIGTERM or SIGHUP. SIGHUP is what a closed terminal
+/// or ssh session sends; left to its default it ended the process at once,
+/// with no record of the attempt's end.
+pub(crate) async fn wait() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r,
         _ = term.recv() => Ok(()),
+        _ = hup.recv() => Ok(()),
     }
 }

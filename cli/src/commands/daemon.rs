@@ -60,7 +60,7 @@ pub fn daemon(ctx: &Ctx, args: DaemonArgs) -> Result<u8> {
         let stop = shutdown.clone();
         let quiet = ctx.out.quiet;
         tokio::spawn(async move {
-            if wait_signal().await.is_err() {
+            if crate::signals::wait().await.is_err() {
                 return;
             }
             if !quiet {
@@ -70,7 +70,7 @@ pub fn daemon(ctx: &Ctx, args: DaemonArgs) -> Result<u8> {
                 );
             }
             stop.cancel();
-            if wait_signal().await.is_ok() {
+            if crate::signals::wait().await.is_ok() {
                 eprintln!("ferry: quitting now; the next daemon resumes the running jobs");
                 std::process::exit(exit::OK as i32);
             }
@@ -104,13 +104,6 @@ fn restrict(sock: &Path) {
     let _ = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600));
 }
 
-async fn wait_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
-}
 
 pub fn status(state: &Path, json: bool) -> Result<u8> {
     let status: Option<DaemonStatus> = match control::access(state)? {
