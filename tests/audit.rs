@@ -517,7 +517,12 @@ fn while_a_daemon_holds_the_state_dir_history_goes_through_it_and_prune_waits() 
     assert!(local[4].starts_with("no job copied, skipped or failed anything at "));
     assert_eq!(local[5], "");
 
-    let d = env.ferry().args(["daemon", "--quiet"]).spawn();
+    // Started in another folder: the relative queries are the command's.
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let mut daemon = env.ferry();
+    daemon.cmd.current_dir(&elsewhere);
+    let d = daemon.args(["daemon", "--quiet"]).spawn();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(env.state.join("daemon.sock")).is_err() {
         assert!(std::time::Instant::now() < deadline, "the daemon's socket");

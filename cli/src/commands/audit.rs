@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use chrono::{Duration, Utc};
 use ferry_engine::audit::PruneOptions;
+use ferry_engine::job::ParsedAddress;
+use ferry_engine::Address;
 use ferry_engine::projection::{BlobStatus, HistoryLine};
 use indicatif::HumanBytes;
 
@@ -34,15 +36,24 @@ pub fn history(ctx: &Ctx, address: &str, json: bool, limit: Option<usize>) -> Re
             )
         }
         Access::Daemon(sock) => {
+            // A relative path is this command's, not the daemon's (which
+            // runs in another folder): made absolute here.
+            let address = match Address::parse_for_lookup(address, &ctx.accounts()?) {
+                Ok(ParsedAddress {
+                    address: Address::Local { path },
+                    ..
+                }) => path,
+                _ => address.to_string(),
+            };
             let req = Request::History(HistoryQuery {
-                address: address.to_string(),
+                address: address.clone(),
                 limit,
             });
             let (header, lines) = control_stream::call::<HistoryLine>(&sock, &req)?;
             let n = header["lines"]
                 .as_u64()
                 .with_context(|| format!("the daemon's answer is not valid: {header}"))?;
-            let normalized = header["address"].as_str().unwrap_or(address).to_string();
+            let normalized = header["address"].as_str().unwrap_or(&address).to_string();
             print_history(ctx, &normalized, n, lines, json)
         }
     }
