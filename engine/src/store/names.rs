@@ -58,6 +58,14 @@ pub fn check(name: &str) -> Result<(), StoreError> {
 /// Azure copies every blob; a local destination refuses those per blob.
 /// The 1,024-character limit is checked on the full name by the store.
 pub fn check_azure(name: &str) -> Result<(), StoreError> {
+    // Azure stores `\` as `/`: `x\y.txt` from a local folder landed on the
+    // blob `x/y.txt` and replaced that file's backup, every run.
+    if name.contains('\\') {
+        return bad(
+            name,
+            "contains a backslash, which Azure Blob Storage stores as '/' (it would land on another blob); rename it",
+        );
+    }
     check_common(name)
 }
 
@@ -127,9 +135,11 @@ mod tests {
             check_azure(ok).unwrap();
             assert!(check(ok).is_err(), "{ok:?} is no file path");
         }
-        for bad in ["", "a/../b", "./a", "a/.", "a\0b", "line\nbreak"] {
+        for bad in ["", "a/../b", "./a", "a/.", "a\0b", "line\nbreak", "x\\y.txt"] {
             assert!(check_azure(bad).is_err(), "{bad:?} should be refused");
         }
+        // A local folder may hold it; Azure would store it as `x/y.txt`.
+        check("x\\y.txt").unwrap();
     }
 }
 
