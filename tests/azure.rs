@@ -326,7 +326,11 @@ fn names_azure_lists_in_utf16_order_are_matched_and_never_overwritten() {
         .summary();
     assert_eq!((s.copied, s.skipped), (0, 5));
     for n in names {
-        assert_eq!(std::fs::read_to_string(down.join(n)).unwrap(), "edited", "{n}");
+        assert_eq!(
+            std::fs::read_to_string(down.join(n)).unwrap(),
+            "edited",
+            "{n}"
+        );
     }
 }
 

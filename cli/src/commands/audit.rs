@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use chrono::{Duration, Utc};
 use ferry_engine::audit::PruneOptions;
 use ferry_engine::job::ParsedAddress;
-use ferry_engine::Address;
 use ferry_engine::projection::{BlobStatus, HistoryLine};
+use ferry_engine::Address;
 use indicatif::HumanBytes;
 
 use super::run::{runtime, Ctx};

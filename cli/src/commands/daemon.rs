@@ -104,7 +104,6 @@ fn restrict(sock: &Path) {
     let _ = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600));
 }
 
-
 pub fn status(state: &Path, json: bool) -> Result<u8> {
     let status: Option<DaemonStatus> = match control::access(state)? {
         Access::Daemon(sock) => Some(serde_json::from_value(control::call(

@@ -936,7 +936,10 @@ mod tests {
         // SAFETY: a valid path string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let err = open_source(&fifo).unwrap_err();
-        assert!(err.to_string().contains("no longer a regular file"), "{err}");
+        assert!(
+            err.to_string().contains("no longer a regular file"),
+            "{err}"
+        );
         fs::write(d.path().join("f"), b"data").unwrap();
         let mut f = open_source(&d.path().join("f")).unwrap();
         let mut s = String::new();

@@ -135,7 +135,15 @@ mod tests {
             check_azure(ok).unwrap();
             assert!(check(ok).is_err(), "{ok:?} is no file path");
         }
-        for bad in ["", "a/../b", "./a", "a/.", "a\0b", "line\nbreak", "x\\y.txt"] {
+        for bad in [
+            "",
+            "a/../b",
+            "./a",
+            "a/.",
+            "a\0b",
+            "line\nbreak",
+            "x\\y.txt",
+        ] {
             assert!(check_azure(bad).is_err(), "{bad:?} should be refused");
         }
         // A local folder may hold it; Azure would store it as `x/y.txt`.

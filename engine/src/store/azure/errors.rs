@@ -139,6 +139,12 @@ pub fn from_status(status: u16, code: &str, what: &str, account: &str) -> StoreE
                 if code.is_empty() { status.to_string() } else { code.to_string() }
             ),
         },
+        // A lease on the destination blob (or container): no retry gets in.
+        (412, "LeaseIdMissing" | "LeaseIdMismatchWithBlobOperation" | "LeaseLost" | "LeaseNotPresentWithBlobOperation")
+        | (409, "LeaseIdMissing" | "LeaseAlreadyPresent") => StoreError::Conflict {
+            what: what.to_string(),
+            why: format!("the blob is leased ({code}); it is written once its lease is released or broken"),
+        },
         (412, _) => StoreError::SourceChanged { name: what.to_string() },
         (409, _) => StoreError::Conflict { what: what.to_string(), why: format!("conflict ({code})") },
         _ => StoreError::Service {
@@ -170,6 +176,8 @@ mod tests {
             assert!(e.is_transient(), "{s} {c}");
         }
         for (s, c, kind) in [
+            (412, "LeaseIdMissing", ErrorKind::DestinationConflict),
+            (412, "ConditionNotMet", ErrorKind::SourceChanged),
             (403, "AuthenticationFailed", ErrorKind::PermissionDenied),
             (404, "BlobNotFound", ErrorKind::NotFound),
             (404, "ContainerNotFound", ErrorKind::NotFound),
