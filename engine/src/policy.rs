@@ -28,15 +28,21 @@ pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>, whole_seconds:
         Mode::Full => Decision::Copy(CopyReason::Overwrite),
         Mode::Never => Decision::Skip(SkipReason::Exists),
         Mode::Incremental => {
-            let newer = if whole_seconds {
-                src.modified.timestamp() > dst.modified.timestamp()
+            let order = if whole_seconds {
+                src.modified.timestamp().cmp(&dst.modified.timestamp())
             } else {
-                src.modified > dst.modified
+                src.modified.cmp(&dst.modified)
             };
-            if newer {
-                Decision::Copy(CopyReason::Newer)
-            } else {
-                Decision::Skip(SkipReason::NotNewer)
+            match order {
+                std::cmp::Ordering::Greater => Decision::Copy(CopyReason::Newer),
+                // The same time, at the precision both keep, and another
+                // size: changed since (a file appended to within the second
+                // of its upload, whose copy stayed short forever).
+                std::cmp::Ordering::Equal if src.size != dst.size => {
+                    Decision::Copy(CopyReason::Different)
+                }
+                // A newer destination is never replaced.
+                _ => Decision::Skip(SkipReason::NotNewer),
             }
         }
         Mode::IfDifferent => {
@@ -73,6 +79,38 @@ mod tests {
             md5,
             props: None,
         }
+    }
+
+    #[test]
+    fn incremental_copies_a_size_change_within_the_same_second_but_not_onto_a_newer_copy() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00.300Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |ms: i64, size: u64| BlobMeta {
+            modified: t + Duration::milliseconds(ms),
+            ..meta(size, 0, None)
+        };
+        // Uploaded at .300 (Azure keeps 10:00:00), appended at .700.
+        let (uploaded, appended) = (at(0, 3), at(400, 11));
+        assert_eq!(
+            decide(Mode::Incremental, &appended, Some(&uploaded), true),
+            Decision::Copy(CopyReason::Different)
+        );
+        // Same size in that second: taken as the copy (as before).
+        assert_eq!(
+            decide(Mode::Incremental, &at(400, 3), Some(&uploaded), true),
+            Decision::Skip(SkipReason::NotNewer)
+        );
+        // Exact times: the same mtime and another size is a change; a newer
+        // destination of another size stays.
+        assert_eq!(
+            decide(Mode::Incremental, &at(0, 5), Some(&at(0, 3)), false),
+            Decision::Copy(CopyReason::Different)
+        );
+        assert_eq!(
+            decide(Mode::Incremental, &at(0, 5), Some(&at(2000, 3)), false),
+            Decision::Skip(SkipReason::NotNewer)
+        );
     }
 
     #[test]
