@@ -359,6 +359,7 @@ fn properties_and_metadata_survive_both_copy_methods() {
             etag: String::new(),
             md5: None,
             props: Some(Arc::new(props.clone())),
+            mode: None,
         };
         store
             .write(
@@ -398,6 +399,7 @@ fn azure_to_azure_copies_names_no_folder_could_hold() {
                 etag: String::new(),
                 md5: None,
                 props: None,
+                mode: None,
             };
             let body = bytes::Bytes::from(name.to_string());
             let data = futures::stream::once(async move { Ok(body) }).boxed();

@@ -327,3 +327,18 @@ fn stats_account_for_the_log_writer_and_its_wait_for_a_core() {
     assert_eq!(num("senders waited for a full queue "), 0.0, "{line}");
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn a_mode_change_reaches_a_copy_skipped_as_current() {
+    let env = Env::new();
+    make_tree(&env.src, &[("priv/key", b"secret"), ("open.txt", b"x")]);
+    let key = env.src.join("priv/key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    env.copy(&[]).run().success();
+    // Made private after its backup: no content or mtime change.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let s = env.copy(&[]).run().success().summary();
+    assert_eq!((s.copied, s.skipped), (0, 2));
+    let mode = fs::metadata(env.dst.join("priv/key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the backup stayed readable by all");
+}

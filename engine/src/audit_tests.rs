@@ -22,6 +22,7 @@ fn fill(store: &MemoryStore, n: usize) {
             etag: format!("etag-{i}"),
             md5: None,
             props: None,
+            mode: None,
         };
         store.insert(meta, data);
     }

@@ -20,6 +20,7 @@ pub(crate) fn fill(store: &MemoryStore, n: usize) {
             etag: format!("etag-{i}"),
             md5: None,
             props: None,
+            mode: None,
         };
         store.insert(meta, data);
     }

@@ -61,6 +61,7 @@ impl PluginTools {
             etag: "src".into(),
             md5: None,
             props: None,
+            mode: None,
         };
         let dst = BlobMeta {
             size: 1024,

@@ -78,6 +78,7 @@ mod tests {
             etag: "e".into(),
             md5,
             props: None,
+            mode: None,
         }
     }
 

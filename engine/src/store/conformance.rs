@@ -15,6 +15,7 @@ fn meta(name: &str, data: &[u8]) -> BlobMeta {
         etag: String::new(),
         md5: None,
         props: None,
+        mode: None,
     }
 }
 

@@ -243,6 +243,18 @@ impl LocalStore {
         }
     }
 
+    /// Sets the permission bits of this store's blob `name`, without
+    /// following links (as writes do). Blocking.
+    pub fn set_mode(&self, name: &str, mode: u32) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        let to = self.path_for(name)?;
+        let err = |e| StoreError::io(format!("destination {}", to.display()), e);
+        let parent = self.open_existing_parent(name, &to)?;
+        let file = parent.open_blob().map_err(err)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(err)
+    }
+
     /// Whether this store's blob `name` has the same bytes as `other`'s. Blocking.
     pub fn same_content(&self, other: &LocalStore, name: &str) -> Result<bool, StoreError> {
         // This store is the destination: its file is read without following
@@ -585,6 +597,7 @@ fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
         etag: etag_of(m),
         md5: None,
         props: None,
+        mode: Some(m.mode() & 0o7777),
     }
 }
 
@@ -1085,6 +1098,7 @@ mod tests {
                 etag: String::new(),
                 md5: None,
                 props: None,
+                mode: None,
             };
             let data = futures::stream::once(async { Ok(bytes::Bytes::from_static(b"new")) });
             let dst = dst.clone();

@@ -158,6 +158,7 @@ impl BlobStore for MemoryStore {
             etag: etag_of(&data),
             md5: None,
             props: meta.props.clone(),
+            mode: meta.mode,
         };
         self.insert(stored, data);
         Ok(())

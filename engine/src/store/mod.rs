@@ -35,6 +35,9 @@ pub struct BlobMeta {
     /// HTTP properties and user metadata, where the backend has them
     /// (Azure); copied along with the content.
     pub props: Option<Arc<BlobProps>>,
+    /// Permission bits, where the backend keeps them (local files): a
+    /// copy that is skipped as current still takes a changed mode.
+    pub mode: Option<u32>,
 }
 
 /// Properties a blob carries besides its content.

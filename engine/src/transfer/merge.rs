@@ -169,6 +169,7 @@ mod tests {
             etag: "e".into(),
             md5: None,
             props: None,
+            mode: None,
         }
     }
 

@@ -197,6 +197,9 @@ pub(crate) async fn plan(
         }
         let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref(), whole_seconds) {
             Decision::Skip(reason) => {
+                if reason == SkipReason::NotNewer {
+                    keep_mode(&ctx, &meta, existing.as_ref()).await;
+                }
                 Progress::add(&p.skipped, 1);
                 let event = Event::BlobSkipped {
                     name: meta.name,
@@ -256,5 +259,38 @@ fn failed_unlisted(p: &Progress, name: String, error: &StoreError) -> Event {
         message: error.to_string(),
         tries: 1,
         retries: Default::default(),
+    }
+}
+
+/// A copy skipped as current still takes the source's permission bits
+/// (local to local): a file made private after its backup stayed readable
+/// by all in the backup, since a mode change moves no mtime. Best effort:
+/// a failure is a warning, the content is current.
+async fn keep_mode(
+    ctx: &Attempt,
+    src: &crate::store::BlobMeta,
+    dst: Option<&crate::store::BlobMeta>,
+) {
+    let (Some(mode), Some(old)) = (src.mode, dst.and_then(|d| d.mode)) else {
+        return;
+    };
+    if mode == old || ctx.dst.as_local().is_none() {
+        return;
+    }
+    let dst = ctx.dst.clone();
+    let name = src.name.clone();
+    let set = tokio::task::spawn_blocking(move || match dst.as_local() {
+        Some(local) => local.set_mode(&name, mode),
+        None => Ok(()),
+    })
+    .await;
+    match set {
+        Ok(Err(e)) => {
+            tracing::warn!(blob = %src.name, "could not give the copy the source's mode: {e}")
+        }
+        Err(e) => {
+            tracing::warn!(blob = %src.name, "could not give the copy the source's mode: {e}")
+        }
+        Ok(Ok(())) => {}
     }
 }

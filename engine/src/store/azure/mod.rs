@@ -698,6 +698,7 @@ impl BlobStore for AzureStore {
                 .map_err(err)?
                 .and_then(|m| m.try_into().ok()),
             props: None,
+            mode: None,
         }))
     }
 
@@ -854,6 +855,7 @@ impl AzureStore {
             etag: p.etag.map(|e| e.to_string()).unwrap_or_default(),
             md5: p.content_md5.and_then(|m| m.try_into().ok()),
             props: Some(Arc::new(props)),
+            mode: None,
         }))
     }
 }
