@@ -198,7 +198,7 @@ pub(crate) async fn plan(
         let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref(), whole_seconds) {
             Decision::Skip(reason) => {
                 if reason == SkipReason::NotNewer {
-                    keep_mode(&ctx, &meta, existing.as_ref()).await;
+                    keep_mode(ctx, &meta, existing.as_ref()).await;
                 }
                 Progress::add(&p.skipped, 1);
                 let event = Event::BlobSkipped {
