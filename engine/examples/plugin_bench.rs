@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
             ..Default::default()
         })),
+        mode: None,
     };
     let dst = BlobMeta {
         size: 3_000_000,
