@@ -120,6 +120,9 @@ fn a_state_dir_that_does_not_exist_is_not_made_by_reading_it() {
     assert!(out.stderr.contains("no ferry log in"), "{}", out.stderr);
     assert_eq!(at(&["jobs", "--json"]).success().stdout.trim(), "[]");
     at(&["events"]).success();
+    let status = at(&["status", "--json"]).success();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["daemon"], "stopped");
     at(&["show", "01a2"]).error(5, "there is no ferry log in");
     at(&["replay", "01a2"]).error(5, "check --state or FERRY_HOME");
     assert!(!typo.exists(), "a read made the state dir");

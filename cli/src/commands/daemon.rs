@@ -122,6 +122,24 @@ pub fn status(state: &Path, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// `ferry status` on a state dir that does not exist: no daemon, nothing
+/// queued (and the state dir is not made).
+pub fn status_without_a_log(json: bool) -> Result<u8> {
+    let now = clock()?.now();
+    let s = DaemonStatus {
+        pid: 0,
+        started_at: now,
+        now,
+        max_jobs: 0,
+        running: Vec::new(),
+        queued: Vec::new(),
+        retries_planned: Vec::new(),
+        next_fires: Vec::new(),
+    };
+    print(&s, false, json)?;
+    Ok(exit::OK)
+}
+
 /// What status can say with no daemon running.
 fn offline(engine: &Engine) -> Result<DaemonStatus> {
     let now = clock()?.now();

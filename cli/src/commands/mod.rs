@@ -241,6 +241,10 @@ fn without_a_log(command: &Command, state: &std::path::Path, out: Output) -> Res
             note();
             Ok(Some(crate::exit::OK))
         }
+        Command::Status { json } => {
+            note();
+            daemon::status_without_a_log(*json).map(Some)
+        }
         Command::Schedule(ScheduleCommand::List { json: true }) => {
             note();
             println!("[]");
