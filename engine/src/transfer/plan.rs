@@ -111,6 +111,17 @@ pub(crate) async fn plan(
                 name: m.name,
                 reason: SkipReason::FerryState,
             })),
+            // An empty blob named like a folder (`photos/`, as Storage
+            // Explorer and Data Lake make them) is a folder marker: a folder
+            // tree has no such file, and it failed every run.
+            Some(Ok(Listed::Blob(m)))
+                if m.name.ends_with('/') && m.size == 0 && ctx.dst.as_local().is_some() =>
+            {
+                Some(Ok(Listed::Skipped {
+                    name: m.name,
+                    reason: SkipReason::NotRegularFile,
+                }))
+            }
             other => other,
         };
         let meta = match item {
