@@ -146,6 +146,13 @@ pub fn from_status(status: u16, code: &str, what: &str, account: &str) -> StoreE
             why: format!("the blob is leased ({code}); it is written once its lease is released or broken"),
         },
         (412, _) => StoreError::SourceChanged { name: what.to_string() },
+        // Most often blocks another tool staged and never committed (an
+        // interrupted upload) with ids of another length: every run failed
+        // with the bare code.
+        (400, "InvalidBlobOrBlock") => StoreError::Conflict {
+            what: what.to_string(),
+            why: "the service refused a block (InvalidBlobOrBlock): if another tool left uncommitted blocks on this blob (an interrupted upload), they must go first: overwrite or delete the blob with that tool, or wait a week for the service to drop them".into(),
+        },
         (409, _) => StoreError::Conflict { what: what.to_string(), why: format!("conflict ({code})") },
         _ => StoreError::Service {
             what: what.to_string(),
@@ -177,6 +184,7 @@ mod tests {
         }
         for (s, c, kind) in [
             (412, "LeaseIdMissing", ErrorKind::DestinationConflict),
+            (400, "InvalidBlobOrBlock", ErrorKind::DestinationConflict),
             (412, "ConditionNotMet", ErrorKind::SourceChanged),
             (403, "AuthenticationFailed", ErrorKind::PermissionDenied),
             (404, "BlobNotFound", ErrorKind::NotFound),
