@@ -252,6 +252,13 @@ fn prefixes_select_and_place_blobs() {
     a.copy(format!("dev:{c}/backups/2024/sub"), &down, &[])
         .success();
     assert_eq!(list_files(&down), ["b.txt"]);
+    // `bad` names the same storage account (another key): a destination
+    // inside the source under the other name is refused as under one name.
+    let out = a
+        .copy(format!("dev:{c}/backups"), format!("bad:{c}/backups/again"), &[])
+        .code(2);
+    assert!(out.stderr.contains("are one storage account"), "{}", out.stderr);
+    assert!(out.stderr.contains("inside the source"), "{}", out.stderr);
 }
 
 #[test]

@@ -339,6 +339,9 @@ fn a_mode_change_reaches_a_copy_skipped_as_current() {
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let s = env.copy(&[]).run().success().summary();
     assert_eq!((s.copied, s.skipped), (0, 2));
-    let mode = fs::metadata(env.dst.join("priv/key")).unwrap().permissions().mode();
+    let mode = fs::metadata(env.dst.join("priv/key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the backup stayed readable by all");
 }
