@@ -533,7 +533,8 @@ fn jobs_account_filter_matches_source_or_destination_accounts_not_local_paths() 
     };
     let src = env.src.to_str().unwrap();
     let up = sub(src, "prod:photos/2024");
-    let across = sub("prod:photos", "backup:photos");
+    // (Both names are one emulator account: another container.)
+    let across = sub("prod:photos", "backup:archive");
     let url = sub(src, "https://acct9.blob.core.windows.net/c");
     let to_nas = sub(src, "nas:copies");
     let local = sub(src, env.dst.to_str().unwrap());
