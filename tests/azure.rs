@@ -255,9 +255,17 @@ fn prefixes_select_and_place_blobs() {
     // `bad` names the same storage account (another key): a destination
     // inside the source under the other name is refused as under one name.
     let out = a
-        .copy(format!("dev:{c}/backups"), format!("bad:{c}/backups/again"), &[])
+        .copy(
+            format!("dev:{c}/backups"),
+            format!("bad:{c}/backups/again"),
+            &[],
+        )
         .code(2);
-    assert!(out.stderr.contains("are one storage account"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("are one storage account"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("inside the source"), "{}", out.stderr);
 }
 

@@ -199,9 +199,8 @@ impl LocalStore {
         let from = src.path_for(&meta.name)?;
         let to = self.path_for(&meta.name)?;
         let src_err = |e| StoreError::io(format!("source {}", from.display()), e);
-        let input = open_source(&from).map_err(src_err)?;
+        let (input, before) = open_source(&from).map_err(src_err)?;
         let unchanged = |m: &fs::Metadata| m.len() == meta.size && modified(m) == meta.modified;
-        let before = input.metadata().map_err(src_err)?;
         if !unchanged(&before) {
             return Err(StoreError::SourceChanged {
                 name: meta.name.clone(),
@@ -268,7 +267,9 @@ impl LocalStore {
         };
         let mut b = {
             let p = other.path_for(name)?;
-            open_source(&p).map_err(|e| StoreError::io(p.display().to_string(), e))?
+            open_source(&p)
+                .map_err(|e| StoreError::io(p.display().to_string(), e))?
+                .0
         };
         let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
         let err = |e| StoreError::io(name.to_string(), e);
@@ -563,29 +564,24 @@ fn file_meta(path: &Path, name: String) -> Result<Option<BlobMeta>, StoreError> 
 /// Why not `File::open`: a name listed as a file may be a FIFO by the time
 /// it is copied, and opening a FIFO waits for a writer, forever: the copy
 /// never reached a blob boundary and SIGTERM could not stop the job.
-/// `O_NONBLOCK` makes that open return at once; regular files ignore it,
-/// and it is cleared all the same.
-fn open_source(path: &Path) -> io::Result<File> {
+/// `O_NONBLOCK` makes that open return at once, and regular files ignore
+/// it (open(2): reads and copies of them block as without it), so it is
+/// left set: clearing it cost two system calls per file. Returns the
+/// file's metadata too (the copy needs it; no second `fstat`).
+fn open_source(path: &Path) -> io::Result<(File, fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "is no longer a regular file (a FIFO, socket or device took its name since it was listed); not copied",
         ));
     }
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function owns; flags read, then
-    // written back without O_NONBLOCK.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags >= 0 {
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
-    }
-    Ok(file)
+    Ok((file, meta))
 }
 
 fn meta_of(name: String, m: &fs::Metadata) -> BlobMeta {
@@ -677,7 +673,7 @@ impl BlobStore for LocalStore {
         let file = opened
             .map_err(io::Error::other)
             .and_then(|r| r)
-            .map(tokio::fs::File::from_std)
+            .map(|(file, _)| tokio::fs::File::from_std(file))
             .map_err(|e| StoreError::io(what.clone(), e))?;
         Ok(
             tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
@@ -954,7 +950,7 @@ mod tests {
             "{err}"
         );
         fs::write(d.path().join("f"), b"data").unwrap();
-        let mut f = open_source(&d.path().join("f")).unwrap();
+        let (mut f, _) = open_source(&d.path().join("f")).unwrap();
         let mut s = String::new();
         io::Read::read_to_string(&mut f, &mut s).unwrap();
         assert_eq!(s, "data");
