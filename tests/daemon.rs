@@ -283,6 +283,11 @@ fn pause_resume_and_cancel_reach_a_running_job() {
     assert_eq!(state(&env, &job), "paused");
     env.ferry().args(["resume", &job]).run().success();
     running_attempt(&env, &job, 2);
+    // Resumed twice: it runs (the log alone reads it as interrupted).
+    env.ferry()
+        .args(["resume", &job])
+        .run()
+        .error(7, "is running under the daemon, not paused");
     env.ferry().args(["cancel", &job]).run().success();
     wait_for(60, "the cancel", || {
         (state(&env, &job) == "cancelled" && status(&env)["running"].as_array()?.is_empty())

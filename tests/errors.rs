@@ -502,3 +502,29 @@ fn the_history_of_a_local_account_is_found_while_its_share_is_unmounted() {
     assert_eq!(lines.len(), 1, "{}", out.stdout);
     assert!(!root.exists(), "a lookup made the account folder");
 }
+
+#[test]
+fn negative_numbers_are_invalid_values_not_unknown_arguments() {
+    let env = Env::new();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["prune", "--older-than", "1d", "--keep-last", "-1"],
+            "invalid value '-1' for '--keep-last <N>'",
+        ),
+        (
+            &["daemon", "--max-retries", "-1"],
+            "invalid value '-1' for '--max-retries <MAX_RETRIES>'",
+        ),
+        (&["jobs", "--since", "-5m"], "-5m"),
+        (&["events", "--since", "-1"], "-1"),
+    ];
+    for (args, needle) in cases {
+        let out = env.ferry().args(args).run().code(2);
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("unexpected argument"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}

@@ -58,6 +58,9 @@ pub struct Counts {
     pub block_puts: AtomicU64,
     /// GETs of a byte range (`x-ms-range` or `Range`) forwarded.
     pub range_gets: AtomicU64,
+    /// GETs of a blob's content (not listings, properties or account
+    /// information) forwarded.
+    pub blob_gets: AtomicU64,
     /// Requests being answered now, and the most ever let through at once.
     pub in_flight: AtomicU64,
     pub peak_in_flight: AtomicU64,
@@ -292,6 +295,14 @@ async fn handle(
         && (parts.headers.contains_key("x-ms-range") || parts.headers.contains_key("range"))
     {
         shared.counts.range_gets.fetch_add(1, Ordering::Relaxed);
+    }
+    if parts.method == hyper::Method::GET
+        && !parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("comp=") || q.contains("restype="))
+    {
+        shared.counts.blob_gets.fetch_add(1, Ordering::Relaxed);
     }
     let path = parts
         .uri

@@ -385,3 +385,57 @@ fn a_service_that_goes_away_stops_the_attempt_and_replay_finishes_it() {
     let down = env.download(&c, &[]);
     assert_eq!(assert_same_files(&env.src, &down), 600);
 }
+
+#[test]
+fn if_different_reads_only_the_side_without_an_md5() {
+    let s = setup(Faults::default());
+    for i in 0..3 {
+        write(&s.env.src.join(format!("f{i}.bin")), vec![i as u8; 100_000]);
+    }
+    let c = container("ifdiff");
+    s.env
+        .ferry()
+        .arg("copy")
+        .arg(&s.env.src)
+        .arg(format!("flaky:{c}"))
+        .run()
+        .success();
+    let before = s
+        .proxy
+        .counts
+        .blob_gets
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Same sizes, no MD5 on the local side: the local files are hashed and
+    // compared with the blobs' Content-MD5; no blob is downloaded.
+    let out = s
+        .env
+        .ferry()
+        .arg("copy")
+        .arg(&s.env.src)
+        .arg(format!("flaky:{c}"))
+        .args(["--mode", "if-different"])
+        .run()
+        .success();
+    let sum = out.summary();
+    assert_eq!((sum.copied, sum.skipped), (0, 3), "{}", out.stdout);
+    let gets = s
+        .proxy
+        .counts
+        .blob_gets
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert_eq!(gets, 0, "blobs were downloaded to compare");
+    // A changed file of the same size is still found different.
+    write(&s.env.src.join("f1.bin"), vec![9u8; 100_000]);
+    let sum = s
+        .env
+        .ferry()
+        .arg("copy")
+        .arg(&s.env.src)
+        .arg(format!("flaky:{c}"))
+        .args(["--mode", "if-different"])
+        .run()
+        .success()
+        .summary();
+    assert_eq!((sum.copied, sum.skipped), (1, 2));
+}

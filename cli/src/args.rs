@@ -73,7 +73,7 @@ pub enum Command {
         json: bool,
         /// Events from sequence number SEQ on (needs JOB), or at or after
         /// TIME: RFC 3339, a date (2026-11-01, UTC) or an age (90m, 36h, 7d).
-        #[arg(long, value_name = "SEQ|TIME")]
+        #[arg(long, value_name = "SEQ|TIME", allow_hyphen_values = true)]
         since: Option<String>,
         /// Only events of this type, e.g. BlobFailed (repeatable or
         /// comma-separated; any case).
@@ -113,7 +113,12 @@ pub enum Command {
         #[arg(long, value_name = "AGE")]
         older_than: String,
         /// Keep the newest N finished jobs whatever their age.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            allow_negative_numbers = true
+        )]
         keep_last: usize,
         /// Only say what would be removed.
         #[arg(long)]
@@ -187,10 +192,10 @@ pub struct JobsArgs {
     pub status: Vec<String>,
     /// Submitted at or after TIME: RFC 3339, a date (2026-11-01, UTC) or an
     /// age (90m, 36h, 7d).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Submitted before TIME (same forms as --since).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
     /// Only jobs whose source or destination is in this storage account
     /// (its ferry.toml name, or the account of a container URL).
@@ -261,20 +266,25 @@ pub struct ScheduleAddArgs {
     #[arg(long, default_value = "latest")]
     pub catch_up: ferry_engine::schedule::CatchUp,
     /// Missed fires older than this many seconds are not caught up.
-    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 86_400,
+        allow_negative_numbers = true
+    )]
     pub catch_up_window: u64,
     /// Times the daemon replays a failed job of this schedule.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_retries: u32,
 }
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// Jobs running at once.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
     /// Replays of a failed job (schedules have their own --max-retries).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_retries: u32,
     /// Seconds before the first replay of a failed job; doubles each time.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]

@@ -572,6 +572,14 @@ impl Daemon {
 
     pub async fn resume(&self, job: JobId, by: &str) -> Result<(), EngineError> {
         let _ops = self.ops.lock().await;
+        // The log reads a running job as interrupted (its process may have
+        // died): this daemon knows better, and "use ferry replay" misled.
+        if self.is_running(job) {
+            return Err(EngineError::WrongState {
+                job: job.to_string(),
+                why: "is running under the daemon, not paused".into(),
+            });
+        }
         self.engine.resume(job, by).await?;
         self.nudge();
         Ok(())

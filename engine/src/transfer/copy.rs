@@ -311,7 +311,7 @@ async fn refreshed(ctx: &Attempt, meta: &BlobMeta) -> Option<BlobMeta> {
 }
 
 async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, StoreError> {
-    if work.compare && same_content(ctx, meta).await? {
+    if work.compare && same_content(ctx, meta, work.dst_md5).await? {
         return Ok(Done::Identical);
     }
     if ctx.spec.copy_method == CopyMode::Server {
@@ -363,17 +363,30 @@ async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, S
     })
 }
 
-async fn same_content(ctx: &Attempt, meta: &BlobMeta) -> Result<bool, StoreError> {
+/// Whether the destination holds the source's bytes: a side whose MD5 is
+/// known is not read (one of them is unknown, or the planner would have
+/// decided).
+async fn same_content(
+    ctx: &Attempt,
+    meta: &BlobMeta,
+    dst_md5: Option<[u8; 16]>,
+) -> Result<bool, StoreError> {
     // The destination's copy is read unpinned: only the source must not move.
     let dst_meta = BlobMeta {
         etag: String::new(),
         ..meta.clone()
     };
-    let (a, b) = tokio::try_join!(
-        md5_of(ctx.src.as_ref(), meta),
-        md5_of(ctx.dst.as_ref(), &dst_meta)
-    )?;
-    Ok(a == b)
+    match (meta.md5, dst_md5) {
+        (None, Some(d)) => Ok(md5_of(ctx.src.as_ref(), meta).await? == d),
+        (Some(s), None) => Ok(md5_of(ctx.dst.as_ref(), &dst_meta).await? == s),
+        _ => {
+            let (a, b) = tokio::try_join!(
+                md5_of(ctx.src.as_ref(), meta),
+                md5_of(ctx.dst.as_ref(), &dst_meta)
+            )?;
+            Ok(a == b)
+        }
+    }
 }
 
 async fn md5_of(store: &dyn BlobStore, meta: &BlobMeta) -> Result<[u8; 16], StoreError> {

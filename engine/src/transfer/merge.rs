@@ -194,100 +194,83 @@ mod tests {
     }
 
     /// A memory store whose listing comes in the order given, as an
-    /// account with a hierarchical namespace lists (`A/x` before `A-B`).
-    struct Misordered(MemoryStore, Vec<&'static str>);
+    /// account with a hierarchical namespace lists (`A/x` before `A-B`);
+    /// `says_so`: it answers `lists_in_name_order` truthfully, as such an
+    /// Azure account does.
+    struct Misordered {
+        store: MemoryStore,
+        listed: Vec<&'static str>,
+        says_so: bool,
+    }
 
     #[async_trait::async_trait]
     impl BlobStore for Misordered {
         fn describe(&self) -> String {
-            self.0.describe()
+            self.store.describe()
         }
         fn list(&self) -> Listing {
-            let metas: Vec<_> = self.1.iter().map(|n| Ok(Listed::Blob(meta(n)))).collect();
+            let metas: Vec<_> = self
+                .listed
+                .iter()
+                .map(|n| Ok(Listed::Blob(meta(n))))
+                .collect();
             futures::stream::iter(metas).boxed()
         }
         async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
-            self.0.head(name).await
+            self.store.head(name).await
         }
         async fn read(&self, meta: &BlobMeta) -> Result<crate::store::ByteStream, StoreError> {
-            self.0.read(meta).await
+            self.store.read(meta).await
         }
         async fn write(
             &self,
             meta: &BlobMeta,
             data: crate::store::ByteStream,
         ) -> Result<(), StoreError> {
-            self.0.write(meta, data).await
+            self.store.write(meta, data).await
+        }
+        async fn lists_in_name_order(&self) -> bool {
+            !self.says_so
         }
     }
 
-    #[tokio::test]
-    async fn a_listing_out_of_order_falls_back_to_lookups_and_misses_nothing_after() {
-        let store = MemoryStore::named("merge-misordered");
+    /// The names found asking in the shared order, against a listing
+    /// that comes as `A, A/x, A-B, A-B/y, B`.
+    async fn found_against_misordered(tag: &str, says_so: bool) -> (Vec<String>, bool) {
+        let store = MemoryStore::named(tag);
         let listed = vec!["A", "A/x", "A-B", "A-B/y", "B"];
         for n in &listed {
             store.insert(meta(n), Bytes::from_static(b"x"));
         }
-        let mut m = Merge::new(Arc::new(Misordered(store, listed))).await;
+        let mut m = Merge::new(Arc::new(Misordered {
+            store,
+            listed,
+            says_so,
+        }))
+        .await;
         let mut found = Vec::new();
-        // Asked in the shared order: `A-B` sorts before `A/x` there.
         for name in ["A", "A-B", "A-B/y", "A/x", "B", "C"] {
             if let Found::Blob(b) = m.find(name).await.unwrap() {
                 found.push(b.name);
             }
         }
+        (found, m.by_name)
+    }
+
+    #[tokio::test]
+    async fn a_listing_out_of_order_falls_back_to_lookups_and_misses_nothing_after() {
+        let (found, by_name) = found_against_misordered("merge-misordered", false).await;
         // Names between `A` and `A/x` in the shared order come late in this
         // listing: taken as absent until the order break shows (at `A-B`
         // after `A/x`); from there each name is looked up. Why a store says
         // up front when it lists in another order (`lists_in_name_order`).
         assert_eq!(found, ["A", "A/x", "B"]);
-        assert!(m.by_name);
-    }
-
-    /// [`Misordered`] that says so, as an Azure account with a hierarchical
-    /// namespace does.
-    struct Hierarchical(Misordered);
-
-    #[async_trait::async_trait]
-    impl BlobStore for Hierarchical {
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-        fn list(&self) -> Listing {
-            self.0.list()
-        }
-        async fn head(&self, name: &str) -> Result<Option<BlobMeta>, StoreError> {
-            self.0.head(name).await
-        }
-        async fn read(&self, meta: &BlobMeta) -> Result<crate::store::ByteStream, StoreError> {
-            self.0.read(meta).await
-        }
-        async fn write(
-            &self,
-            meta: &BlobMeta,
-            data: crate::store::ByteStream,
-        ) -> Result<(), StoreError> {
-            self.0.write(meta, data).await
-        }
-        async fn lists_in_name_order(&self) -> bool {
-            false
-        }
+        assert!(by_name);
     }
 
     #[tokio::test]
     async fn a_store_that_lists_in_its_own_order_is_looked_up_name_by_name() {
-        let store = MemoryStore::named("merge-hierarchical");
-        let listed = vec!["A", "A/x", "A-B", "A-B/y", "B"];
-        for n in &listed {
-            store.insert(meta(n), Bytes::from_static(b"x"));
-        }
-        let mut m = Merge::new(Arc::new(Hierarchical(Misordered(store, listed)))).await;
-        let mut found = Vec::new();
-        for name in ["A", "A-B", "A-B/y", "A/x", "B", "C"] {
-            if let Found::Blob(b) = m.find(name).await.unwrap() {
-                found.push(b.name);
-            }
-        }
+        let (found, _) = found_against_misordered("merge-hierarchical", true).await;
         assert_eq!(found, ["A", "A-B", "A-B/y", "A/x", "B"]);
     }
 

@@ -89,6 +89,10 @@ pub(crate) struct Work {
     pub reason: CopyReason,
     /// Same size, unknown hashes: compare content before deciding.
     pub compare: bool,
+    /// The destination's content MD5, when it has one: then only the
+    /// source is read to compare (an Azure destination's copy was
+    /// downloaded in full to learn what its Content-MD5 said).
+    pub dst_md5: Option<[u8; 16]>,
     /// The destination's copy, when a plugin policy must decide first.
     pub ask_plugin: Option<BlobMeta>,
     /// The plugin's reason for a copy, recorded in `BlobCopied`.

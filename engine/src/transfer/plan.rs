@@ -198,6 +198,7 @@ pub(crate) async fn plan(
                 meta,
                 reason: CopyReason::Policy,
                 compare: false,
+                dst_md5: None,
                 ask_plugin: existing,
                 detail: None,
             };
@@ -226,6 +227,7 @@ pub(crate) async fn plan(
                 meta,
                 reason,
                 compare: false,
+                dst_md5: None,
                 ask_plugin: None,
                 detail: None,
             },
@@ -234,6 +236,7 @@ pub(crate) async fn plan(
                 meta,
                 reason: CopyReason::Different,
                 compare: true,
+                dst_md5: existing.as_ref().and_then(|e| e.md5),
                 ask_plugin: None,
                 detail: None,
             },
