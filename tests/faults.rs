@@ -393,49 +393,32 @@ fn if_different_reads_only_the_side_without_an_md5() {
         write(&s.env.src.join(format!("f{i}.bin")), vec![i as u8; 100_000]);
     }
     let c = container("ifdiff");
-    s.env
-        .ferry()
-        .arg("copy")
-        .arg(&s.env.src)
-        .arg(format!("flaky:{c}"))
-        .run()
-        .success();
-    let before = s
-        .proxy
-        .counts
-        .blob_gets
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let upload = |extra: &[&str]| {
+        let out = s
+            .env
+            .ferry()
+            .arg("copy")
+            .arg(&s.env.src)
+            .arg(format!("flaky:{c}"))
+            .args(extra)
+            .run()
+            .success();
+        let sum = out.summary();
+        (sum.copied, sum.skipped)
+    };
+    let gets = || {
+        s.proxy
+            .counts
+            .blob_gets
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    upload(&[]);
+    let before = gets();
     // Same sizes, no MD5 on the local side: the local files are hashed and
     // compared with the blobs' Content-MD5; no blob is downloaded.
-    let out = s
-        .env
-        .ferry()
-        .arg("copy")
-        .arg(&s.env.src)
-        .arg(format!("flaky:{c}"))
-        .args(["--mode", "if-different"])
-        .run()
-        .success();
-    let sum = out.summary();
-    assert_eq!((sum.copied, sum.skipped), (0, 3), "{}", out.stdout);
-    let gets = s
-        .proxy
-        .counts
-        .blob_gets
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - before;
-    assert_eq!(gets, 0, "blobs were downloaded to compare");
+    assert_eq!(upload(&["--mode", "if-different"]), (0, 3));
+    assert_eq!(gets() - before, 0, "blobs were downloaded to compare");
     // A changed file of the same size is still found different.
     write(&s.env.src.join("f1.bin"), vec![9u8; 100_000]);
-    let sum = s
-        .env
-        .ferry()
-        .arg("copy")
-        .arg(&s.env.src)
-        .arg(format!("flaky:{c}"))
-        .args(["--mode", "if-different"])
-        .run()
-        .success()
-        .summary();
-    assert_eq!((sum.copied, sum.skipped), (1, 2));
+    assert_eq!(upload(&["--mode", "if-different"]), (1, 2));
 }
