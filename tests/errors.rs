@@ -528,3 +528,22 @@ fn negative_numbers_are_invalid_values_not_unknown_arguments() {
         );
     }
 }
+
+#[test]
+fn a_download_into_a_file_path_is_refused_before_any_job() {
+    let env = Env::new();
+    write(
+        &env.state.join("ferry.toml"),
+        "[accounts.dev]\nconnection_string = \"UseDevelopmentStorage=true\"\n",
+    );
+    let file = env.path("a-file");
+    write(&file, "not a folder");
+    env.ferry()
+        .arg("copy")
+        .arg("dev:photos")
+        .arg(&file)
+        .run()
+        .error(2, "exists and is not a folder");
+    assert!(env.jobs_json().is_empty(), "a job was recorded");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "not a folder");
+}

@@ -554,35 +554,14 @@ impl JobSpec {
         if let Some(src) = self.src.local_path() {
             check_local_source(src)?;
         }
+        // A local destination is checked whatever the source (an Azure
+        // download into a file path made a job that could only fail).
+        if let Some(dst) = self.dst.local_path() {
+            check_local_destination(dst)?;
+        }
         let (Some(src), Some(dst)) = (self.src.local_path(), self.dst.local_path()) else {
             return Ok(());
         };
-        match std::fs::metadata(dst) {
-            // A dangling link: every file would fail to create the folder.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink()) =>
-            {
-                return Err(EngineError::InvalidInput(format!(
-                    "destination {} is a symbolic link to a missing target; create its target or remove the link",
-                    dst.display()
-                )));
-            }
-            Ok(m) if !m.is_dir() => {
-                return Err(EngineError::InvalidInput(format!(
-                    "destination {} exists and is not a folder; choose a folder path",
-                    dst.display()
-                )));
-            }
-            // A file stands where one of its parent folders must be.
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(EngineError::InvalidInput(format!(
-                    "destination {} is below a file, not a folder; choose a folder path",
-                    dst.display()
-                )));
-            }
-            _ => {}
-        }
         let src_real = std::fs::canonicalize(src).map_err(|e| {
             EngineError::InvalidInput(format!("cannot resolve source {}: {e}", src.display()))
         })?;
@@ -653,6 +632,38 @@ pub(crate) fn check_mount(root: &str) -> Result<(), EngineError> {
             "the local account folder {root} does not exist (not mounted?); mount or create it, or fix local = in the config"
         ))),
     }
+}
+
+/// What a local destination must not be: a file, below a file, or a link
+/// to nothing.
+fn check_local_destination(dst: &Path) -> Result<(), EngineError> {
+    match std::fs::metadata(dst) {
+        // A dangling link: every file would fail to create the folder.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "destination {} is a symbolic link to a missing target; create its target or remove the link",
+                dst.display()
+            )));
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(EngineError::InvalidInput(format!(
+                "destination {} exists and is not a folder; choose a folder path",
+                dst.display()
+            )));
+        }
+        // A file stands where one of its parent folders must be.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(EngineError::InvalidInput(format!(
+                "destination {} is below a file, not a folder; choose a folder path",
+                dst.display()
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A local source must be an existing folder.

@@ -119,6 +119,11 @@ pub fn from_status(status: u16, code: &str, what: &str, account: &str) -> StoreE
         (404, "ContainerNotFound") => StoreError::NotFound {
             what: format!("{what}: the container (account {account:?})"),
         },
+        // A server-side copy whose source is gone: the request named the
+        // destination, which was blamed for it.
+        (404, "CannotVerifyCopySource") => StoreError::NotFound {
+            what: format!("{what}: the source of the server-side copy (CannotVerifyCopySource)"),
+        },
         (404, _) => StoreError::NotFound { what: what.to_string() },
         // Valid credentials without the permission: say which ones ferry uses.
         (403, "AuthorizationPermissionMismatch") => StoreError::PermissionDenied {
