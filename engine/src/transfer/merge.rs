@@ -22,9 +22,10 @@ pub(crate) struct Merge {
     done: bool,
     /// The destination, for lookups once the listing is out of order.
     store: Arc<dyn BlobStore>,
-    /// The last destination entry passed and the last name asked for.
-    last_entry: Option<String>,
-    last_asked: Option<String>,
+    /// The last destination entry passed and the last name asked for
+    /// (empty: none yet; names are never empty).
+    last_entry: String,
+    last_asked: String,
     /// The order broke: every name is looked up by itself.
     by_name: bool,
 }
@@ -55,8 +56,8 @@ impl Merge {
             list: store.list_existing().peekable(),
             done: false,
             store,
-            last_entry: None,
-            last_asked: None,
+            last_entry: String::new(),
+            last_asked: String::new(),
             by_name,
         }
     }
@@ -85,12 +86,13 @@ impl Merge {
     /// other failure of the whole listing is returned (guessing "absent"
     /// could overwrite what the policy would keep).
     pub async fn find(&mut self, name: &str) -> Result<Found, StoreError> {
-        if let Some(last) = self.last_asked.take() {
-            if names::cmp(name, &last) != Ordering::Greater {
-                self.out_of_order(name, &last);
-            }
+        if !self.last_asked.is_empty() && names::cmp(name, &self.last_asked) != Ordering::Greater {
+            let last = std::mem::take(&mut self.last_asked);
+            self.out_of_order(name, &last);
         }
-        self.last_asked = Some(name.to_string());
+        // Buffers reused blob after blob: no allocation per name.
+        self.last_asked.clear();
+        self.last_asked.push_str(name);
         loop {
             if self.by_name {
                 return Self::look_up(self.store.clone(), name).await;
@@ -99,7 +101,14 @@ impl Merge {
                 return Ok(Found::Absent);
             }
             let mut list = Pin::new(&mut self.list);
-            let order = match list.as_mut().peek().await {
+            let last = self.last_entry.as_str();
+            // A peeked entry at or before the last one passed: the listing
+            // is not in the shared order (its name, for the warning).
+            let back = |entry: &str| {
+                (!last.is_empty() && names::cmp(entry, last) != Ordering::Greater)
+                    .then(|| entry.to_string())
+            };
+            let (order, backwards) = match list.as_mut().peek().await {
                 None => {
                     self.done = true;
                     return Ok(Found::Absent);
@@ -112,7 +121,7 @@ impl Merge {
                         Some(Ok(_)) => Ok(Found::Absent),
                     };
                 }
-                Some(Ok(Listed::Blob(m))) => names::cmp(&m.name, name),
+                Some(Ok(Listed::Blob(m))) => (names::cmp(&m.name, name), back(&m.name)),
                 Some(Ok(Listed::Failed { name: entry, error })) => {
                     let order = names::cmp(entry, name);
                     // A link no source blob lands on is none of the copy's
@@ -120,34 +129,37 @@ impl Merge {
                     if order == Ordering::Less && !matches!(error, StoreError::Conflict { .. }) {
                         tracing::warn!(blob = %entry, error = %error, "destination entry could not be listed");
                     }
-                    order
+                    (order, back(entry))
                 }
-                Some(Ok(Listed::Skipped { .. })) => Ordering::Less,
+                Some(Ok(Listed::Skipped { .. })) => (Ordering::Less, None),
             };
-            let entry = match list.as_mut().peek().await {
-                Some(Ok(Listed::Blob(m))) => Some(m.name.clone()),
-                Some(Ok(Listed::Failed { name, .. })) => Some(name.clone()),
-                _ => None,
-            };
-            if let (Some(entry), Some(last)) = (&entry, &self.last_entry) {
-                if names::cmp(entry, last) != Ordering::Greater {
-                    let last = last.clone();
-                    self.out_of_order(entry, &last);
-                    continue;
-                }
+            if let Some(entry) = backwards {
+                let last = self.last_entry.clone();
+                self.out_of_order(&entry, &last);
+                continue;
             }
+            let passed = |last: &mut String, entry: &str| {
+                last.clear();
+                last.push_str(entry);
+            };
             match order {
-                Ordering::Less => {
-                    self.last_entry = entry.or(self.last_entry.take());
-                    list.next().await;
-                }
+                Ordering::Less => match list.next().await {
+                    Some(Ok(Listed::Blob(m))) => passed(&mut self.last_entry, &m.name),
+                    Some(Ok(Listed::Failed { name, .. })) => passed(&mut self.last_entry, &name),
+                    _ => {}
+                },
                 Ordering::Equal => {
-                    self.last_entry = entry;
                     return Ok(match list.next().await {
-                        Some(Ok(Listed::Blob(m))) => Found::Blob(m),
-                        Some(Ok(Listed::Failed { error, .. })) => Found::Unusable(error),
+                        Some(Ok(Listed::Blob(m))) => {
+                            passed(&mut self.last_entry, &m.name);
+                            Found::Blob(m)
+                        }
+                        Some(Ok(Listed::Failed { name, error })) => {
+                            passed(&mut self.last_entry, &name);
+                            Found::Unusable(error)
+                        }
                         _ => Found::Absent,
-                    });
+                    })
                 }
                 Ordering::Greater => return Ok(Found::Absent),
             }
