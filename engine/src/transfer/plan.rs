@@ -81,9 +81,10 @@ pub(crate) async fn plan(
         .resuming
         .then(|| ctx.log.checkpoint_cursor(ctx.job, ctx.attempt));
     let mut src = ctx.src.list();
-    let mut dst = match policy::needs_destination(ctx.spec.mode) {
-        true => Some(Merge::new(ctx.dst.clone()).await),
-        false => None,
+    let mut dst = if policy::needs_destination(ctx.spec.mode) {
+        Some(Merge::new(ctx.dst.clone()).await)
+    } else {
+        None
     };
     let (mut blobs, mut bytes) = (0u64, 0u64);
     // Places of the listed blobs that get a copy or skip, for the log's runs
@@ -297,14 +298,10 @@ async fn keep_mode(
         Some(local) => local.set_mode(&name, mode),
         None => Ok(()),
     })
-    .await;
-    match set {
-        Ok(Err(e)) => {
-            tracing::warn!(blob = %src.name, "could not give the copy the source's mode: {e}")
-        }
-        Err(e) => {
-            tracing::warn!(blob = %src.name, "could not give the copy the source's mode: {e}")
-        }
-        Ok(Ok(())) => {}
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    if let Err(e) = set {
+        tracing::warn!(blob = %src.name, "could not give the copy the source's mode: {e}");
     }
 }
