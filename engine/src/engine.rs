@@ -175,15 +175,11 @@ impl Engine {
         // names, and a copy into a prefix of its own source under the other
         // name copied its copies again (8,201 copies of 5,100 blobs).
         if let (
-            Address::Azure {
-                account: a1,
-                container: c1,
-                prefix: p1,
-            },
+            Address::Azure { account: a1, .. },
             Address::Azure {
                 account: a2,
-                container: c2,
-                prefix: p2,
+                container,
+                prefix,
             },
         ) = (&spec.src, &spec.dst)
         {
@@ -191,18 +187,21 @@ impl Engine {
                 Ok(crate::config::Account::Azure(a)) => Some(a.endpoint.clone()),
                 _ => None,
             };
-            if a1 != a2 && endpoint(a1).is_some() && endpoint(a1) == endpoint(a2) {
-                let as_first = |container: &str, prefix: &str| Address::Azure {
+            let first = endpoint(a1);
+            if a1 != a2 && first.is_some() && first == endpoint(a2) {
+                // The destination under the source's name: `validate` then
+                // compares them as it does within one name.
+                let dst = Address::Azure {
                     account: a1.clone(),
-                    container: container.to_string(),
-                    prefix: prefix.to_string(),
+                    container: container.clone(),
+                    prefix: prefix.clone(),
                 };
-                let same = JobSpec {
-                    src: as_first(c1, p1),
-                    dst: as_first(c2, p2),
+                JobSpec {
+                    dst,
                     ..spec.clone()
-                };
-                same.validate().map_err(|e| match e {
+                }
+                .validate()
+                .map_err(|e| match e {
                     EngineError::InvalidInput(why) => EngineError::InvalidInput(format!(
                         "{a1}: and {a2}: are one storage account: {why}"
                     )),

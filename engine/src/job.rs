@@ -637,33 +637,25 @@ pub(crate) fn check_mount(root: &str) -> Result<(), EngineError> {
 /// What a local destination must not be: a file, below a file, or a link
 /// to nothing.
 fn check_local_destination(dst: &Path) -> Result<(), EngineError> {
-    match std::fs::metadata(dst) {
+    let why = match std::fs::metadata(dst) {
         // A dangling link: every file would fail to create the folder.
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 && std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink()) =>
         {
-            return Err(EngineError::InvalidInput(format!(
-                "destination {} is a symbolic link to a missing target; create its target or remove the link",
-                dst.display()
-            )));
+            "is a symbolic link to a missing target; create its target or remove the link"
         }
-        Ok(m) if !m.is_dir() => {
-            return Err(EngineError::InvalidInput(format!(
-                "destination {} exists and is not a folder; choose a folder path",
-                dst.display()
-            )));
-        }
+        Ok(m) if !m.is_dir() => "exists and is not a folder; choose a folder path",
         // A file stands where one of its parent folders must be.
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(EngineError::InvalidInput(format!(
-                "destination {} is below a file, not a folder; choose a folder path",
-                dst.display()
-            )));
+            "is below a file, not a folder; choose a folder path"
         }
-        _ => {}
-    }
-    Ok(())
+        _ => return Ok(()),
+    };
+    Err(EngineError::InvalidInput(format!(
+        "destination {} {why}",
+        dst.display()
+    )))
 }
 
 /// A local source must be an existing folder.
