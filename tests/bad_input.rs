@@ -1477,6 +1477,12 @@ fn address_and_option_rows() -> Vec<Case> {
             refused(2, "at most 4000MiB"),
         ),
         Case::new(
+            "--check-md5 with an unknown action",
+            |sb| (one_file(sb), sb.dst()),
+            Run::Copy(&["--check-md5", "maybe"]),
+            refused(2, "unknown MD5 check \"maybe\"; use fail or off"),
+        ),
+        Case::new(
             "history --limit 0",
             |sb| (one_file(sb), sb.dst()),
             Run::Custom(|sb, src, _| {

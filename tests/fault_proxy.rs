@@ -42,6 +42,10 @@ pub struct Faults {
     pub stall: f64,
     /// Forwarded after `slow_for`.
     pub slow: f64,
+    /// A blob's content (a GET answered 2xx) forwarded with one byte
+    /// changed, as damage in transit would; other requests pass untouched
+    /// and uncounted.
+    pub corrupt: f64,
     pub stall_for: Duration,
     pub slow_for: Duration,
 }
@@ -196,6 +200,7 @@ fn pick(f: &Faults) -> Option<&'static str> {
         (f.reset, "reset"),
         (f.stall, "stall"),
         (f.slow, "slow"),
+        (f.corrupt, "corrupt"),
     ] {
         acc += p;
         if r < acc {
@@ -250,7 +255,7 @@ async fn handle(
         .fetch_max(now, Ordering::SeqCst);
     let faults = *shared.faults.lock().unwrap();
     let fault = pick(&faults);
-    if let Some(name) = fault {
+    if let Some(name) = fault.filter(|n| *n != "corrupt") {
         count_fault(&shared.counts, name);
     }
     match fault {
@@ -296,12 +301,12 @@ async fn handle(
     {
         shared.counts.range_gets.fetch_add(1, Ordering::Relaxed);
     }
-    if parts.method == hyper::Method::GET
+    let blob_get = parts.method == hyper::Method::GET
         && !parts
             .uri
             .query()
-            .is_some_and(|q| q.contains("comp=") || q.contains("restype="))
-    {
+            .is_some_and(|q| q.contains("comp=") || q.contains("restype="));
+    if blob_get {
         shared.counts.blob_gets.fetch_add(1, Ordering::Relaxed);
     }
     let path = parts
@@ -324,11 +329,18 @@ async fn handle(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let (rparts, rbody) = rsp.into_parts();
-    let bytes = rbody
+    let mut bytes = rbody
         .collect()
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .to_bytes();
+    if fault == Some("corrupt") && blob_get && rparts.status.is_success() && !bytes.is_empty() {
+        count_fault(&shared.counts, "corrupt");
+        let mut changed = bytes.to_vec();
+        let mid = changed.len() / 2;
+        changed[mid] ^= 0x20;
+        bytes = changed.into();
+    }
     let mut out = Response::builder().status(rparts.status);
     for (k, v) in rparts.headers.iter() {
         if !matches!(

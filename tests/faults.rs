@@ -26,6 +26,7 @@ fn mix() -> Faults {
         slow: 0.05,
         stall_for: Duration::from_secs(3),
         slow_for: Duration::from_millis(150),
+        ..Faults::default()
     }
 }
 
@@ -421,4 +422,79 @@ fn if_different_reads_only_the_side_without_an_md5() {
     // A changed file of the same size is still found different.
     write(&s.env.src.join("f1.bin"), vec![9u8; 100_000]);
     assert_eq!(upload(&["--mode", "if-different"]), (1, 2));
+}
+
+#[test]
+fn bytes_that_do_not_match_the_blobs_md5_are_never_kept() {
+    let s = setup(Faults::default());
+    // A one-shot GET, and a download in 4 ranges of 4 x 64 KiB blocks that
+    // is hashed as the ranges land.
+    let big: Vec<u8> = (0..(1 << 20) + 123).map(|i| (i % 253) as u8).collect();
+    make_tree(&s.env.src, &[("a.txt", b"hello"), ("big.bin", &big)]);
+    let c = container("md5");
+    s.env
+        .ferry()
+        .args(["copy", "--block-size", "64K"])
+        .arg(&s.env.src)
+        .arg(format!("dev:{c}"))
+        .run()
+        .success();
+    s.proxy.set_faults(Faults {
+        corrupt: 1.0,
+        ..Faults::default()
+    });
+    let down = s.env.path("down");
+    let copy = |from: String, to: &str, extra: &[&str]| {
+        s.env
+            .ferry()
+            .args(["copy", "--block-size", "64K"])
+            .arg(from)
+            .arg(to)
+            .args(extra)
+            .run()
+    };
+    let out = copy(format!("flaky:{c}"), down.to_str().unwrap(), &[]).code(1);
+    let job = job_of(&out);
+    let events = s.env.events(Some(&job));
+    let failed = of_type(&events, "BlobFailed");
+    assert_eq!(failed.len(), 2, "{out:?}");
+    for f in &failed {
+        assert_eq!(ev_data(f)["error_kind"], "content-mismatch", "{f}");
+        let msg = ev_data(f)["message"].as_str().unwrap();
+        assert!(msg.contains("--check-md5 off"), "{msg}");
+    }
+    // Neither a file nor a temp file is left.
+    assert_eq!(list_files(&down), Vec::<String>::new());
+    assert!(
+        s.proxy.counts.injected()["corrupt"] >= 5,
+        "{:?}",
+        s.proxy.counts.injected()
+    );
+    // Streamed Azure to Azure: the destination is not written either.
+    let c2 = container("md5s");
+    copy(
+        format!("flaky:{c}"),
+        &format!("dev:{c2}"),
+        &["--copy-method", "stream"],
+    )
+    .code(1);
+    let out = copy(
+        format!("dev:{c2}"),
+        s.env.path("down2").to_str().unwrap(),
+        &[],
+    );
+    assert_eq!(out.success().summary().copied, 0);
+    // Turned off, the damaged bytes are taken as they come.
+    let off = s.env.path("off");
+    copy(
+        format!("flaky:{c}"),
+        off.to_str().unwrap(),
+        &["--check-md5", "off"],
+    )
+    .success();
+    assert_ne!(std::fs::read(off.join("big.bin")).unwrap(), big);
+    // Undamaged again: a replay copies both and they verify.
+    s.proxy.set_faults(Faults::default());
+    s.env.ferry().args(["replay", &job]).run().success();
+    assert_eq!(assert_same_files(&s.env.src, &down), 2);
 }

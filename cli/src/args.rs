@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use ferry_engine::job::{CopyMode, PluginFailure};
+use ferry_engine::job::{CopyMode, Md5Check, PluginFailure};
 use ferry_engine::Mode;
 
 const AFTER_HELP: &str = "\
@@ -396,6 +396,11 @@ pub struct JobArgs {
     /// When the policy plugin fails on a blob: fail it (default) or skip it.
     #[arg(long, default_value = "fail", value_parser = parse_plugin_failure, requires = "policy")]
     pub plugin_failure: PluginFailure,
+    /// Bytes read from a source that knows their MD5 (an Azure blob's
+    /// Content-MD5) must match it, or the blob fails and its copy is not
+    /// kept: `fail` (default) or `off` (for blobs whose stored MD5 is wrong).
+    #[arg(long, value_name = "fail|off", default_value = "fail", value_parser = parse_md5_check)]
+    pub check_md5: Md5Check,
     #[command(flatten)]
     pub retry: RetryArgs,
 }
@@ -431,6 +436,10 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_plugin_failure(s: &str) -> Result<PluginFailure, String> {
+    s.parse()
+}
+
+fn parse_md5_check(s: &str) -> Result<Md5Check, String> {
     s.parse()
 }
 

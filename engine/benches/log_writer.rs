@@ -48,6 +48,7 @@ fn main() {
         policy_plugin: None,
         plugin_failure: Default::default(),
         mounts: Vec::new(),
+        check_md5: Default::default(),
     };
     log.append_durable_blocking(
         job,

@@ -39,6 +39,7 @@ fn spec(src: &str, dst: &str) -> JobSpec {
         policy_plugin: None,
         plugin_failure: Default::default(),
         mounts: Vec::new(),
+        check_md5: Default::default(),
     }
 }
 

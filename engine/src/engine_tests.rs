@@ -37,6 +37,7 @@ pub(crate) fn spec(src: &str, dst: &str, mode: Mode) -> JobSpec {
         policy_plugin: None,
         plugin_failure: Default::default(),
         mounts: Vec::new(),
+        check_md5: Default::default(),
     }
 }
 

@@ -97,6 +97,9 @@ pub enum ErrorKind {
     /// A plugin trapped, ran out of fuel or time, or answered nonsense.
     Plugin,
     Io,
+    /// The bytes read did not match the source's MD5 (`--check-md5`);
+    /// nothing was written.
+    ContentMismatch,
 }
 
 /// How a job attempt ended.

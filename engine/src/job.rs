@@ -405,6 +405,11 @@ pub struct JobSpec {
     /// the local disk by every queued run and scheduled fire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<String>,
+    /// Whether bytes read from a source that knows their MD5 (an Azure
+    /// blob's Content-MD5) must match it before the copy is kept. Left out
+    /// of the record when on, so older logs and older readers agree.
+    #[serde(default, skip_serializing_if = "Md5Check::is_default")]
+    pub check_md5: Md5Check,
 }
 
 /// A plugin pinned by path and content hash, so a replay decides the same way.
@@ -458,6 +463,35 @@ impl FromStr for CopyMode {
             "server" => Ok(CopyMode::Server),
             "stream" => Ok(CopyMode::Stream),
             _ => Err(format!("unknown copy method {s:?}; use server or stream")),
+        }
+    }
+}
+
+/// What a copy does with the source's MD5, where the source knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Md5Check {
+    /// Bytes that do not match fail the blob (`content-mismatch`) and the
+    /// destination is left as it was.
+    #[default]
+    Fail,
+    /// Not checked: for sources whose stored MD5s are known to be wrong.
+    Off,
+}
+
+impl Md5Check {
+    fn is_default(&self) -> bool {
+        *self == Md5Check::Fail
+    }
+}
+
+impl FromStr for Md5Check {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fail" => Ok(Md5Check::Fail),
+            "off" => Ok(Md5Check::Off),
+            _ => Err(format!("unknown MD5 check {s:?}; use fail or off")),
         }
     }
 }
@@ -781,6 +815,7 @@ mod tests {
             policy_plugin: None,
             plugin_failure: Default::default(),
             mounts: Vec::new(),
+            check_md5: Default::default(),
         };
         let err = |s: JobSpec| s.validate().unwrap_err().to_string();
         assert!(err(spec(az("c", ""), az("c", "backup"))).contains("inside the source"));
@@ -905,6 +940,7 @@ mod tests {
             policy_plugin: None,
             plugin_failure: Default::default(),
             mounts: Vec::new(),
+            check_md5: Default::default(),
         }
     }
 

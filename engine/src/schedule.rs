@@ -656,6 +656,7 @@ mod tests {
                 policy_plugin: None,
                 plugin_failure: Default::default(),
                 mounts: Vec::new(),
+                check_md5: Default::default(),
             },
             overlap: Overlap::Skip,
             catch_up,

@@ -561,6 +561,9 @@ pub fn print_show(
         } else if let Some(p) = spec.parallel {
             writeln!(out, "parallel  {p}")?;
         }
+        if spec.check_md5 == ferry_engine::job::Md5Check::Off {
+            writeln!(out, "md5       not checked (--check-md5 off)")?;
+        }
     }
     if let Some(at) = s.submitted_at {
         writeln!(out, "submitted {}", time_ms(at))?;

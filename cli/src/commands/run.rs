@@ -81,6 +81,7 @@ pub(crate) fn spec_of(args: &JobArgs, accounts: &mut Accounts) -> Result<JobSpec
         policy_plugin: None,
         plugin_failure: args.plugin_failure,
         mounts,
+        check_md5: args.check_md5,
     })
 }
 

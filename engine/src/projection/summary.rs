@@ -406,6 +406,7 @@ mod tests {
             policy_plugin: None,
             plugin_failure: Default::default(),
             mounts: Vec::new(),
+            check_md5: Default::default(),
         };
         let mut s = JobSummary::new(job);
         let events = [

@@ -360,7 +360,9 @@ impl Parent {
             libc::openat(
                 self.dir.as_raw_fd(),
                 tmp.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                // Readable too: a ranged download reads its file back to
+                // check the blob's MD5 (`Positioned::hash`).
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 (mode & 0o7777) as libc::c_uint,
             )
         };
@@ -789,7 +791,38 @@ impl Positioned {
             .map_err(|e| StoreError::io(format!("destination {}", self.to.display()), e))?;
         Ok((end, data))
     }
+
+    /// Feeds the bytes of `range`, already written, to `md5` (on the
+    /// blocking pool, through `buf`); returns both for the next range.
+    pub async fn hash(
+        &self,
+        mut md5: md5_simd::Md5,
+        mut buf: Vec<u8>,
+        range: std::ops::Range<u64>,
+    ) -> Result<(md5_simd::Md5, Vec<u8>), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            buf.resize(HASH_CHUNK, 0);
+            let mut at = range.start;
+            while at < range.end {
+                let n = HASH_CHUNK.min((range.end - at) as usize);
+                file.read_exact_at(&mut buf[..n], at)?;
+                md5.update(&buf[..n]);
+                at += n as u64;
+            }
+            Ok((md5, buf))
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| StoreError::io(format!("destination {}", self.to.display()), e))
+    }
 }
+
+/// Bytes read back per call while hashing a downloaded file: it is still in
+/// the page cache, so this only bounds the buffer.
+const HASH_CHUNK: usize = 1 << 20;
 
 /// One directory entry awaiting its turn in the walk.
 struct Entry {

@@ -94,6 +94,15 @@ pub enum StoreError {
     },
     #[error("{what}: {cause}")]
     Io { what: String, cause: std::io::Error },
+    /// Not retried: a blob whose stored MD5 is wrong would be read again
+    /// and again, and damage in transit past TCP's and TLS's checks is
+    /// rare enough for the next run (or the daemon's replay) to retry.
+    #[error("{name}: the bytes read do not match the source's MD5 (stored {expected}, read {read}); the copy was not kept. The blob may be damaged or its Content-MD5 wrong: check it, or copy with --check-md5 off")]
+    ContentMismatch {
+        name: String,
+        expected: String,
+        read: String,
+    },
 }
 
 /// The cause of an [`StoreError::Io`] whose transport failure (no
@@ -130,6 +139,16 @@ impl StoreError {
         }
     }
 
+    /// The error for `name` when the bytes read hash to `read` instead of
+    /// the source's `expected` MD5; `None` when they match.
+    pub fn mismatch(name: &str, expected: [u8; 16], read: [u8; 16]) -> Option<StoreError> {
+        (expected != read).then(|| StoreError::ContentMismatch {
+            name: name.to_string(),
+            expected: hex::encode(expected),
+            read: hex::encode(read),
+        })
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::NotFound { .. } => ErrorKind::NotFound,
@@ -139,6 +158,7 @@ impl StoreError {
             StoreError::Conflict { .. } => ErrorKind::DestinationConflict,
             StoreError::Service { .. } => ErrorKind::Service,
             StoreError::Io { .. } => ErrorKind::Io,
+            StoreError::ContentMismatch { .. } => ErrorKind::ContentMismatch,
         }
     }
 

@@ -971,6 +971,7 @@ mod tests {
             policy_plugin: None,
             plugin_failure: Default::default(),
             mounts: Vec::new(),
+            check_md5: Default::default(),
         };
         let auto = Concurrency::Auto(Limits::for_machine());
         let def = crate::default_parallelism();

@@ -2,11 +2,9 @@
 //! and record each outcome.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use md5_simd::Md5;
 use tokio_util::sync::CancellationToken;
@@ -15,10 +13,10 @@ use super::auto::Limiter;
 use super::{Attempt, Progress, Work};
 use crate::error::EngineError;
 use crate::event::{CopyMethod, ErrorKind, Event, SkipReason};
-use crate::job::{CopyMode, PluginFailure};
+use crate::job::{CopyMode, Md5Check, PluginFailure};
 use crate::plugin::{JobContext, PluginDecision};
 use crate::retry::{self, RetryTally};
-use crate::store::{BlobMeta, BlobStore, FolderCache, LocalStore, StoreError};
+use crate::store::{BlobMeta, BlobStore, ByteStream, FolderCache, LocalStore, StoreError};
 
 enum Done {
     Copied { method: CopyMethod, bytes: u64 },
@@ -326,8 +324,9 @@ async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, S
     // Large Azure -> local: parallel ranges written at their offsets.
     if let (Some(src), Some(dst)) = (ctx.src.as_azure(), ctx.dst.as_local()) {
         if let Some(range) = src.download_range(meta.size) {
+            let md5 = meta.md5.filter(|_| ctx.spec.check_md5 == Md5Check::Fail);
             dst.write_positioned(meta, |file| async move {
-                src.read_into(meta, range, &file).await
+                src.read_into(meta, range, &file, md5).await
             })
             .await?;
             return Ok(Done::Copied {
@@ -336,31 +335,64 @@ async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, S
             });
         }
     }
-    let data = ctx.src.read(meta).await?;
-    // Count what arrives: a blob that shrank or grew since it was listed
-    // fails before the destination's rename instead of landing short.
-    let seen = Arc::new(AtomicU64::new(0));
-    let counter = seen.clone();
-    let (expected, name) = (meta.size, meta.name.clone());
-    let data = data
-        .inspect(move |c| {
-            if let Ok(b) = c {
-                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
-            }
-        })
-        .chain(futures::stream::once(async move {
-            if seen.load(Ordering::Relaxed) == expected {
-                Ok(Bytes::new())
-            } else {
-                Err(StoreError::SourceChanged { name })
-            }
-        }))
-        .boxed();
+    let md5 = meta.md5.filter(|_| ctx.spec.check_md5 == Md5Check::Fail);
+    let data = checked(ctx.src.read(meta).await?, meta, md5);
     ctx.dst.write(meta, data).await?;
     Ok(Done::Copied {
         method: CopyMethod::Stream,
         bytes: meta.size,
     })
+}
+
+/// `data` as it streams to the destination, with a last item that fails
+/// the write before the destination's rename if the bytes are not what the
+/// listing said: a blob that shrank or grew since, or that does not hash
+/// to its `md5`.
+fn checked(data: ByteStream, meta: &BlobMeta, md5: Option<[u8; 16]>) -> ByteStream {
+    struct Reading {
+        data: ByteStream,
+        seen: u64,
+        hash: Option<Md5>,
+        ended: bool,
+    }
+    let (size, name) = (meta.size, meta.name.clone());
+    let start = Reading {
+        data,
+        seen: 0,
+        hash: md5.map(|_| Md5::new()),
+        ended: false,
+    };
+    futures::stream::unfold(start, move |mut r| {
+        let name = name.clone();
+        async move {
+            if r.ended {
+                return None;
+            }
+            let last = match r.data.next().await {
+                Some(Ok(b)) => {
+                    r.seen += b.len() as u64;
+                    if let Some(h) = &mut r.hash {
+                        h.update(&b);
+                    }
+                    return Some((Ok(b), r));
+                }
+                Some(Err(e)) => Err(e),
+                None if r.seen != size => Err(StoreError::SourceChanged { name }),
+                None => match (md5, r.hash.take()) {
+                    (Some(want), Some(h)) => {
+                        match StoreError::mismatch(&name, want, h.finalize()) {
+                            Some(e) => Err(e),
+                            None => return None,
+                        }
+                    }
+                    _ => return None,
+                },
+            };
+            r.ended = true;
+            Some((last, r))
+        }
+    })
+    .boxed()
 }
 
 /// Whether the destination holds the source's bytes: a side whose MD5 is

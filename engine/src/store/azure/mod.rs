@@ -5,6 +5,7 @@
 //! so client URLs (and anything that prints them) never hold a secret.
 
 pub mod auth;
+mod budget;
 pub mod errors;
 mod ranged;
 mod retry;
@@ -67,6 +68,8 @@ pub struct AzureStore {
     container_url: url::Url,
     auth: Auth,
     block_size: u64,
+    /// Shared by every clone, so by every worker writing to this store.
+    upload_budget: budget::UploadBudget,
 }
 
 impl fmt::Debug for AzureStore {
@@ -322,6 +325,7 @@ impl AzureStore {
             container_url,
             auth,
             block_size: block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+            upload_budget: budget::UploadBudget::new(block_size.unwrap_or(DEFAULT_BLOCK_SIZE)),
         })
     }
 
@@ -731,6 +735,7 @@ impl BlobStore for AzureStore {
         let bs = self.block_size_for(meta.size);
         let p = meta.props.as_deref().cloned().unwrap_or_default();
         if meta.size <= bs {
+            let _held = self.upload_budget.hold(meta.size).await;
             let mut buf = BytesMut::with_capacity(meta.size as usize);
             while let Some(chunk) = data.next().await {
                 buf.extend_from_slice(&chunk?);
@@ -763,6 +768,8 @@ impl BlobStore for AzureStore {
         let mut tasks = JoinSet::new();
         let mut buf = BytesMut::new();
         let mut ended = false;
+        // The block being filled; staged blocks carry theirs until sent.
+        let mut held = self.upload_budget.hold(bs).await;
         while !ended {
             match data.next().await {
                 Some(chunk) => buf.extend_from_slice(&chunk?),
@@ -781,13 +788,18 @@ impl BlobStore for AzureStore {
                     join_one(&mut tasks).await?;
                 }
                 let (blob, this, n) = (blob.clone(), self.clone(), meta.name.clone());
+                let permit = held.take();
                 tasks.spawn(crate::retry::inherit(async move {
+                    let _permit = permit;
                     let len = block.len() as u64;
                     blob.stage_block(&id, len, block.into(), None)
                         .await
                         .map(|_| ())
                         .map_err(|e| this.err(&e, &n))
                 }));
+                if !ended {
+                    held = self.upload_budget.hold(bs).await;
+                }
             }
         }
         while !tasks.is_empty() {

@@ -2,12 +2,15 @@
 //! destination file, so neither a reorder buffer nor one sequential writer
 //! stands between the network and the disk.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use azure_storage_blob::models::BlobClientDownloadOptions;
 use azure_storage_blob::BlobClient;
 use futures::StreamExt;
+use md5_simd::Md5;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{errors, join_one, AzureStore};
@@ -41,16 +44,26 @@ impl AzureStore {
     /// Downloads `meta` into `file` (an empty temp file the caller names
     /// only on success): ranges in parallel, pinned to the listed etag so a
     /// blob that changes midway fails instead of mixing versions, each range
-    /// checked to arrive whole.
+    /// checked to arrive whole. With `md5`, the file is read back and
+    /// hashed in order as ranges land, while later ones are still coming,
+    /// and must match it.
     pub async fn read_into(
         &self,
         meta: &BlobMeta,
         range: u64,
         file: &Positioned,
+        md5: Option<[u8; 16]>,
     ) -> Result<(), StoreError> {
         let full = self.full_name(&meta.name)?;
         let blob = Arc::new(self.client.blob_client(&full));
         let mut tasks = JoinSet::new();
+        // Dropped on an early return, which aborts the hashing.
+        let mut hashing = JoinSet::new();
+        let landed = md5.map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            hashing.spawn(hash_in_order(file.clone(), rx, meta.size));
+            tx
+        });
         let mut start = 0;
         while start < meta.size {
             let end = (start + range.max(1)).min(meta.size);
@@ -59,15 +72,31 @@ impl AzureStore {
             }
             let (this, blob, file) = (self.clone(), blob.clone(), file.clone());
             let (name, etag) = (meta.name.clone(), meta.etag.clone());
+            let landed = landed.clone();
             tasks.spawn(crate::retry::inherit(async move {
-                this.read_range(&blob, &name, &etag, start..end, file).await
+                this.read_range(&blob, &name, &etag, start..end, file)
+                    .await?;
+                if let Some(tx) = landed {
+                    // Only fails once hashing failed, which is reported below.
+                    let _ = tx.send(start..end);
+                }
+                Ok(())
             }));
             start = end;
         }
+        drop(landed);
         while !tasks.is_empty() {
             join_one(&mut tasks).await?;
         }
-        Ok(())
+        let (Some(expected), Some(read)) = (md5, hashing.join_next().await) else {
+            return Ok(());
+        };
+        let read =
+            read.map_err(|e| StoreError::io(meta.name.clone(), std::io::Error::other(e)))??;
+        match StoreError::mismatch(&meta.name, expected, read) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn read_range(
@@ -116,4 +145,35 @@ impl AzureStore {
         }
         Ok(())
     }
+}
+
+/// The MD5 of a file of `size` bytes whose ranges land in any order (sent
+/// on `landed` once written): each is hashed as soon as every byte before
+/// it is in.
+async fn hash_in_order(
+    file: Positioned,
+    mut landed: mpsc::UnboundedReceiver<Range<u64>>,
+    size: u64,
+) -> Result<[u8; 16], StoreError> {
+    let mut waiting = BTreeMap::new();
+    let (mut md5, mut buf, mut at) = (Md5::new(), Vec::new(), 0);
+    while at < size {
+        let mut end = at;
+        while let Some(next) = waiting.remove(&end) {
+            end = next;
+        }
+        if end > at {
+            (md5, buf) = file.hash(md5, buf, at..end).await?;
+            at = end;
+            continue;
+        }
+        match landed.recv().await {
+            Some(r) => {
+                waiting.insert(r.start, r.end);
+            }
+            // The download failed and says why.
+            None => break,
+        }
+    }
+    Ok(md5.finalize())
 }
