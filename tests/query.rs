@@ -1094,6 +1094,21 @@ fn a_report_of_a_job_with_many_skips_is_bounded_with_exact_counts_in_every_forma
         "{none}"
     );
 
+    // -o leaves a file that exists as it was, unless --force.
+    let file = env.path("report.txt");
+    write(&file, "precious");
+    let to_file = |extra: &[&str]| {
+        env.ferry()
+            .args(["report", &job, "--max-examples", "5", "-o"])
+            .arg(&file)
+            .args(extra)
+            .run()
+    };
+    to_file(&[]).error(2, "exists; pass --force");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "precious");
+    to_file(&["--force"]).success();
+    assert_eq!(fs::read_to_string(&file).unwrap(), text);
+
     let json: serde_json::Value = serde_json::from_str(&report("json", "5")).unwrap();
     assert_eq!(json["summary"]["skipped"], N as u64);
     assert_eq!(

@@ -142,6 +142,9 @@ pub enum Command {
         /// Write to FILE instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
         /// Failures, and skips, listed by the built-in formats (the rest are counted).
         #[arg(long, allow_negative_numbers = true, default_value_t = 100)]
         max_examples: usize,

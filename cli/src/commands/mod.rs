@@ -107,7 +107,7 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Export { job, output, force } => {
             let output = output.context("ferry export needs --output FILE (-o FILE)")?;
-            query::check_export_target(&output, force)?;
+            query::check_output_target(&output, force)?;
             match control::access(&state)? {
                 Access::Local(engine) => query::export(&engine, &job, &output, force, out),
                 Access::Daemon(sock) => {
@@ -146,13 +146,14 @@ fn run(cli: Cli) -> Result<u8> {
             job,
             format,
             output,
+            force,
             max_examples,
             plugin_config,
         } => report::report(
             &state,
             &job,
             &format,
-            output.as_deref(),
+            output.as_deref().map(|o| (o, force)),
             max_examples,
             plugin_config,
         ),

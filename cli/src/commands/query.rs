@@ -746,7 +746,7 @@ struct ExportHeader {
 }
 
 /// Refuses an existing FILE without `--force`, before any work.
-pub fn check_export_target(output: &Path, force: bool) -> Result<()> {
+pub fn check_output_target(output: &Path, force: bool) -> Result<()> {
     if !force && output.symlink_metadata().is_ok() {
         bail!(
             "{} exists; pass --force to overwrite it",
@@ -787,7 +787,7 @@ pub fn write_export(
         w.flush()?;
         return Ok(exit::OK);
     }
-    check_export_target(output, force)?;
+    check_output_target(output, force)?;
     let shown = exit::printable(&output.display().to_string());
     let name = output
         .file_name()

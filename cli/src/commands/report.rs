@@ -16,10 +16,14 @@ pub fn report(
     state: &Path,
     job: &str,
     format: &str,
-    output: Option<&Path>,
+    // The file, and whether it may replace one that exists.
+    output: Option<(&Path, bool)>,
     max_examples: usize,
     config: Vec<(String, String)>,
 ) -> Result<u8> {
+    if let Some((path, force)) = output {
+        super::query::check_output_target(path, force)?;
+    }
     let mut f: Box<dyn Formatter> = match format {
         "text" => Box::new(BuiltinFormatter::text(max_examples)),
         "json" => Box::new(BuiltinFormatter::json(max_examples)),
@@ -59,8 +63,19 @@ pub fn report(
         }
     };
     match output {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        Some((path, force)) => {
+            // Without --force, not even a file that appeared while the
+            // report was made is replaced.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(force)
+                .create_new(!force)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;
