@@ -312,6 +312,64 @@ fn incremental_runs_skip_unchanged_blobs_and_copy_exactly_the_changed_ones() {
 }
 
 #[test]
+fn file_times_survive_a_round_trip_through_azure_and_keep_both_directions_current() {
+    let a = az();
+    for (i, secs) in [
+        (0, 1_000_000_000i64),
+        (1, 1_300_000_000),
+        (2, 1_600_000_000),
+    ] {
+        let f = a.env.src.join(format!("d/f{i}.txt"));
+        write(&f, format!("file {i}"));
+        set_mtime(&f, secs, 123_456_789);
+    }
+    // A large one, committed from blocks.
+    let big = a.env.src.join("big.bin");
+    write(&big, vec![7u8; 300_000]);
+    set_mtime(&big, 1_500_000_000, 5);
+    let c = container("times");
+    let up = |extra: &[&str]| {
+        let mut args = vec!["--block-size", "64K"];
+        args.extend_from_slice(extra);
+        a.copy(&a.env.src, format!("dev:{c}"), &args)
+            .success()
+            .summary()
+    };
+    up(&[]);
+    let down = a.env.path("restored");
+    let restore = || a.copy(format!("dev:{c}"), &down, &[]).success().summary();
+    assert_eq!(restore().copied, 4);
+    for f in ["d/f0.txt", "d/f1.txt", "d/f2.txt", "big.bin"] {
+        assert_eq!(mtime(&down.join(f)), mtime(&a.env.src.join(f)), "{f}");
+    }
+    // Nothing changed: neither direction copies anything.
+    let s = restore();
+    assert_eq!((s.copied, s.skipped), (0, 4));
+    let s = up(&[]);
+    assert_eq!((s.copied, s.skipped), (0, 4));
+    // A file edited since: exactly it goes up, and comes down with its time.
+    write(&a.env.src.join("d/f1.txt"), "edited");
+    set_mtime(&a.env.src.join("d/f1.txt"), 1_700_000_000, 0);
+    assert_eq!(up(&[]).copied, 1);
+    let s = restore();
+    assert_eq!((s.copied, s.skipped), (1, 3));
+    assert_eq!(
+        std::fs::read_to_string(down.join("d/f1.txt")).unwrap(),
+        "edited"
+    );
+    assert_eq!(mtime(&down.join("d/f1.txt")).unix_seconds(), 1_700_000_000);
+    // Copied on to another container, server-side or streamed, the times
+    // go along.
+    let (server, stream) = (container("times-s"), container("times-t"));
+    a.copy_both_ways(&c, &server, &stream);
+    for other in [server, stream] {
+        let there = a.env.path(&format!("from-{other}"));
+        a.copy(format!("dev:{other}"), &there, &[]).success();
+        assert_eq!(mtime(&there.join("big.bin")), mtime(&big), "{other}");
+    }
+}
+
+#[test]
 fn names_azure_lists_in_utf16_order_are_matched_and_never_overwritten() {
     let a = az();
     // Fullwidth forms and private use (U+E000..U+FFFF) against an emoji

@@ -578,7 +578,7 @@ impl AzureStore {
             ..Default::default()
         };
         let body = list.try_into().map_err(|e| self.err(&e, &meta.name))?;
-        let p = meta.props.as_deref().cloned().unwrap_or_default();
+        let p = props_to_write(meta);
         let opts = BlockBlobClientCommitBlockListOptions {
             blob_content_md5: md5,
             blob_content_type: p.content_type,
@@ -594,6 +594,42 @@ impl AzureStore {
             .map(|_| ())
             .map_err(|e| self.err(&e, &meta.name))
     }
+}
+
+/// The metadata key a blob keeps its source file's modification time in
+/// (RFC 3339, nanoseconds): the one rclone uses, so either tool restores
+/// the other's times.
+const MTIME_KEY: &str = "mtime";
+
+/// What a blob written from `meta` carries: the source blob's properties
+/// and metadata, or, from a source without them (a file), its
+/// modification time, which Azure's own Last-Modified (the upload's time)
+/// cannot keep.
+fn props_to_write(meta: &BlobMeta) -> BlobProps {
+    match meta.props.as_deref() {
+        Some(p) => p.clone(),
+        None => BlobProps {
+            metadata: vec![(
+                MTIME_KEY.to_string(),
+                meta.modified
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            )],
+            ..BlobProps::default()
+        },
+    }
+}
+
+/// The modification time a blob keeps for its source file, if it has a
+/// readable one: then that is the blob's time for comparisons and for the
+/// file a download writes, so a restore has the files' own times and the
+/// next incremental run in either direction finds them current.
+fn kept_mtime(metadata: &[(String, String)]) -> Option<DateTime<Utc>> {
+    let (_, v) = metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(MTIME_KEY))?;
+    DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Waits for one of a blob's parallel block or range tasks.
@@ -684,14 +720,15 @@ impl BlobStore for AzureStore {
             }
         };
         let err = |e: azure_core::Error| self.err(&e, name);
+        let metadata: Vec<(String, String)> = rsp.metadata().map_err(err)?.into_iter().collect();
+        let modified = match kept_mtime(&metadata) {
+            Some(t) => Some(t),
+            None => rsp.last_modified().map_err(err)?.map(to_chrono),
+        };
         Ok(Some(BlobMeta {
             name: name.to_string(),
             size: rsp.content_length().map_err(err)?.unwrap_or(0),
-            modified: rsp
-                .last_modified()
-                .map_err(err)?
-                .map(to_chrono)
-                .unwrap_or_default(),
+            modified: modified.unwrap_or_default(),
             etag: rsp
                 .etag()
                 .map_err(err)?
@@ -733,7 +770,7 @@ impl BlobStore for AzureStore {
         let full = self.full_name(&meta.name)?;
         let blob = Arc::new(self.client.blob_client(&full).block_blob_client());
         let bs = self.block_size_for(meta.size);
-        let p = meta.props.as_deref().cloned().unwrap_or_default();
+        let p = props_to_write(meta);
         if meta.size <= bs {
             let _held = self.upload_budget.hold(meta.size).await;
             let mut buf = BytesMut::with_capacity(meta.size as usize);
@@ -860,10 +897,13 @@ impl AzureStore {
             content_disposition: p.content_disposition,
             metadata,
         };
+        let modified = kept_mtime(&props.metadata)
+            .or(p.last_modified.map(to_chrono))
+            .unwrap_or_default();
         Some(Listed::Blob(BlobMeta {
             name,
             size: p.content_length.unwrap_or(0),
-            modified: p.last_modified.map(to_chrono).unwrap_or_default(),
+            modified,
             etag: p.etag.map(|e| e.to_string()).unwrap_or_default(),
             md5: p.content_md5.and_then(|m| m.try_into().ok()),
             props: Some(Arc::new(props)),
