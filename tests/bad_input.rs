@@ -2112,8 +2112,10 @@ fn state_and_job_rows() -> Vec<Case> {
                     .arg(&dst.arg)
                     .run()
             }),
-            refused(4, "is a file, not a folder"),
-        ),
+            refused(4, "is a file, not a folder; give a folder path"),
+        )
+        // The advice is the one that fits: not "free space".
+        .check(|_, out| assert!(!out.stderr.contains("free space"), "{}", out.stderr)),
         Case::new(
             "state dir without write permission",
             |sb| {
@@ -2134,7 +2136,16 @@ fn state_and_job_rows() -> Vec<Case> {
                     .run_without_dac_override()
             }),
             refused(4, "permission denied"),
-        ),
+        )
+        .check(|_, out| {
+            assert!(
+                out.stderr
+                    .contains("; fix its permissions, then run the command again")
+                    && !out.stderr.contains("free space"),
+                "{}",
+                out.stderr
+            )
+        }),
     ]
 }
 

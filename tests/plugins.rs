@@ -475,6 +475,8 @@ fn built_in_and_plugin_reports_share_one_model() {
     assert_eq!(json["failures"][0]["name"], "c|d.txt");
     let md = report(&env, &job, "markdown");
     assert!(md.contains("| c\\|d.txt |"), "{md}");
+    // Built-in names in any case.
+    assert_eq!(report(&env, &job, "Markdown"), md);
     let md_plugin = report(&env, &job, shipped("markdown_report").to_str().unwrap());
     assert!(
         md_plugin.contains(&job) && md_plugin.contains("c\\|d.txt"),

@@ -85,7 +85,10 @@ impl Engine {
         if dir.exists() && !dir.is_dir() {
             return Err(EngineError::StateIo {
                 path: dir.to_path_buf(),
-                cause: std::io::Error::other("it is a file, not a folder; give a folder path"),
+                cause: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a file, not a folder; give a folder path",
+                ),
             });
         }
         made.map_err(io)?;

@@ -19,7 +19,7 @@ pub enum EngineError {
     /// The state dir could not be created or opened (permissions, disk).
     // The cause is in the message, so it is not also a `source` (error
     // chains would print it twice).
-    #[error("cannot use state dir {}: {cause}; free space or fix its permissions, then run the command again", path.display())]
+    #[error("cannot use state dir {}: {cause}{}", path.display(), state_io_advice(cause))]
     StateIo {
         path: PathBuf,
         cause: std::io::Error,
@@ -70,5 +70,20 @@ impl EngineError {
             path: path.to_path_buf(),
             detail: detail.to_string(),
         }
+    }
+}
+
+/// What to do about a state dir that cannot be used, by cause: a cause of
+/// kind `InvalidInput` already says it.
+fn state_io_advice(cause: &std::io::Error) -> &'static str {
+    match cause.kind() {
+        std::io::ErrorKind::InvalidInput => "",
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            "; fix its permissions, then run the command again"
+        }
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            "; free space, then run the command again"
+        }
+        _ => "; free space or fix its permissions, then run the command again",
     }
 }

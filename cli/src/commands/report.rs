@@ -24,7 +24,14 @@ pub fn report(
     if let Some((path, force)) = output {
         super::query::check_output_target(path, force)?;
     }
-    let mut f: Box<dyn Formatter> = match format {
+    // Built-in names in any case, as `events --kind` takes kinds.
+    let builtin = format.to_ascii_lowercase();
+    let named = if format.ends_with(".wasm") {
+        format
+    } else {
+        builtin.as_str()
+    };
+    let mut f: Box<dyn Formatter> = match named {
         "text" => Box::new(BuiltinFormatter::text(max_examples)),
         "json" => Box::new(BuiltinFormatter::json(max_examples)),
         "markdown" | "md" => Box::new(BuiltinFormatter::markdown(max_examples)),
