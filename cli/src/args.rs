@@ -201,7 +201,8 @@ pub struct JobsArgs {
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
     /// Only jobs whose source or destination is in this storage account
-    /// (its ferry.toml name, or the account of a container URL).
+    /// (its ferry.toml name, or the account of a container URL), or in this
+    /// `local =` account when the job named it.
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
     /// Only jobs submitted by this schedule.

@@ -59,7 +59,11 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run(args) => run::run_queue(&ctx, args),
         Command::Replay { job, run } => run::replay(&ctx, &job, run),
         Command::Jobs { json, filter } => {
-            let filter = query::JobFilter::parse(&filter)?;
+            let mut filter = query::JobFilter::parse(&filter)?;
+            // A config that does not load only leaves local accounts unmatched.
+            if let Ok(accounts) = ctx.accounts() {
+                filter = filter.with_local_accounts(&accounts);
+            }
             query::refuse_state_name_as_dir(&state)?;
             match control::access(&state)? {
                 Access::Local(engine) => query::jobs(&engine, json, &filter),

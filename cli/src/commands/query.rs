@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use ferry_engine::archive_sum::ArchiveSum;
+use ferry_engine::config::{Account, Accounts};
 use ferry_engine::job::PluginRef;
 use ferry_engine::projection::{AttemptSummary, BlobState};
 use ferry_engine::{Address, Engine, EventRecord, JobId, JobSpec, JobState, JobSummary};
@@ -135,6 +136,9 @@ pub struct JobFilter {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     account: Option<String>,
+    /// The folder `account` stands for when it is a `local =` account:
+    /// jobs keep the paths, and that folder as one of their mounts.
+    account_root: Option<String>,
     schedule: Option<String>,
     sort: SortKey,
     reverse: bool,
@@ -183,6 +187,7 @@ impl JobFilter {
             since,
             until,
             account: args.account.clone(),
+            account_root: None,
             schedule: args.schedule.clone(),
             sort,
             reverse: args.reverse,
@@ -209,7 +214,11 @@ impl JobFilter {
         }
         if let Some(name) = &self.account {
             let Some(spec) = &s.spec else { return false };
-            if !names_account(&spec.src, name) && !names_account(&spec.dst, name) {
+            let in_root = |root: &String| spec.mounts.contains(root);
+            if !names_account(&spec.src, name)
+                && !names_account(&spec.dst, name)
+                && !self.account_root.as_ref().is_some_and(in_root)
+            {
                 return false;
             }
         }
@@ -219,6 +228,14 @@ impl JobFilter {
             }
         }
         true
+    }
+
+    /// Lets `--account` name a `local =` account of `accounts` too.
+    pub fn with_local_accounts(mut self, accounts: &Accounts) -> Self {
+        if let Some(Ok(Account::Local(root))) = self.account.as_deref().map(|n| accounts.get(n)) {
+            self.account_root = Some(root.to_string_lossy().into_owned());
+        }
+        self
     }
 
     /// The jobs to list: filtered, sorted (ties stay oldest first), cut.
