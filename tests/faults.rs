@@ -461,7 +461,7 @@ fn bytes_that_do_not_match_the_blobs_md5_are_never_kept() {
     for f in &failed {
         assert_eq!(ev_data(f)["error_kind"], "content-mismatch", "{f}");
         let msg = ev_data(f)["message"].as_str().unwrap();
-        assert!(msg.contains("--check-md5 off"), "{msg}");
+        assert!(msg.contains("`ferry copy ... --check-md5 off`"), "{msg}");
     }
     // Neither a file nor a temp file is left.
     assert_eq!(list_files(&down), Vec::<String>::new());

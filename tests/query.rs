@@ -1106,6 +1106,18 @@ fn a_report_of_a_job_with_many_skips_is_bounded_with_exact_counts_in_every_forma
     assert_eq!(fs::read_to_string(&file).unwrap(), "precious");
     to_file(&["--force"]).success();
     assert_eq!(fs::read_to_string(&file).unwrap(), text);
+    // A folder is named as such; `-o -` is stdout.
+    env.ferry()
+        .args(["report", &job, "--force", "-o"])
+        .arg(&env.dst)
+        .run()
+        .error(2, "is a folder; give the path of a file to write");
+    let dash = env
+        .ferry()
+        .args(["report", &job, "--max-examples", "5", "-o", "-"])
+        .run()
+        .success();
+    assert_eq!(dash.stdout, text);
 
     let json: serde_json::Value = serde_json::from_str(&report("json", "5")).unwrap();
     assert_eq!(json["summary"]["skipped"], N as u64);

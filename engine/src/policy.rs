@@ -4,6 +4,7 @@
 use crate::event::{CopyReason, SkipReason};
 use crate::job::Mode;
 use crate::store::BlobMeta;
+use chrono::{DateTime, Utc};
 
 /// What the planner does with one listed blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,16 +15,39 @@ pub enum Decision {
     CompareContent,
 }
 
+/// How [`decide`] compares times.
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    /// One side keeps times only to the second (Azure's last-modified), so
+    /// times are compared at that precision; otherwise a file written and
+    /// uploaded within the same second would look newer than its upload
+    /// forever.
+    pub whole_seconds: bool,
+    /// Destination times after this are not taken as newer than the
+    /// source: a copy dated 2099 (a wrong clock, a camera's firmware) kept
+    /// every later edit of its source from being copied, since each edit's
+    /// time was older.
+    pub trusted_until: DateTime<Utc>,
+}
+
+impl Times {
+    /// A day past `now`: beyond any clock skew between machines that keep
+    /// time, so an upload-time destination (Azure's Last-Modified, later
+    /// than its source) is never doubted.
+    pub fn at(now: DateTime<Utc>, whole_seconds: bool) -> Times {
+        Times {
+            whole_seconds,
+            trusted_until: now + chrono::Duration::days(1),
+        }
+    }
+}
+
 /// Decides from listings alone; asked for every source blob.
-///
-/// `whole_seconds`: one side keeps times only to the second (Azure's
-/// last-modified), so times are compared at that precision; otherwise a
-/// file written and uploaded within the same second would look newer than
-/// its upload forever.
-pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>, whole_seconds: bool) -> Decision {
+pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>, times: Times) -> Decision {
     let Some(dst) = dst else {
         return Decision::Copy(CopyReason::New);
     };
+    let whole_seconds = times.whole_seconds;
     match mode {
         Mode::Full => Decision::Copy(CopyReason::Overwrite),
         Mode::Never => Decision::Skip(SkipReason::Exists),
@@ -39,6 +63,11 @@ pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>, whole_seconds:
                 // size: changed since (a file appended to within the second
                 // of its upload, whose copy stayed short forever).
                 std::cmp::Ordering::Equal if src.size != dst.size => {
+                    Decision::Copy(CopyReason::Different)
+                }
+                // A destination dated in the future: an older source time
+                // is a change, not an older version.
+                std::cmp::Ordering::Less if dst.modified > times.trusted_until => {
                     Decision::Copy(CopyReason::Different)
                 }
                 // A newer destination is never replaced.
@@ -68,6 +97,10 @@ pub fn needs_destination(_mode: Mode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn times(whole_seconds: bool) -> Times {
+        Times::at(Utc::now(), whole_seconds)
+    }
     use chrono::{Duration, Utc};
 
     fn meta(size: u64, age_s: i64, md5: Option<[u8; 16]>) -> BlobMeta {
@@ -94,22 +127,56 @@ mod tests {
         // Uploaded at .300 (Azure keeps 10:00:00), appended at .700.
         let (uploaded, appended) = (at(0, 3), at(400, 11));
         assert_eq!(
-            decide(Mode::Incremental, &appended, Some(&uploaded), true),
+            decide(Mode::Incremental, &appended, Some(&uploaded), times(true)),
             Decision::Copy(CopyReason::Different)
         );
         // Same size in that second: taken as the copy (as before).
         assert_eq!(
-            decide(Mode::Incremental, &at(400, 3), Some(&uploaded), true),
+            decide(Mode::Incremental, &at(400, 3), Some(&uploaded), times(true)),
             Decision::Skip(SkipReason::NotNewer)
         );
         // Exact times: the same mtime and another size is a change; a newer
         // destination of another size stays.
         assert_eq!(
-            decide(Mode::Incremental, &at(0, 5), Some(&at(0, 3)), false),
+            decide(Mode::Incremental, &at(0, 5), Some(&at(0, 3)), times(false)),
             Decision::Copy(CopyReason::Different)
         );
         assert_eq!(
-            decide(Mode::Incremental, &at(0, 5), Some(&at(2000, 3)), false),
+            decide(
+                Mode::Incremental,
+                &at(0, 5),
+                Some(&at(2000, 3)),
+                times(false)
+            ),
+            Decision::Skip(SkipReason::NotNewer)
+        );
+    }
+
+    #[test]
+    fn a_destination_dated_in_the_future_does_not_hide_an_edit() {
+        // Given a copy kept with its source's time of 2099 (a wrong clock)
+        let future = meta(2, -(80 * 365 * 86_400), None);
+        // when the source is edited (same size, dated now)
+        let edited = meta(2, 0, None);
+        // then incremental copies it,
+        assert_eq!(
+            decide(Mode::Incremental, &edited, Some(&future), times(false)),
+            Decision::Copy(CopyReason::Different)
+        );
+        // and an unchanged source of that time stays skipped.
+        assert_eq!(
+            decide(Mode::Incremental, &future, Some(&future), times(true)),
+            Decision::Skip(SkipReason::NotNewer)
+        );
+        // A destination an hour ahead (clock skew, an upload time) is
+        // still taken as newer.
+        assert_eq!(
+            decide(
+                Mode::Incremental,
+                &edited,
+                Some(&meta(2, -3600, None)),
+                times(true)
+            ),
             Decision::Skip(SkipReason::NotNewer)
         );
     }
@@ -119,41 +186,46 @@ mod tests {
         let old = meta(1, 100, None);
         let new = meta(1, 0, None);
         assert_eq!(
-            decide(Mode::Incremental, &new, None, false),
+            decide(Mode::Incremental, &new, None, times(false)),
             Decision::Copy(CopyReason::New)
         );
         assert_eq!(
-            decide(Mode::Incremental, &new, Some(&old), false),
+            decide(Mode::Incremental, &new, Some(&old), times(false)),
             Decision::Copy(CopyReason::Newer)
         );
         assert_eq!(
-            decide(Mode::Incremental, &old, Some(&new), false),
+            decide(Mode::Incremental, &old, Some(&new), times(false)),
             Decision::Skip(SkipReason::NotNewer)
         );
         assert_eq!(
-            decide(Mode::Full, &old, Some(&new), false),
+            decide(Mode::Full, &old, Some(&new), times(false)),
             Decision::Copy(CopyReason::Overwrite)
         );
         assert_eq!(
-            decide(Mode::Never, &new, Some(&old), false),
+            decide(Mode::Never, &new, Some(&old), times(false)),
             Decision::Skip(SkipReason::Exists)
         );
         assert_eq!(
-            decide(Mode::IfDifferent, &meta(2, 0, None), Some(&old), false),
+            decide(
+                Mode::IfDifferent,
+                &meta(2, 0, None),
+                Some(&old),
+                times(false)
+            ),
             Decision::Copy(CopyReason::Different)
         );
         assert_eq!(
-            decide(Mode::IfDifferent, &new, Some(&old), false),
+            decide(Mode::IfDifferent, &new, Some(&old), times(false)),
             Decision::CompareContent
         );
         let (a, b) = (meta(1, 0, Some([1; 16])), meta(1, 0, Some([1; 16])));
         assert_eq!(
-            decide(Mode::IfDifferent, &a, Some(&b), false),
+            decide(Mode::IfDifferent, &a, Some(&b), times(false)),
             Decision::Skip(SkipReason::Identical)
         );
         let c = meta(1, 0, Some([2; 16]));
         assert_eq!(
-            decide(Mode::IfDifferent, &a, Some(&c), false),
+            decide(Mode::IfDifferent, &a, Some(&c), times(false)),
             Decision::Copy(CopyReason::Different)
         );
     }

@@ -764,6 +764,12 @@ struct ExportHeader {
 
 /// Refuses an existing FILE without `--force`, before any work.
 pub fn check_output_target(output: &Path, force: bool) -> Result<()> {
+    if output.is_dir() {
+        bail!(
+            "{} is a folder; give the path of a file to write",
+            exit::printable(&output.display().to_string())
+        );
+    }
     if !force && output.symlink_metadata().is_ok() {
         bail!(
             "{} exists; pass --force to overwrite it",

@@ -21,6 +21,8 @@ pub fn report(
     max_examples: usize,
     config: Vec<(String, String)>,
 ) -> Result<u8> {
+    // `-o -` is stdout, as for `export`.
+    let output = output.filter(|(path, _)| *path != Path::new("-"));
     if let Some((path, force)) = output {
         super::query::check_output_target(path, force)?;
     }

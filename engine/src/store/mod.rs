@@ -97,7 +97,7 @@ pub enum StoreError {
     /// Not retried: a blob whose stored MD5 is wrong would be read again
     /// and again, and damage in transit past TCP's and TLS's checks is
     /// rare enough for the next run (or the daemon's replay) to retry.
-    #[error("{name}: the bytes read do not match the source's MD5 (stored {expected}, read {read}); the copy was not kept. The blob may be damaged or its Content-MD5 wrong: check it, or copy with --check-md5 off")]
+    #[error("{name}: the bytes read do not match the source's MD5 (stored {expected}, read {read}); the copy was not kept. The blob may be damaged or its Content-MD5 wrong: check it, or copy it again with `ferry copy ... --check-md5 off`")]
     ContentMismatch {
         name: String,
         expected: String,

@@ -91,6 +91,7 @@ pub(crate) async fn plan(
     // (`EventLog::append_outcome`); listing failures never join runs.
     let mut places = 0u64;
     let whole_seconds = ctx.src.whole_second_times() || ctx.dst.whole_second_times();
+    let times = policy::Times::at(chrono::Utc::now(), whole_seconds);
     loop {
         let ready = src.next().now_or_never();
         let item = match ready {
@@ -208,7 +209,7 @@ pub(crate) async fn plan(
             }
             continue;
         }
-        let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref(), whole_seconds) {
+        let work = match policy::decide(ctx.spec.mode, &meta, existing.as_ref(), times) {
             Decision::Skip(reason) => {
                 if reason == SkipReason::NotNewer {
                     keep_mode(ctx, &meta, existing.as_ref()).await;
