@@ -321,10 +321,11 @@ async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, S
             });
         }
     }
+    // What the bytes read must hash to (`--check-md5`).
+    let md5 = meta.md5.filter(|_| ctx.spec.check_md5 == Md5Check::Fail);
     // Large Azure -> local: parallel ranges written at their offsets.
     if let (Some(src), Some(dst)) = (ctx.src.as_azure(), ctx.dst.as_local()) {
         if let Some(range) = src.download_range(meta.size) {
-            let md5 = meta.md5.filter(|_| ctx.spec.check_md5 == Md5Check::Fail);
             dst.write_positioned(meta, |file| async move {
                 src.read_into(meta, range, &file, md5).await
             })
@@ -335,7 +336,6 @@ async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, S
             });
         }
     }
-    let md5 = meta.md5.filter(|_| ctx.spec.check_md5 == Md5Check::Fail);
     let data = checked(ctx.src.read(meta).await?, meta, md5);
     ctx.dst.write(meta, data).await?;
     Ok(Done::Copied {
