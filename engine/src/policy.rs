@@ -47,12 +47,11 @@ pub fn decide(mode: Mode, src: &BlobMeta, dst: Option<&BlobMeta>, times: Times) 
     let Some(dst) = dst else {
         return Decision::Copy(CopyReason::New);
     };
-    let whole_seconds = times.whole_seconds;
     match mode {
         Mode::Full => Decision::Copy(CopyReason::Overwrite),
         Mode::Never => Decision::Skip(SkipReason::Exists),
         Mode::Incremental => {
-            let order = if whole_seconds {
+            let order = if times.whole_seconds {
                 src.modified.timestamp().cmp(&dst.modified.timestamp())
             } else {
                 src.modified.cmp(&dst.modified)
@@ -97,11 +96,11 @@ pub fn needs_destination(_mode: Mode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
 
     fn times(whole_seconds: bool) -> Times {
         Times::at(Utc::now(), whole_seconds)
     }
-    use chrono::{Duration, Utc};
 
     fn meta(size: u64, age_s: i64, md5: Option<[u8; 16]>) -> BlobMeta {
         BlobMeta {

@@ -782,13 +782,10 @@ impl Positioned {
     /// offset just past it, and the buffer for reuse.
     pub async fn write_at(&self, data: Vec<u8>, at: u64) -> Result<(u64, Vec<u8>), StoreError> {
         use std::os::unix::fs::FileExt;
-        let file = self.file.clone();
         let end = at + data.len() as u64;
-        let data = tokio::task::spawn_blocking(move || file.write_all_at(&data, at).map(|()| data))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| StoreError::io(format!("destination {}", self.to.display()), e))?;
+        let data = self
+            .blocking(move |file| file.write_all_at(&data, at).map(|()| data))
+            .await?;
         Ok((end, data))
     }
 
@@ -801,8 +798,7 @@ impl Positioned {
         range: std::ops::Range<u64>,
     ) -> Result<(md5_simd::Md5, Vec<u8>), StoreError> {
         use std::os::unix::fs::FileExt;
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |file| {
             buf.resize(HASH_CHUNK, 0);
             let mut at = range.start;
             while at < range.end {
@@ -814,9 +810,20 @@ impl Positioned {
             Ok((md5, buf))
         })
         .await
-        .map_err(io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| StoreError::io(format!("destination {}", self.to.display()), e))
+    }
+
+    /// Runs `f` on the file on the blocking pool; its error names the
+    /// destination.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || f(&file))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| StoreError::io(format!("destination {}", self.to.display()), e))
     }
 }
 

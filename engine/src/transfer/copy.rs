@@ -351,46 +351,45 @@ async fn copy_one(ctx: &Attempt, work: &Work, meta: &BlobMeta) -> Result<Done, S
 fn checked(data: ByteStream, meta: &BlobMeta, md5: Option<[u8; 16]>) -> ByteStream {
     struct Reading {
         data: ByteStream,
+        name: String,
+        size: u64,
         seen: u64,
-        hash: Option<Md5>,
+        /// The MD5 the bytes must hash to, and theirs so far.
+        md5: Option<([u8; 16], Md5)>,
         ended: bool,
     }
-    let (size, name) = (meta.size, meta.name.clone());
     let start = Reading {
         data,
+        name: meta.name.clone(),
+        size: meta.size,
         seen: 0,
-        hash: md5.map(|_| Md5::new()),
+        md5: md5.map(|want| (want, Md5::new())),
         ended: false,
     };
-    futures::stream::unfold(start, move |mut r| {
-        let name = name.clone();
-        async move {
-            if r.ended {
-                return None;
-            }
-            let last = match r.data.next().await {
-                Some(Ok(b)) => {
-                    r.seen += b.len() as u64;
-                    if let Some(h) = &mut r.hash {
-                        h.update(&b);
-                    }
-                    return Some((Ok(b), r));
-                }
-                Some(Err(e)) => Err(e),
-                None if r.seen != size => Err(StoreError::SourceChanged { name }),
-                None => match (md5, r.hash.take()) {
-                    (Some(want), Some(h)) => {
-                        match StoreError::mismatch(&name, want, h.finalize()) {
-                            Some(e) => Err(e),
-                            None => return None,
-                        }
-                    }
-                    _ => return None,
-                },
-            };
-            r.ended = true;
-            Some((last, r))
+    futures::stream::unfold(start, |mut r| async move {
+        if r.ended {
+            return None;
         }
+        let last = match r.data.next().await {
+            Some(Ok(b)) => {
+                r.seen += b.len() as u64;
+                if let Some((_, h)) = &mut r.md5 {
+                    h.update(&b);
+                }
+                return Some((Ok(b), r));
+            }
+            Some(Err(e)) => Err(e),
+            None if r.seen != r.size => Err(StoreError::SourceChanged {
+                name: std::mem::take(&mut r.name),
+            }),
+            // Each `?` ends the stream cleanly: nothing to check, or a match.
+            None => {
+                let (want, h) = r.md5.take()?;
+                Err(StoreError::mismatch(&r.name, want, h.finalize())?)
+            }
+        };
+        r.ended = true;
+        Some((last, r))
     })
     .boxed()
 }
